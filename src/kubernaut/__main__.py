@@ -1,0 +1,3 @@
+from kubernaut.cli import app
+
+app(prog_name="kubernaut")

@@ -1,0 +1,145 @@
+"""The ``kubernaut`` command: the local stack, the services, and operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kubernaut.config import ConfigError, Settings, load_settings
+from kubernaut.localstack import LocalStack, Topology
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Kubernaut signal plane: alert-ingestion gateway and remediation-context service.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+RunDirOption = typer.Option(
+    None, "--run-dir", envvar="KUBERNAUT_RUN_DIR", help="Local stack state directory."
+)
+OffsetOption = typer.Option(0, "--port-offset", envvar="KUBERNAUT_PORT_OFFSET", help="Shift every port.")
+ConfigOption = typer.Option(None, "--config", envvar="KUBERNAUT_CONFIG", help="YAML configuration file.")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one clear line to stderr and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
+def _stack(run_dir: Path | None, offset: int, quiet: bool = False) -> LocalStack:
+    log = None if quiet else (lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False))
+    return LocalStack(run_dir=run_dir, topology=Topology(offset=offset), log=log)
+
+
+def _status_table(status: dict[str, Any]) -> Table:
+    table = Table(title="kubernaut local stack", title_justify="left")
+    for col in ("component", "address", "pid", "state"):
+        table.add_column(col)
+
+    def row(name: str, addr: str, proc: dict[str, Any], extra: str = "") -> None:
+        state = "[green]up[/]" if proc["alive"] else "[red]down[/]"
+        table.add_row(name, addr, str(proc["pid"] or "-"), f"{state} {extra}".strip())
+
+    gw = status["redis_gateway"]
+    for name, node in gw["nodes"].items():
+        role = "master" if node["addr"] == gw["master"] else "replica"
+        row(name, node["addr"], node, role if node["alive"] else "")
+    for i, s in enumerate(gw["sentinels"]):
+        row(f"sentinel-{i}", s["addr"], s, f"quorum {gw['quorum']}")
+    row("redis-context", status["redis_context"]["addr"], status["redis_context"])
+    row("postgres", status["postgres"]["addr"], status["postgres"])
+    row("gateway", status["gateway"]["url"], status["gateway"])
+    row("context-api", status["context_api"]["url"], status["context_api"])
+    return table
+
+
+@app.command()
+def up(
+    foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the stack."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+    timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
+) -> None:
+    """Start the local stack (only what is not running yet) and wait until it is ready."""
+    stack = _stack(run_dir, port_offset)
+    try:
+        stack.up(timeout=timeout)
+    except (TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"{err} (logs in {stack.run.logs})") from None
+    status = stack.status()
+    console.print(_status_table(status))
+    console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
+    console.print(f"context-api  {status['context_api']['url']}")
+    console.print(f"postgres     {status['postgres']['dsn']}")
+    if not foreground:
+        return
+    try:
+        with Live(_status_table(status), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(1)
+                live.update(_status_table(stack.status()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.down()
+
+
+@app.command()
+def down(run_dir: Path | None = RunDirOption, port_offset: int = OffsetOption) -> None:
+    """Stop exactly the processes `kubernaut up` started, and wait for them to exit."""
+    stopped = _stack(run_dir, port_offset).down()
+    console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """Show each component of the local stack and the gateway group's current master."""
+    st = _stack(run_dir, port_offset, quiet=True).status()
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+    else:
+        console.print(_status_table(st))
+
+
+@app.command()
+def migrate(config: Path | None = ConfigOption) -> None:
+    """Apply pending PostgreSQL schema migrations."""
+    from kubernaut.store.migrate import migrate_dsn
+
+    settings = settings_or_exit(config)
+    try:
+        applied = asyncio.run(migrate_dsn(settings.postgres.dsn.get_secret_value()))
+    except OSError as err:
+        raise fail(f"cannot reach PostgreSQL: {err}") from None
+    console.print(
+        f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:03d} {m.name}" for m in applied)
+    )
+
+
+@app.command("check-config")
+def check_config(config: Path | None = ConfigOption) -> None:
+    """Validate a configuration file and print the effective settings (secrets hidden)."""
+    settings = settings_or_exit(config)
+    typer.echo(settings.model_dump_json(indent=2))

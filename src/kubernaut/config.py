@@ -1,0 +1,245 @@
+"""Typed settings for both services: a YAML file plus ``KUBERNAUT_*`` environment overrides.
+
+The file has one section per service (``gateway``, ``context_api``) and a shared ``postgres`` section.
+Environment variables override the file with ``__`` between levels, e.g.
+``KUBERNAUT_GATEWAY__HTTP__PORT=9000``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "KUBERNAUT_CONFIG"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class RedisTimeouts(Section):
+    connect_s: PositiveSeconds = 0.5
+    socket_s: PositiveSeconds = 0.5
+
+
+class StandaloneRedis(Section):
+    """The seed's shape: one Redis server (the Context-API's cache)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 6379
+    db: Annotated[int, Field(ge=0, le=15)] = 0
+    password: SecretStr | None = None
+    timeouts: RedisTimeouts = RedisTimeouts()
+
+    def describe(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class SentinelRedis(Section):
+    """A Sentinel-managed group (the gateway's): the master is always found through Sentinel."""
+
+    sentinels: Annotated[list[str], Field(min_length=1)]
+    master_name: str
+    db: Annotated[int, Field(ge=0, le=15)] = 0
+    password: SecretStr | None = None
+    sentinel_password: SecretStr | None = None
+    timeouts: RedisTimeouts = RedisTimeouts()
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(h, int(p)) for h, _, p in (s.rpartition(":") for s in self.sentinels)]
+
+    def describe(self) -> str:
+        return f"sentinel://{','.join(self.sentinels)}/{self.master_name}/{self.db}"
+
+
+def _redis_shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return "sentinel" if "sentinels" in value else "standalone"
+    return "sentinel" if isinstance(value, SentinelRedis) else "standalone"
+
+
+RedisSettings = Annotated[
+    Annotated[StandaloneRedis, Tag("standalone")] | Annotated[SentinelRedis, Tag("sentinel")],
+    Discriminator(_redis_shape),
+]
+
+
+class PostgresSettings(Section):
+    dsn: SecretStr = SecretStr("postgresql://kubernaut@127.0.0.1:15432/kubernaut")
+    min_pool: Annotated[int, Field(ge=1)] = 2
+    max_pool: Annotated[int, Field(ge=1)] = 10
+    command_timeout_s: PositiveSeconds = 5.0
+
+
+class StormSettings(Section):
+    enabled: bool = True
+    rate_threshold: Annotated[int, Field(ge=1)] = 10
+    rate_window_s: Annotated[int, Field(ge=1)] = 60
+    pattern_threshold: Annotated[int, Field(ge=1)] = 5
+    pattern_window_s: Annotated[int, Field(ge=1)] = 120
+    inactivity_s: Annotated[int, Field(ge=1)] = 60
+    max_window_s: Annotated[int, Field(ge=1)] = 300
+    max_affected_resources: Annotated[int, Field(ge=1)] = 1000
+
+
+class RateLimitSettings(Section):
+    mode: Literal["enforce", "shadow", "off"] = "enforce"
+    requests_per_second: Annotated[float, Field(gt=0)] = 100.0
+    burst: Annotated[int, Field(ge=1)] = 200
+
+
+class AuthSettings(Section):
+    enabled: bool = True
+    tokens_file: Path | None = None
+
+
+class GatewaySettings(Section):
+    http: HttpSettings = HttpSettings(port=8080)
+    redis: RedisSettings = SentinelRedis(
+        sentinels=["127.0.0.1:26379", "127.0.0.1:26380", "127.0.0.1:26381"], master_name="gateway-master"
+    )
+    key_prefix: str = "gw:"
+    allow_shared_redis: bool = False
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_alerts_per_request: Annotated[int, Field(ge=1)] = 1000
+    dedup_ttl_s: Annotated[int, Field(ge=1)] = 300
+    count_flush_interval_s: PositiveSeconds = 1.0
+    failover_retry_budget_s: PositiveSeconds = 1.0
+    retry_after_s: Annotated[int, Field(ge=1)] = 5
+    storm: StormSettings = StormSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    auth: AuthSettings = AuthSettings()
+    environments: dict[str, str] = Field(default_factory=dict)
+
+
+class L2CacheSettings(Section):
+    max_entries: Annotated[int, Field(ge=1)] = 10_000
+    max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    ttl_s: PositiveSeconds = 30.0
+
+
+class L1CacheSettings(Section):
+    enabled: bool = True
+    ttl_s: Annotated[int, Field(ge=1)] = 300
+    max_value_bytes: Annotated[int, Field(ge=1)] = 5 * 1024 * 1024
+
+
+class BreakerSettings(Section):
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    reset_timeout_s: PositiveSeconds = 5.0
+
+
+class ContextApiSettings(Section):
+    http: HttpSettings = HttpSettings(port=8091)
+    redis: RedisSettings = StandaloneRedis(port=16390, timeouts=RedisTimeouts(connect_s=0.1, socket_s=0.05))
+    key_prefix: str = "ctx:"
+    allow_shared_redis: bool = False
+    l1: L1CacheSettings = L1CacheSettings()
+    l2: L2CacheSettings = L2CacheSettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KUBERNAUT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    gateway: GatewaySettings = GatewaySettings()
+    context_api: ContextApiSettings = ContextApiSettings()
+    postgres: PostgresSettings = PostgresSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """Invalid configuration, rendered as one line naming the field."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    # Discriminated-union tags ("sentinel", "standalone") are pydantic's, not the user's field names.
+    parts = [str(p) for p in loc if p not in ("sentinel", "standalone")]
+    return ".".join(parts) or "(root)"
+
+
+def format_validation_error(err: ValidationError, source: str | None = None) -> str:
+    problems = []
+    for e in err.errors():
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        problems.append(f"{_field_path(e['loc'])}: {msg}")
+    where = f" in {source}" if source else ""
+    return f"invalid configuration{where}: " + "; ".join(problems)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$KUBERNAUT_CONFIG``) and the environment.
+
+    Raises :class:`ConfigError` with a single line naming each offending field.
+    """
+    file = str(path) if path is not None else os.environ.get(CONFIG_ENV)
+    if file is not None and not Path(file).is_file():
+        raise ConfigError(f"configuration file {file} does not exist")
+    previous = os.environ.get(CONFIG_ENV)
+    try:
+        if file is not None:
+            os.environ[CONFIG_ENV] = file
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, file)) from None
+    except (OSError, ValueError) as err:  # unreadable file or YAML syntax
+        raise ConfigError(f"cannot read configuration {file}: {err}".replace("\n", " ")) from None
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = previous

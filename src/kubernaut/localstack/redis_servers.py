@@ -1,0 +1,136 @@
+"""Configuration and health of the stack's Redis servers and sentinels (Debian's binaries)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from kubernaut.localstack.topology import (
+    DOWN_AFTER_MS,
+    FAILOVER_TIMEOUT_MS,
+    MASTER_NAME,
+    PARALLEL_SYNCS,
+    QUORUM,
+)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_SENTINEL = "/usr/bin/redis-sentinel"
+
+
+def client(host: str, port: int, timeout: float = 0.5) -> redis.Redis:
+    return redis.Redis(
+        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+    )
+
+
+def ping(host: str, port: int) -> bool:
+    try:
+        with client(host, port) as c:
+            return bool(c.ping())
+    except redis.RedisError:
+        return False
+
+
+def gateway_node_conf(host: str, port: int, workdir: Path, replica_of: tuple[str, int] | None) -> str:
+    """A node of the gateway's group: RDB snapshots, no eviction, writes refused without a replica."""
+    lines = [
+        f"port {port}",
+        f"bind {host}",
+        "protected-mode no",
+        f"dir {workdir}",
+        "dbfilename dump.rdb",
+        "save 900 1 300 10 60 10000",
+        "appendonly no",
+        "maxmemory-policy noeviction",
+        # An old master cut off from its replicas stops taking writes after the lag bound.
+        "min-replicas-to-write 1",
+        "min-replicas-max-lag 10",
+        f"replica-announce-ip {host}",
+        "replica-serve-stale-data no",
+    ]
+    if replica_of is not None:
+        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
+    return "\n".join(lines) + "\n"
+
+
+def context_conf(host: str, port: int, workdir: Path) -> str:
+    """The Context-API's cache: no persistence, bounded memory, evicting only keys with a TTL."""
+    return (
+        "\n".join(
+            [
+                f"port {port}",
+                f"bind {host}",
+                "protected-mode no",
+                f"dir {workdir}",
+                'save ""',
+                "appendonly no",
+                "maxmemory 256mb",
+                # volatile-lru: cache entries all carry a TTL; the ownership marker does not and must stay.
+                "maxmemory-policy volatile-lru",
+            ]
+        )
+        + "\n"
+    )
+
+
+def sentinel_conf(host: str, port: int, workdir: Path, master: tuple[str, int]) -> str:
+    return (
+        "\n".join(
+            [
+                f"port {port}",
+                f"bind {host}",
+                "protected-mode no",
+                f"dir {workdir}",
+                f"sentinel announce-ip {host}",
+                f"sentinel monitor {MASTER_NAME} {master[0]} {master[1]} {QUORUM}",
+                f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+                f"sentinel parallel-syncs {MASTER_NAME} {PARALLEL_SYNCS}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def sentinel_master(host: str, port: int) -> tuple[str, int] | None:
+    """The master this sentinel names, or None when it is down or knows none."""
+    try:
+        with client(host, port) as c:
+            addr = c.execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+    except redis.RedisError:
+        return None
+    if not addr:
+        return None
+    return (str(addr[0]), int(addr[1]))
+
+
+def sentinel_master_info(host: str, port: int) -> dict[str, str] | None:
+    try:
+        with client(host, port) as c:
+            raw = c.execute_command("SENTINEL", "master", MASTER_NAME)
+    except redis.RedisError:
+        return None
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    items = [str(x) for x in raw]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def replication(host: str, port: int) -> dict[str, str] | None:
+    try:
+        with client(host, port) as c:
+            info = c.info("replication")
+    except redis.RedisError:
+        return None
+    return {
+        k: str(v) if not isinstance(v, dict) else ",".join(f"{a}={b}" for a, b in v.items())
+        for k, v in info.items()
+    }
+
+
+def online_replicas(host: str, port: int) -> int:
+    info = replication(host, port)
+    if info is None or info.get("role") != "master":
+        return 0
+    return sum(1 for k, v in info.items() if k.startswith("slave") and "state=online" in v)

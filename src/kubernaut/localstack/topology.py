@@ -1,0 +1,87 @@
+"""Where each part of the local stack listens and keeps its files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MASTER_NAME = "gateway-master"
+QUORUM = 2
+DOWN_AFTER_MS = 5000
+FAILOVER_TIMEOUT_MS = 10000
+PARALLEL_SYNCS = 1
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The local defaults of DESIGN.md, all shifted by ``offset`` so several stacks can coexist."""
+
+    host: str = "127.0.0.1"
+    offset: int = 0
+
+    def _p(self, port: int) -> int:
+        return port + self.offset
+
+    @property
+    def gateway_http(self) -> int:
+        return self._p(8080)
+
+    @property
+    def context_http(self) -> int:
+        return self._p(8091)
+
+    @property
+    def redis_gateway_ports(self) -> tuple[int, ...]:
+        return tuple(self._p(p) for p in (16379, 16380, 16381))
+
+    @property
+    def sentinel_ports(self) -> tuple[int, ...]:
+        return tuple(self._p(p) for p in (26379, 26380, 26381))
+
+    @property
+    def redis_context_port(self) -> int:
+        return self._p(16390)
+
+    @property
+    def postgres_port(self) -> int:
+        return self._p(15432)
+
+    def addr(self, port: int) -> str:
+        return f"{self.host}:{port}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Everything the stack writes lives under one directory."""
+
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def postgres_password_file(self) -> Path:
+        return self.secrets / "postgres-password"
+
+    @property
+    def gateway_tokens_file(self) -> Path:
+        return self.secrets / "gateway-tokens"
+
+    def component_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"

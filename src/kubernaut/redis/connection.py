@@ -1,0 +1,72 @@
+"""Build one Redis client per process from a service's ``redis`` section.
+
+Standalone sections give a plain client; Sentinel sections give a client whose connection pool asks the
+sentinels for the current master on every new connection, so nothing assumes a fixed master address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+from kubernaut.config import SentinelRedis, StandaloneRedis
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return get() if get is not None else None
+
+
+@dataclass(frozen=True)
+class RedisHandle:
+    """The client a service uses, plus the Sentinel view when the section is a Sentinel group."""
+
+    client: Redis
+    sentinel: Sentinel | None
+    settings: StandaloneRedis | SentinelRedis
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    async def master_address(self) -> tuple[str, int] | None:
+        """The address the client writes to (asked from Sentinel for a group)."""
+        if isinstance(self.settings, StandaloneRedis):
+            return (self.settings.host, self.settings.port)
+        assert self.sentinel is not None
+        host, port = await self.sentinel.discover_master(self.settings.master_name)
+        return (str(host), int(port))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.sentinel is not None:
+            for s in self.sentinel.sentinels:
+                await s.aclose()
+
+
+def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> RedisHandle:
+    """Create the process's client. No I/O happens here: connections open on first use."""
+    t = settings.timeouts
+    common = {
+        "db": settings.db,
+        "password": _secret(settings.password),
+        "socket_connect_timeout": t.connect_s,
+        "socket_timeout": t.socket_s,
+        "client_name": client_name,
+        "health_check_interval": 0,
+    }
+    if isinstance(settings, StandaloneRedis):
+        client = Redis(host=settings.host, port=settings.port, **common)  # type: ignore[arg-type]
+        return RedisHandle(client=client, sentinel=None, settings=settings)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses(),
+        sentinel_kwargs={
+            "password": _secret(settings.sentinel_password),
+            "socket_connect_timeout": t.connect_s,
+            "socket_timeout": t.socket_s,
+        },
+        **common,
+    )
+    client = sentinel.master_for(settings.master_name)
+    return RedisHandle(client=client, sentinel=sentinel, settings=settings)

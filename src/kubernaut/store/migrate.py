@@ -1,0 +1,62 @@
+"""Versioned schema migrations: ``migrations/NNN_name.sql`` applied in order, each in one transaction.
+
+Concurrent starters (two gateway replicas) serialise on an advisory lock, so each version runs once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+_LOCK_ID = 0x6B75626E  # "kubn"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    folder = resources.files("kubernaut.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, rest = entry.name.partition("_")
+            found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[Migration]:
+    """Apply pending migrations; return those applied now."""
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for m in available():
+            if m.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name
+                )
+            applied_now.append(m)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    return applied_now
+
+
+async def migrate_dsn(dsn: str) -> list[Migration]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real local stack, started by the same code as `kubernaut up`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from kubernaut.localstack import LocalStack, Topology
+
+# Tests run on ports shifted away from a developer's `kubernaut up` (offset 0), so both can coexist.
+TEST_PORT_OFFSET = int(os.environ.get("KUBERNAUT_TEST_PORT_OFFSET", "1000"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """PostgreSQL, the gateway's Redis HA group and the Context-API's Redis, ready; services not started."""
+    s = LocalStack(tmp_path_factory.mktemp("stack"), Topology(offset=TEST_PORT_OFFSET))
+    try:
+        s.up(services=False, timeout=90)
+        yield s
+    finally:
+        s.destroy()
