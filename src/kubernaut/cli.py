@@ -103,10 +103,17 @@ def up(
 
 
 @app.command()
-def down(run_dir: Path | None = RunDirOption, port_offset: int = OffsetOption) -> None:
+def down(
+    purge: bool = typer.Option(False, "--purge", help="Also delete the run directory and all its data."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
     """Stop exactly the processes `kubernaut up` started, and wait for them to exit."""
-    stopped = _stack(run_dir, port_offset).down()
+    stack = _stack(run_dir, port_offset)
+    stopped = stack.destroy() if purge else stack.down()
     console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+    if purge:
+        console.print(f"deleted {stack.run.root}")
 
 
 @app.command()
