@@ -29,6 +29,7 @@ from kubernaut.localstack.processes import (
     ProcessRecord,
     ProcessTable,
     is_alive,
+    signal_process,
     spawn,
     stop,
     wait_until,
@@ -329,9 +330,16 @@ class LocalStack:
         return stopped
 
     def stop_component(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one recorded process with ``sig`` and wait until it has exited."""
         rec = self.table.get(name)
         if rec is not None:
             stop(rec, sig=sig)
+
+    def signal_component(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to one recorded process (SIGKILL, SIGSTOP, SIGCONT, ...) without waiting."""
+        rec = self.table.get(name)
+        if rec is None or not signal_process(rec, sig):
+            raise RuntimeError(f"{name} is not running")
 
     # -- status --------------------------------------------------------------------------------------
 
