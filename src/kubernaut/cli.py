@@ -145,6 +145,18 @@ def migrate(config: Path | None = ConfigOption) -> None:
     )
 
 
+@app.command()
+def gateway(config: Path | None = ConfigOption) -> None:
+    """Serve the gateway: Alertmanager webhooks and Kubernetes Warning events in, RemediationRequests out."""
+    from kubernaut.gateway.app import serve
+
+    settings = settings_or_exit(config)
+    try:
+        serve(settings)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
 @app.command("check-config")
 def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
