@@ -50,6 +50,9 @@ def test_gateway_group_is_three_pods_of_redis_and_sentinel(overlay: str) -> None
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     mounts = {m["name"]: m["mountPath"] for m in container(sts, "redis")["volumeMounts"]}
     assert mounts["data"] == "/data"
+    # the preStop failover (redis-gateway.sh, at most 30 s by default) must fit in the grace period
+    assert container(sts, "redis")["lifecycle"]["preStop"]["exec"]["command"][-1] == "prestop"
+    assert pod_spec(sts)["terminationGracePeriodSeconds"] > 30
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -14,7 +14,7 @@
 # MASTER_NAME, QUORUM, REDIS_PASSWORD, SENTINEL_PASSWORD, REDIS_MAXMEMORY.
 # Defaults that the tests override to run the group on loopback: NODE_HOSTS (one host per ordinal,
 # instead of <pod>.<HEADLESS_DOMAIN>), REDIS_PORT, SENTINEL_PORT, BIND_ADDRESS, LOCAL_ADDRESS, DATA_DIR, RUN_DIR,
-# TEMPLATE_DIR, FAILOVER_WAIT_S.
+# TEMPLATE_DIR, FAILOVER_WAIT_S, PRESTOP_S.
 set -eu
 
 ORDINAL=${POD_NAME##*-}
@@ -175,26 +175,28 @@ ready() {
 }
 
 # A planned stop of the master (rolling update, node drain) asks the sentinels to promote a replica
-# first, so the gateway sees a switch of a fraction of a second instead of a 5 s outage.
+# first, so the gateway sees a switch of a fraction of a second instead of a 5 s outage. Bounded by
+# PRESTOP_S, inside the pod's termination grace period; a refused request (a failover already in
+# progress, no replica in sync yet) is asked again.
 prestop() {
-    case "$(local_redis info replication | tr -d '\r')" in
-    *role:master*) ;;
-    *) return 0 ;;
-    esac
-    log "handing mastership to a replica before stopping"
-    reply=$(local_sentinel sentinel failover "$MASTER_NAME" 2>&1 || true)
-    if [ "$reply" != OK ]; then
-        log "no failover ($reply): stopping as master"
-        return 0
-    fi
     waited=0
-    while [ "$waited" -lt 20 ]; do
+    asked=""
+    while [ "$waited" -lt "${PRESTOP_S:-30}" ]; do
         case "$(local_redis info replication | tr -d '\r')" in
-        *role:slave*) return 0 ;;
+        *role:master*) ;;
+        *) return 0 ;;
         esac
+        if [ -z "$asked" ]; then
+            reply=$(local_sentinel sentinel failover "$MASTER_NAME" 2>&1 || true)
+            if [ "$reply" = OK ]; then
+                log "handing mastership to a replica before stopping"
+                asked=yes
+            fi
+        fi
         sleep 1
         waited=$((waited + 1))
     done
+    log "still master after ${PRESTOP_S:-30}s (last sentinel reply: ${reply:-none}): stopping anyway"
 }
 
 case "${1:-}" in
