@@ -68,12 +68,17 @@ def _status_table(status: dict[str, Any]) -> Table:
     row("postgres", status["postgres"]["addr"], status["postgres"])
     row("gateway", status["gateway"]["url"], status["gateway"])
     row("context-api", status["context_api"]["url"], status["context_api"])
+    for name, proc in status.get("alerting", {}).items():
+        row(name, proc["url"], proc)
     return table
 
 
 @app.command()
 def up(
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the stack."),
+    with_alerting: bool = typer.Option(
+        False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -81,7 +86,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -89,6 +94,9 @@ def up(
     console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
     console.print(f"context-api  {status['context_api']['url']}")
     console.print(f"postgres     {status['postgres']['dsn']}")
+    for name in ("prometheus", "alertmanager"):
+        if name in status.get("alerting", {}):
+            console.print(f"{name:<12} {status['alerting'][name]['url']}")
     if not foreground:
         return
     try:
