@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kubernaut import send as client
 from kubernaut.config import ConfigError, Settings, load_settings
 from kubernaut.localstack import LocalStack, Topology
 
@@ -151,3 +152,71 @@ def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
     settings = settings_or_exit(config)
     typer.echo(settings.model_dump_json(indent=2))
+
+
+def _outcome_cells(answer: client.Answer) -> tuple[str, str]:
+    """(outcome, detail) cells for one answer: per-signal outcomes, or the problem when refused."""
+    if not answer.accepted:
+        return "[red]rejected[/]" if answer.rejected else "[red]failed[/]", answer.problem()
+    results = answer.results()
+    outcomes: dict[str, int] = {}
+    for r in results:
+        outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
+    cell = ", ".join(f"{o} x{n}" if n > 1 else o for o, n in outcomes.items()) or "accepted"
+    ids = sorted({str(r[k]) for r in results for k in ("request_id", "remediation_request_id") if r.get(k)})
+    return f"[green]{cell}[/]", ", ".join(ids)
+
+
+@app.command()
+def send(
+    kubernetes_events: Path | None = typer.Option(
+        None, "--kubernetes-events", help="JSON file of core/v1 Events (a list, or kubectl's List)."
+    ),
+    alerts: Path | None = typer.Option(
+        None, "--alerts", help="JSON file of an Alertmanager webhook payload (or a list of them)."
+    ),
+    url: str | None = typer.Option(None, "--url", help="Gateway base URL [default: the local stack's]."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="KUBERNAUT_GATEWAY_TOKEN", help="Bearer token [default: the local stack's]."
+    ),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """POST each signal of FILE to the gateway and show what it did with each."""
+    if kubernetes_events is not None and alerts is None:
+        kind, file = client.KUBERNETES_EVENTS, kubernetes_events
+    elif alerts is not None and kubernetes_events is None:
+        kind, file = client.ALERTMANAGER_WEBHOOKS, alerts
+    else:
+        raise fail("give exactly one of --kubernetes-events FILE or --alerts FILE")
+    stack = _stack(run_dir, port_offset, quiet=True)
+    base_url = url or stack.url("gateway")
+    if not base_url.startswith(("http://", "https://")):
+        raise fail(f"--url {base_url!r} is not an http:// or https:// URL")
+    if token is None and url is None and stack.run.gateway_tokens_file.exists():
+        token = stack.gateway_token
+    try:
+        bodies = kind.load(file)
+    except client.SendError as err:
+        raise fail(str(err)) from None
+
+    table = Table(title=f"POST {base_url}{kind.path}", title_justify="left")
+    for col in ("#", "signal", "HTTP", "outcome", "detail"):
+        table.add_column(col, overflow="fold")
+
+    def row(i: int, answer: client.Answer) -> None:
+        table.add_row(str(i + 1), kind.describe(bodies[i]), str(answer.status), *_outcome_cells(answer))
+
+    try:
+        answers = client.post_each(base_url, kind.path, bodies, token, on_answer=row)
+    except client.SendError as err:
+        if table.row_count:
+            console.print(table)
+        raise fail(str(err)) from None
+    console.print(table)
+    accepted = sum(a.accepted for a in answers)
+    rejected = sum(a.rejected for a in answers)
+    failed = len(answers) - accepted - rejected
+    console.print(f"sent {len(answers)}: {accepted} accepted, {rejected} rejected, {failed} failed")
+    if failed:
+        raise typer.Exit(code=1)
