@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,57 @@ def send(
     console.print(f"sent {len(answers)}: {accepted} accepted, {rejected} rejected, {failed} failed")
     if failed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument(..., help="The benchmark: gateway-ingest."),
+    quick: bool = typer.Option(False, "--quick", help="A few seconds per measurement instead of ten."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    results: Path | None = typer.Option(
+        None, help="Markdown file the run is appended to [default: benchmarks/RESULTS.md of this checkout]."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="The benchmark's own stack [default: .run/bench]."
+    ),
+    port_offset: int = typer.Option(
+        300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
+    ),
+) -> None:
+    """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
+    from kubernaut.bench import BENCHMARKS
+    from kubernaut.bench import report as bench_report
+    from kubernaut.bench.ingest import BenchError
+    from kubernaut.bench.wrk import WrkError
+    from kubernaut.localstack.stack import default_run_dir
+
+    if name not in BENCHMARKS:
+        raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    results = results or bench_report.find_results_file(Path.cwd())
+    if results is None:
+        raise fail("no benchmarks/ directory here: run from the repository or pass --results FILE")
+    stack = LocalStack(run_dir or default_run_dir() / "bench", Topology(offset=port_offset))
+
+    def progress(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+    try:
+        report = BENCHMARKS[name](stack, quick=quick, log=progress)
+    except (BenchError, WrkError, TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
+    finally:
+        stack.down()
+    stack.destroy()  # only after success: a failed run's logs stay for reading
+    report.command = shlex.join(["kubernaut", *sys.argv[1:]])
+    bench_report.append(results, report)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for table in report.tables:
+        console.print(table.rich())
+    for note in report.notes:
+        console.print(f"[dim]- {note}[/]", highlight=False)
+    console.print(f"appended to {results}")
 
 
 @app.command()

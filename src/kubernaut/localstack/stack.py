@@ -315,7 +315,8 @@ class LocalStack:
             "redis-context",
             "postgres",
         ]
-        return self._stop(order)
+        extra = [name for name in self.table.load() if name not in order]  # e.g. a benchmark's own processes
+        return self._stop([*extra, *order])
 
     def _stop(self, names: list[str]) -> list[str]:
         records = self.table.load()
