@@ -62,10 +62,10 @@ def test_wrk_malformed_figures_line() -> None:
 
 
 @pytest.mark.parametrize(
-    ("connections", "rate", "delay"), [(50, 5000, 10), (50, 4734, 11), (50, 1e9, 1), (10, 100, 100)]
+    ("threads", "rate", "interval"), [(2, 5000, 0.4), (2, 4734, 0.42248), (1, 100, 10.0)]
 )
-def test_pacing_delay_per_connection(connections: int, rate: float, delay: int) -> None:
-    assert Load(duration_s=1, connections=connections).delay_ms(rate) == delay
+def test_pacing_interval_per_thread(threads: int, rate: float, interval: float) -> None:
+    assert Load(duration_s=1, threads=threads).interval_ms(rate) == pytest.approx(interval, abs=1e-5)
 
 
 def test_redis_benchmark_csv() -> None:

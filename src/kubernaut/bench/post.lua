@@ -1,7 +1,22 @@
 -- wrk script for Kubernaut's benchmarks: POST bodies from a file, one per line, round-robin per thread.
 -- "@@N@@" in a body becomes a token unique to the request (salt, thread, counter), so a body can stand
 -- for a never-seen alert on every request. done() prints the figures as one JSON line for the harness.
--- Arguments after "--": BODY_FILE [DELAY_MS [SALT]]; DELAY_MS > 0 paces each connection.
+-- Arguments after "--": BODY_FILE [INTERVAL_MS [SALT]]; INTERVAL_MS > 0 paces this thread to one request
+-- per interval on a monotonic clock: the average rate is exact, and a thread that fell behind does not
+-- burst to catch up (requests are never sent faster than the schedule).
+
+local ffi = require("ffi")
+ffi.cdef([[
+typedef struct { long tv_sec; long tv_nsec; } kubernaut_timespec;
+int clock_gettime(int clk_id, kubernaut_timespec *tp);
+]])
+local CLOCK_MONOTONIC = 1
+local ts = ffi.new("kubernaut_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
 
 local threads = {}
 
@@ -23,11 +38,18 @@ function init(args)
   end
   f:close()
   assert(#bodies > 0, "no bodies in " .. args[1])
-  local delay_ms = tonumber(args[2] or "0")
-  if delay_ms > 0 then
+  local interval = tonumber(args[2] or "0")
+  if interval > 0 then
     -- Defined only when pacing: wrk runs every request through a timer once delay() exists.
+    local next_at = now_ms()
     function delay()
-      return delay_ms
+      local now = now_ms()
+      if next_at < now then
+        next_at = now
+      end
+      local wait = next_at - now
+      next_at = next_at + interval
+      return math.floor(wait)
     end
   end
   salt = args[3] or salt

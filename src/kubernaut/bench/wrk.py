@@ -66,9 +66,9 @@ class Load:
     connections: int = 50
     threads: int = 2
 
-    def delay_ms(self, rate_per_s: float) -> int:
-        """Per-connection pause that holds the total near ``rate_per_s`` (wrk's delay is whole ms)."""
-        return max(1, round(self.connections * 1000 / rate_per_s))
+    def interval_ms(self, rate_per_s: float) -> float:
+        """Each thread's time between requests for ``rate_per_s`` in all."""
+        return self.threads * 1000 / rate_per_s
 
 
 def run_wrk(
@@ -83,7 +83,7 @@ def run_wrk(
     """POST the bodies of ``body_file`` to ``url`` for ``load.duration_s``; paced when ``rate_per_s``."""
     if shutil.which("wrk") is None:
         raise WrkError("wrk is not installed (Debian package wrk: make install)")
-    delay = load.delay_ms(rate_per_s) if rate_per_s else 0
+    interval = load.interval_ms(rate_per_s) if rate_per_s else 0
     with resources.as_file(resources.files("kubernaut.bench") / "post.lua") as script:
         argv = [
             "wrk",
@@ -96,7 +96,7 @@ def run_wrk(
             url,
             "--",
             str(body_file),
-            str(delay),
+            f"{interval:.6f}",
             salt,
         ]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=load.duration_s + 60)
