@@ -156,6 +156,18 @@ def migrate(config: Path | None = ConfigOption) -> None:
     )
 
 
+@app.command()
+def gateway(config: Path | None = ConfigOption) -> None:
+    """Serve the gateway: Alertmanager webhooks and Kubernetes Warning events in, RemediationRequests out."""
+    from kubernaut.gateway.app import serve
+
+    settings = settings_or_exit(config)
+    try:
+        serve(settings)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
 @app.command("check-config")
 def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
@@ -324,3 +336,37 @@ def _drill_table(report: Any) -> Table:
         if key != "scenario":
             table.add_row(key, "-" if value is None else str(value))
     return table
+
+
+@app.command("context-api")
+def context_api(config: Path | None = ConfigOption) -> None:
+    """Serve the Context-API (remediation history through the L1/L2/L3 cache)."""
+    from kubernaut.contextapi.app import serve
+
+    serve(settings_or_exit(config))
+
+
+@app.command("seed-history")
+def seed_history(
+    incidents: int = typer.Option(10_000, "--incidents", min=1, max=10_000_000, help="How many incidents."),
+    days: int = typer.Option(90, "--days", min=1, max=3650, help="Spread them over this many days."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (same seed, same history)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Fill PostgreSQL with realistic remediation history (for demos, tests and benchmarks)."""
+    import asyncpg
+
+    from kubernaut.contextapi.seed import seed_dsn
+    from kubernaut.store.migrate import migrate_dsn
+
+    settings = settings_or_exit(config)
+    dsn = settings.postgres.dsn.get_secret_value()
+    try:
+        asyncio.run(migrate_dsn(dsn))
+        report = asyncio.run(seed_dsn(dsn, incidents, seed=seed, days=days))
+    except (OSError, asyncpg.PostgresError) as err:
+        raise fail(f"cannot seed PostgreSQL: {err}") from None
+    typer.echo(
+        f"inserted {report.incidents} incidents ({report.outcomes} outcomes, {report.storms} storms, "
+        f"{report.open} open) over {days} days in {report.seconds:.1f}s"
+    )

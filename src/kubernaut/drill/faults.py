@@ -57,7 +57,8 @@ def _fail_over(stack: LocalStack, log: FaultLog, sig: signal.Signals) -> str:
     name, master = _master_node(stack)
     log.old_master = f"{master[0]}:{master[1]}"
     log.fault_at = time.monotonic()
-    stack.signal_component(name, sig)
+    if not stack.signal_component(name, sig):
+        raise RuntimeError(f"{name} is not running")
     new = stack.wait_for_new_master(master, timeout=FAILOVER_TIMEOUT_S)
     log.new_master_at = time.monotonic()
     log.new_master = f"{new[0]}:{new[1]}"

@@ -350,11 +350,16 @@ class LocalStack:
         if rec is not None:
             stop(rec, sig=sig)
 
-    def signal_component(self, name: str, sig: signal.Signals) -> None:
-        """Send ``sig`` to one recorded process (SIGKILL, SIGSTOP, SIGCONT, ...) without waiting."""
+    def signal_component(self, name: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` (e.g. SIGSTOP/SIGCONT) to a recorded component without waiting for anything."""
         rec = self.table.get(name)
-        if rec is None or not signal_process(rec, sig):
-            raise RuntimeError(f"{name} is not running")
+        return rec is not None and signal_process(rec, sig)
+
+    def start_redis_context(self, timeout: float = 30.0) -> None:
+        """(Re)start the Context-API's Redis unless running, and wait until it answers."""
+        self._start_context_redis()
+        host, port = self.topology.host, self.topology.redis_context_port
+        wait_until(lambda: redis_servers.ping(host, port), timeout=timeout, what=f"Redis on {host}:{port}")
 
     # -- status --------------------------------------------------------------------------------------
 
