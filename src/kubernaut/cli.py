@@ -184,8 +184,11 @@ def _outcome_cells(answer: client.Answer) -> tuple[str, str]:
     for r in results:
         outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
     cell = ", ".join(f"{o} x{n}" if n > 1 else o for o, n in outcomes.items()) or "accepted"
-    ids = sorted({str(r[k]) for r in results for k in ("request_id", "remediation_request_id") if r.get(k)})
-    return f"[green]{cell}[/]", ", ".join(ids)
+    ids = sorted({int(r["request_id"]) for r in results if r.get("request_id") is not None})
+    return (
+        f"[green]{cell}[/]",
+        f"request{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}" if ids else "",
+    )
 
 
 @app.command()
@@ -261,8 +264,7 @@ def bench(
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
     from kubernaut.bench import BENCHMARKS
     from kubernaut.bench import report as bench_report
-    from kubernaut.bench.ingest import BenchError
-    from kubernaut.bench.wrk import WrkError
+    from kubernaut.bench.errors import BenchError
     from kubernaut.localstack.stack import default_run_dir
 
     if name not in BENCHMARKS:
@@ -277,7 +279,7 @@ def bench(
 
     try:
         report = BENCHMARKS[name](stack, quick=quick, log=progress)
-    except (BenchError, WrkError, TimeoutError, RuntimeError, OSError) as err:
+    except (BenchError, TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
     finally:
         stack.down()

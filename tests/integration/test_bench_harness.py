@@ -12,7 +12,7 @@ import redis
 
 from kubernaut.bench import baseline
 from kubernaut.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
-from kubernaut.bench.ingest import BenchError
+from kubernaut.bench.errors import BenchError
 from kubernaut.bench.redis_limit import evalsha
 from kubernaut.bench.wrk import Load, WrkError, run_wrk
 from kubernaut.localstack import LocalStack

@@ -16,11 +16,9 @@ from typing import Any
 import httpx
 
 from kubernaut.bench.alerts import MIXES, UNIQUE, Encoder, Mix, batches
+from kubernaut.bench.errors import BenchError
+from kubernaut.bench.redis_limit import command_calls
 from kubernaut.bench.wrk import Load, run_wrk
-
-
-class BenchError(Exception):
-    """A benchmark cannot produce honest figures (one line)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +27,7 @@ class IngestTarget:
     url: str  # the full POST URL
     encode: Encoder
     headers: tuple[str, ...] = ()  # "Name: value", as wrk's --header takes them
+    redis: tuple[str, int] | None = None  # the Redis it works on, to count its commands per alert
 
 
 TargetFactory = Callable[[], AbstractContextManager[IngestTarget]]
@@ -57,6 +56,7 @@ class IngestRow:
     non_2xx: int
     socket_errors: int
     paced_at_per_s: float | None = None  # set for a latency row measured at a fixed request rate
+    redis_commands_per_alert: float | None = None
     ratio_to_alertmanager: float | None = None
 
     @property
@@ -97,7 +97,11 @@ def measure(
     _check_accepted(target, bodies)
     # A salt per measurement keeps never-seen alerts unseen across the rows of one run.
     salt = f"{next(_salts) % 0x10000:04x}"
+    calls_before = command_calls(*target.redis) if target.redis else 0
     result = run_wrk(target.url, body_file, load, headers=target.headers, rate_per_s=rate_per_s, salt=salt)
+    alerts = result.requests * shape.alerts_per_request
+    # Requests in flight at the end and background work (count flushes) make this a slight overestimate.
+    per_alert = (command_calls(*target.redis) - calls_before) / alerts if target.redis and alerts else None
     return IngestRow(
         target=target.name,
         shape=shape.name,
@@ -111,6 +115,7 @@ def measure(
         non_2xx=result.non_2xx,
         socket_errors=result.socket_errors,
         paced_at_per_s=rate_per_s,
+        redis_commands_per_alert=None if per_alert is None else round(per_alert, 2),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from kubernaut.bench.ingest import BenchError
+from kubernaut.bench.errors import BenchError
 
 # The measuring tools', Sentinel's and replication's own traffic, not the workload's.
 _TOOLING = ("info", "config", "ping", "publish", "replconf")

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kubernaut.bench.errors import BenchError
+
 MARKER = "KUBERNAUT_WRK "
 PERCENTILES = ("50", "75", "90", "99", "99.9")
 
 
-class WrkError(Exception):
-    """wrk could not run or did not report (one line)."""
+class WrkError(BenchError):
+    """wrk could not run or did not report."""
 
 
 @dataclass(frozen=True)
