@@ -7,6 +7,7 @@ all-new mix; then single-alert latency of both, paced at half the gateway's maxi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import redis
@@ -19,8 +20,9 @@ from kubernaut.bench.wrk import Load
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.stack import service_available
 
-# One INCR per call: the peers' reference figure for EVALSHA on this kind of machine.
+# One INCR per call: the peers' reference figure for EVALSHA on this kind of machine, when quiet.
 REFERENCE_SCRIPT = "return redis.call('INCR', KEYS[1])"
+REFERENCE_QUIET_PER_S = 77_500
 # This round's targets (issue 9), as ratios to Alertmanager and an absolute p99.
 TARGET_BATCH_RATIO, TARGET_SINGLE_RATIO, TARGET_PACED_P99_MS = 0.5, 0.25, 10.0
 
@@ -146,6 +148,7 @@ def _verdicts(rows: list[IngestRow]) -> list[str]:
 
 def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport:
     load = Load(duration_s=3 if quick else 10)
+    load_avg_before = os.getloadavg()[0]
     log("starting the gateway's Redis group and PostgreSQL")
     stack.up(services=False, timeout=120)
     gateway_target.configure(stack)
@@ -156,9 +159,7 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     with_gateway = service_available("gateway")
     if with_gateway:
         targets["gateway"] = lambda: gateway_target.gateway(stack)
-    rows: list[IngestRow] = []
-    for start in targets.values():
-        rows += throughput_rows(start, load, workdir, log)
+    rows = throughput_rows(targets, load, workdir, log)
     pacer = "gateway" if with_gateway else "alertmanager"
     peak = next(r for r in rows if (r.target, r.shape, r.mix) == (pacer, "single", "repeat-heavy"))
     for start in targets.values():
@@ -173,11 +174,14 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     }
     notes = [
         f"load: wrk {versions['wrk']}, {load.connections} connections, {load.threads} threads, "
-        f"{load.duration_s:g} s per row; every row on a freshly started target",
+        f"{load.duration_s:g} s per row; every row on a freshly started target, the targets back to back",
         f"baseline: Alertmanager {versions['alertmanager']} (Debian); Redis {versions['redis']}",
         "mixes: repeat-heavy = 9 fixed batches sent once beforehand + 1 never-seen batch, round-robin "
         "(90 % repeats); all-new = every alert never seen before",
         f"paced rows: single alerts at half of {pacer}'s maximum single-alert rate",
+        f"how busy the machine was: 1-min load average {load_avg_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after; reference INCR unpipelined {limit[0].requests_per_s:,.0f}/s "
+        f"(a quiet machine like it: {REFERENCE_QUIET_PER_S:,}/s)",
     ]
     if with_gateway:
         notes.append(

@@ -120,16 +120,19 @@ def measure(
 
 
 def throughput_rows(
-    start: TargetFactory, load: Load, workdir: Path, log: Callable[[str], None]
+    targets: dict[str, TargetFactory], load: Load, workdir: Path, log: Callable[[str], None]
 ) -> list[IngestRow]:
-    """Maximum rate for each shape x mix, each on a freshly started target."""
+    """Maximum rate for each shape x mix, each on a freshly started target; the targets run back to back
+    for each, so slow drift in the machine's load hits both sides of a ratio alike. Grouped by target."""
     rows = []
     for shape in SHAPES:
         for mix in MIXES:
-            with start() as target:
-                log(f"{target.name}: {shape.name}, {mix}, {load.duration_s:g}s")
-                rows.append(measure(target, shape, mix, load, workdir))
-    return rows
+            for start in targets.values():
+                with start() as target:
+                    log(f"{target.name}: {shape.name}, {mix}, {load.duration_s:g}s")
+                    rows.append(measure(target, shape, mix, load, workdir))
+    order = list(targets)
+    return sorted(rows, key=lambda r: order.index(r.target))
 
 
 def paced_row(
