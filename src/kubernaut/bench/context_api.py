@@ -219,26 +219,25 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         # No warm-up: the first requests after the kill are measured, the breaker's opening included.
         killed_paced = row("Redis killed", "l1-only", warmup=0, rate_per_s=rate)
         l3_after = row("L3 only (after)", "l3-only", rate_per_s=rate)
-        killed = row("Redis killed", "l1-only", warmup=0)
-    rows = [l2, l1, l3, l2_default, l3_before, killed_paced, l3_after, killed]
+        killed = row("Redis killed", "l1-only")
+        l3_max_after = row("L3 only (after)", "l3-only")
+    rows = [l2, l1, l3, l2_default, l3_before, killed_paced, l3_after, killed, l3_max_after]
 
     for r in (l2, l1, l3, l2_default):
         r.ratio, r.ratio_of = round(r.requests_per_s / l3.requests_per_s, 3), "req/s over L3 only's"
-    # The paced L3-only runs bracket the Redis-killed one in time: their mean is its baseline.
-    paced_base = (l3_before.p99_ms + l3_after.p99_ms) / 2
-    for r in (l3_before, killed_paced, l3_after):
-        r.ratio, r.ratio_of = (
-            round(r.p99_ms / paced_base, 3),
-            "p99 over the mean of L3 only's before and after",
-        )
-    killed.ratio, killed.ratio_of = round(killed.p99_ms / l3.p99_ms, 3), "p99 over L3 only's at maximum rate"
+    # L3-only runs bracket each Redis-killed run in time: their mean p99 is its baseline, so slow drift in
+    # the machine's load cancels.
+    for before, killed_run, after in ((l3_before, killed_paced, l3_after), (l3, killed, l3_max_after)):
+        base = (before.p99_ms + after.p99_ms) / 2
+        for r in (killed_run, after) if before is l3 else (before, killed_run, after):
+            r.ratio, r.ratio_of = round(r.p99_ms / base, 3), "p99 over the mean of L3 only's before and after"
 
     ideal = ideal_hit_rate(mix, DEFAULT_L2_ENTRIES)
     checks = [_served_check(l2, "l2"), _served_check(l1, "l1"), _served_check(l3, "l3")]
     notes = [
         f"load: wrk {tool_version(['wrk', '--version'])}, {load.connections} connections, {load.threads} "
         f"threads, {load.duration_s:g} s per row after {warmup_s:g} s of unmeasured warm-up "
-        f"({load.duration_s:g} s for the cold L2 row, none for the rows right after the kill)",
+        f"({load.duration_s:g} s for the cold L2 row, none for the first row after the kill)",
         f"history: {seeded.incidents:,} incidents seeded ({seeded.outcomes:,} outcomes, {seeded.storms:,} "
         f"storms) in {seeded.seconds:.1f} s",
         f"key mix: {len(mix):,} keys; {100 * BY_ID_SHARE:.0f} % of requests by id over {len(ids):,} "
@@ -248,9 +247,9 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         f"L2 hit rate at {DEFAULT_L2_ENTRIES:,} entries (default size and 30 s TTL, from the replica's "
         f"context_api_cache_* counters): {_pct(l2_default.l2_hit_rate)}; the best any cache of that size "
         f"can do on this mix: {_pct(ideal)}",
-        "ratios: the first four rows' req/s over L3 only's; the paced rows (at half L3 only's maximum "
-        "rate): p99 over the mean p99 of the two L3-only runs before and after the Redis-killed one; the "
-        "last row: p99 over L3 only's at maximum rate",
+        "ratios: the first four rows' req/s over L3 only's; each Redis-killed row and the L3-only rows "
+        "around it (paced at half L3 only's maximum rate, or at maximum rate): p99 over the mean p99 of "
+        "the L3-only runs just before and after it",
         f"how busy the machine was: 1-min load average {load_avg_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; reference INCR unpipelined on the Context-API's Redis "
         f"{reference.requests_per_s:,.0f}/s (a quiet machine like it: {REFERENCE_QUIET_PER_S:,}/s)",

@@ -61,6 +61,7 @@ STORM_BATCH = 50
 STORM_CONNECTIONS, STORM_THREADS = 50, 2
 STORM_LEAD_S = 8.0  # the storm starts this much longer than the Context-API's run, to open first
 CORE_CONTEXT, CORE_GATEWAY = "0", "1"
+FROM_L1_EXPECTED = 0.99  # below this share, the notes say the breaker took L1 away
 PLACEMENT = (
     f"core {CORE_CONTEXT}: the Context-API replica, its wrk and its own Redis; core {CORE_GATEWAY}: the "
     "gateway, the storm's wrk, the group's replicas and Sentinels, and PostgreSQL (every backend); the "
@@ -331,6 +332,13 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         f"how busy the machine was: 1-min load average {load_avg_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; other helpers' work is not pinned and runs on both cores",
     ]
+    for r in rows:
+        if r.served_by_l1 < FROM_L1_EXPECTED:
+            notes.append(
+                f"{r.setup}, gateway {r.gateway}: only {100 * r.served_by_l1:.1f} % of the Context-API's "
+                "answers came from L1: its Redis calls timed out, its circuit breaker opened and the rest "
+                "were PostgreSQL queries"
+            )
     if any(r.failed for r in rows):
         notes.append("WARNING: some runs had failed requests (failed column)")
     return BenchReport(
