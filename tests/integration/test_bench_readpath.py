@@ -85,7 +85,7 @@ def key_file(tmp_path: Path) -> Path:
 
 
 def test_draws_follow_the_key_files_probabilities(server: Recorder, key_file: Path) -> None:
-    result = get_keys(server.url, key_file, Load(duration_s=1, connections=4, threads=2))
+    result = get_keys(server.url, key_file, Load(duration_s=1, connections=4, threads=1))
     asked = sum(server.paths.values())
     assert result.requests > 300
     assert set(server.paths) <= {f"/k/{i}" for i in range(1, KEYS + 1)}
@@ -97,6 +97,8 @@ def test_draws_follow_the_key_files_probabilities(server: Recorder, key_file: Pa
     assert result.served_by["l3"] <= KEYS
     assert result.served_by["none"] == 0
     assert result.position is None
+    with pytest.raises(ValueError, match="one wrk thread"):
+        get_keys(server.url, key_file, Load(duration_s=1, connections=4, threads=2))
 
 
 def test_a_walk_asks_every_line_once_in_order_and_resumes(server: Recorder, key_file: Path) -> None:

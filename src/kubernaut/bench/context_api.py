@@ -173,7 +173,7 @@ def _reference_incr(host: str, port: int, requests: int) -> EvalshaRow:
 
 
 def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport:
-    load = Load(duration_s=3 if quick else 10)
+    load = Load(duration_s=3 if quick else 10, threads=1)  # get.lua: one thread (see get_keys)
     warmup_s = 1 if quick else 3
     load_avg_before = os.getloadavg()[0]
     log("starting PostgreSQL and the Context-API's Redis (and the gateway's group, idle)")
@@ -212,25 +212,45 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         # Started cold like a fresh pod; warmed by the mix itself for as long as it is then measured.
         l2_default = row(f"L2 at {DEFAULT_L2_ENTRIES:,} entries", "l2-default", warmup=load.duration_s)
         rate = round(l3.requests_per_s / 2)
-        l3_before = row("L3 only (before)", "l3-only", rate_per_s=rate)
+        l3_paced = [row("L3 only (before)", "l3-only", rate_per_s=rate)]
         redis_pid = stack.table.get("redis-context")
         log(f"killing the Context-API's Redis (pid {redis_pid.pid if redis_pid else '?'}) with SIGKILL")
         stack.stop_component("redis-context", sig=signal.SIGKILL)
         # No warm-up: the first requests after the kill are measured, the breaker's opening included.
-        killed_paced = row("Redis killed", "l1-only", warmup=0, rate_per_s=rate)
-        l3_after = row("L3 only (after)", "l3-only", rate_per_s=rate)
+        first = row(f"Redis killed, first {load.duration_s:g} s", "l1-only", warmup=0, rate_per_s=rate)
+        l3_paced.append(row("L3 only (between)", "l3-only", rate_per_s=rate))
+        steady = row("Redis killed", "l1-only", rate_per_s=rate)
+        l3_paced.append(row("L3 only (after)", "l3-only", rate_per_s=rate))
         killed = row("Redis killed", "l1-only")
         l3_max_after = row("L3 only (after)", "l3-only")
-    rows = [l2, l1, l3, l2_default, l3_before, killed_paced, l3_after, killed, l3_max_after]
+    rows = [
+        l2,
+        l1,
+        l3,
+        l2_default,
+        l3_paced[0],
+        first,
+        l3_paced[1],
+        steady,
+        l3_paced[2],
+        killed,
+        l3_max_after,
+    ]
 
     for r in (l2, l1, l3, l2_default):
         r.ratio, r.ratio_of = round(r.requests_per_s / l3.requests_per_s, 3), "req/s over L3 only's"
     # L3-only runs bracket each Redis-killed run in time: their mean p99 is its baseline, so slow drift in
-    # the machine's load cancels.
-    for before, killed_run, after in ((l3_before, killed_paced, l3_after), (l3, killed, l3_max_after)):
-        base = (before.p99_ms + after.p99_ms) / 2
-        for r in (killed_run, after) if before is l3 else (before, killed_run, after):
-            r.ratio, r.ratio_of = round(r.p99_ms / base, 3), "p99 over the mean of L3 only's before and after"
+    # the machine's load cancels. The L3-only runs' own ratio to their mean shows the drift.
+    for run_, before, after in ((first, *l3_paced[:2]), (steady, *l3_paced[1:]), (killed, l3, l3_max_after)):
+        run_.ratio = round(run_.p99_ms / ((before.p99_ms + after.p99_ms) / 2), 3)
+        run_.ratio_of = "p99 over the mean of the L3-only runs just before and after it"
+    paced_p99 = sum(r.p99_ms for r in l3_paced) / len(l3_paced)
+    for r in l3_paced:
+        r.ratio, r.ratio_of = round(r.p99_ms / paced_p99, 3), "p99 over the mean of the paced L3-only runs"
+    l3_max_after.ratio, l3_max_after.ratio_of = (
+        round(l3_max_after.p99_ms / l3.p99_ms, 3),
+        "p99 over L3 only's",
+    )
 
     ideal = ideal_hit_rate(mix, DEFAULT_L2_ENTRIES)
     checks = [_served_check(l2, "l2"), _served_check(l1, "l1"), _served_check(l3, "l3")]
@@ -247,9 +267,9 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         f"L2 hit rate at {DEFAULT_L2_ENTRIES:,} entries (default size and 30 s TTL, from the replica's "
         f"context_api_cache_* counters): {_pct(l2_default.l2_hit_rate)}; the best any cache of that size "
         f"can do on this mix: {_pct(ideal)}",
-        "ratios: the first four rows' req/s over L3 only's; each Redis-killed row and the L3-only rows "
-        "around it (paced at half L3 only's maximum rate, or at maximum rate): p99 over the mean p99 of "
-        "the L3-only runs just before and after it",
+        "ratios: the first four rows' req/s over L3 only's; each Redis-killed row's p99 over the mean "
+        "p99 of the L3-only runs at the same load just before and after it (paced: half L3 only's maximum "
+        "rate); the paced L3-only rows' p99 over their mean, the last row's over L3 only's (the drift)",
         f"how busy the machine was: 1-min load average {load_avg_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; reference INCR unpipelined on the Context-API's Redis "
         f"{reference.requests_per_s:,.0f}/s (a quiet machine like it: {REFERENCE_QUIET_PER_S:,}/s)",
@@ -260,8 +280,16 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
             above=True,
         ),
         _verdict(
-            f"target p99 with the Redis killed within {TARGET_DEGRADED_P99:g}x L3 only's at {rate:,}/s",
-            killed_paced.ratio,
+            f"target p99 with the Redis killed within {TARGET_DEGRADED_P99:g}x L3 only's at {rate:,}/s "
+            "(the second paced run after the kill)",
+            steady.ratio,
+            TARGET_DEGRADED_P99,
+            above=False,
+        ),
+        _verdict(
+            f"the same in the first {load.duration_s:g} s after the kill (the breaker opening and the "
+            "replica's first PostgreSQL loads after serving from L1)",
+            first.ratio,
             TARGET_DEGRADED_P99,
             above=False,
         ),

@@ -136,9 +136,14 @@ def get_keys(
     cpus: str | None = None,
 ) -> WrkResult:
     """GET paths of ``key_file`` (keymix.py) on ``base_url``: drawn with the file's probabilities, or walked
-    in file order from line ``walk_from`` (one thread); paced when ``rate_per_s``; pinned to ``cpus``."""
-    if walk_from is not None and load.threads != 1:
-        raise ValueError("a walk runs on one wrk thread")
+    in file order from line ``walk_from``; paced when ``rate_per_s``; pinned to ``cpus``.
+
+    One wrk thread only: wrk starts each thread as soon as its script has loaded and starts its clock
+    after the last one, so with a large key file (a second or so to load) a first thread would send for
+    longer than the run counts, inflating the rate. One thread sends far more than these services serve.
+    """
+    if load.threads != 1:
+        raise ValueError("get.lua runs on one wrk thread")
     interval = load.interval_ms(rate_per_s) if rate_per_s else 0
     mode = ["walk" if walk_from is not None else "draw", f"{interval:.6f}", salt, str(walk_from or 1)]
     return _run("get.lua", base_url, [str(key_file), *mode], load, (), cpus)
