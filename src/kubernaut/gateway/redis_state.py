@@ -52,6 +52,7 @@ _RETRY_INTERVAL_S = 0.05
 # A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
 _FLUSHER_STALE_MS = 30_000
 _MAX_BIND_TRIPLES = 1000
+_WATCH_TIMEOUT_S = 1.0
 
 
 class RedisUnavailable(Exception):
@@ -114,6 +115,7 @@ class RedisState:
         self._binds: list[str] = []
         self._bind_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         timeouts = settings.redis.timeouts
         self._pipeline = AutoPipeline(self._pool, timeouts.connect_s + timeouts.socket_s)
 
@@ -150,11 +152,13 @@ class RedisState:
         self._tasks.append(asyncio.create_task(self._bind_loop()))
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A cancel that lands as a read times out can be swallowed (asyncio.timeout in 3.11), so the
+        # loops also watch `_closing` and wake at least every _WATCH_TIMEOUT_S.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2 * _WATCH_TIMEOUT_S)
         await self._pipeline.close()
         await self.handle.aclose()
 
@@ -215,7 +219,7 @@ class RedisState:
         self._bind_wakeup.set()
 
     async def _bind_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._bind_wakeup.wait()
             self._bind_wakeup.clear()
             while self._binds:
@@ -275,7 +279,7 @@ class RedisState:
         settings = self.settings.redis
         assert isinstance(settings, SentinelRedis)
         password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
-        while True:
+        while not self._closing:
             client = Redis(
                 host=host,
                 port=port,
@@ -286,8 +290,10 @@ class RedisState:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                while not self._closing:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_WATCH_TIMEOUT_S
+                    )
                     if message is not None and message["type"] == "message":
                         await self._on_switch_master(message["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError):
