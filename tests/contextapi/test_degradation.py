@@ -195,7 +195,7 @@ async def test_redis_down_at_start_then_l1_comes_back(
     settings = _settings(stack, context_db, prefix)
     async with open_replica(settings) as a, open_replica(settings) as b:
         assert (await a.get("/readyz")).status_code == 200
-        assert await _state(a) == (2, 0)
+        await _wait_state(a, breaker=2, available=0)
         assert (await a.get("/healthz")).json() == {"status": "ok", "l1": "unavailable", "breaker": "open"}
         first = await a.get("/api/v1/incidents/11")
         assert (first.status_code, first.headers["x-cache"]) == (200, "l3")
