@@ -103,10 +103,17 @@ def up(
 
 
 @app.command()
-def down(run_dir: Path | None = RunDirOption, port_offset: int = OffsetOption) -> None:
+def down(
+    purge: bool = typer.Option(False, "--purge", help="Also delete the run directory and all its data."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
     """Stop exactly the processes `kubernaut up` started, and wait for them to exit."""
-    stopped = _stack(run_dir, port_offset).down()
+    stack = _stack(run_dir, port_offset)
+    stopped = stack.destroy() if purge else stack.down()
     console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+    if purge:
+        console.print(f"deleted {stack.run.root}")
 
 
 @app.command()
@@ -138,11 +145,67 @@ def migrate(config: Path | None = ConfigOption) -> None:
     )
 
 
+@app.command()
+def gateway(config: Path | None = ConfigOption) -> None:
+    """Serve the gateway: Alertmanager webhooks and Kubernetes Warning events in, RemediationRequests out."""
+    from kubernaut.gateway.app import serve
+
+    settings = settings_or_exit(config)
+    try:
+        serve(settings)
+    except ConfigError as err:
+        raise fail(str(err)) from None
+
+
 @app.command("check-config")
 def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
     settings = settings_or_exit(config)
     typer.echo(settings.model_dump_json(indent=2))
+
+
+@app.command()
+def drill(
+    scenario: str = typer.Argument(..., help="A scenario name, or 'all' to run every one in turn."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON."),
+    rate: float = typer.Option(20.0, help="Webhooks per second sent to the gateway during the drill."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """Inject a failure into the running local stack under a steady alert load, and prove the invariants."""
+    from kubernaut.drill.faults import SCENARIOS
+    from kubernaut.drill.runner import DrillReport, run_drill
+
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    if scenario != "all" and scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; choose one of: all, {', '.join(SCENARIOS)}")
+    stack = _stack(run_dir, port_offset, quiet=True)
+    st = stack.status()
+    if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
+        raise fail("the local stack is not running: start it with `kubernaut up`")
+    reports: list[DrillReport] = []
+    for name in names:
+        if not as_json:
+            err_console.print(f"[bold]drill {name}[/]: {SCENARIOS[name].summary} ...")
+        reports.append(asyncio.run(run_drill(stack, name, rate_per_s=rate)))
+        if not as_json:
+            console.print(_drill_table(reports[-1]))
+    if as_json:
+        data = [r.as_json() for r in reports]
+        typer.echo(json.dumps(data if scenario == "all" else data[0], indent=2))
+    if not all(r.passed for r in reports):
+        raise typer.Exit(code=1)
+
+
+def _drill_table(report: Any) -> Table:
+    verdict = "[green]passed[/]" if report.passed else "[red]FAILED[/]"
+    table = Table(title=f"drill {report.scenario}: {verdict}", title_justify="left", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in report.as_json().items():
+        if key != "scenario":
+            table.add_row(key, "-" if value is None else str(value))
+    return table
 
 
 @app.command("context-api")

@@ -318,15 +318,19 @@ class LocalStack:
             self.table.remove(name)
         return stopped
 
-    def destroy(self) -> None:
+    def destroy(self) -> list[str]:
         """``down``, then delete the run directory and any data directory kept outside it."""
-        self.down()
-        data = postgres.data_dir_for(self.run.component_dir("postgres"))
-        if not data.is_relative_to(self.run.root):
-            shutil.rmtree(data.parent, ignore_errors=True)
+        stopped = self.down()
+        comp = self.run.component_dir("postgres")
+        if comp.exists():
+            data = postgres.data_dir_for(comp)
+            if not data.is_relative_to(self.run.root):
+                shutil.rmtree(data.parent, ignore_errors=True)
         shutil.rmtree(self.run.root, ignore_errors=True)
+        return stopped
 
     def stop_component(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one recorded process with ``sig`` and wait until it has exited."""
         rec = self.table.get(name)
         if rec is not None:
             stop(rec, sig=sig)

@@ -1,0 +1,1 @@
+"""The gateway: turns Alertmanager webhooks and Kubernetes Warning events into RemediationRequests."""

@@ -1,0 +1,59 @@
+"""A Kubernetes core/v1 Event: Warning events are signals, Normal events are refused."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kubernaut.gateway.problems import from_validation_error, invalid
+from kubernaut.gateway.signal import DEFAULT_NAMESPACE, Signal, fingerprint
+
+# Reasons that mean a workload or node is already failing.
+CRITICAL_REASONS = frozenset(
+    {"OOMKilled", "NodeNotReady", "FailedScheduling", "Evicted", "FailedMount", "NetworkNotReady"}
+)
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _InvolvedObject(_Loose):
+    kind: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    namespace: str = ""
+
+
+class _Metadata(_Loose):
+    namespace: str = ""
+
+
+class _Event(_Loose):
+    type: str
+    reason: str = Field(min_length=1)
+    message: str = ""
+    involvedObject: _InvolvedObject
+    metadata: _Metadata = Field(default_factory=_Metadata)
+
+
+def parse(body: bytes) -> Signal:
+    try:
+        event = _Event.model_validate_json(body)
+    except ValidationError as err:
+        raise from_validation_error(err) from None
+    if event.type != "Warning":
+        raise invalid("type", f"only Warning events are signals, got {event.type!r}")
+    obj = event.involvedObject
+    namespace = obj.namespace or event.metadata.namespace or DEFAULT_NAMESPACE
+    labels = {"reason": event.reason, "kind": obj.kind, "name": obj.name, "namespace": namespace}
+    return Signal(
+        source_type="kubernetes-event",
+        name=event.reason,
+        firing=True,
+        severity="critical" if event.reason in CRITICAL_REASONS else "warning",
+        namespace=namespace,
+        resource_kind=obj.kind,
+        resource_name=obj.name,
+        labels=labels,
+        annotations={"message": event.message} if event.message else {},
+        fingerprint=fingerprint(event.reason, namespace, obj.kind, obj.name),
+    )

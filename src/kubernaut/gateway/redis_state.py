@@ -1,0 +1,298 @@
+"""The gateway's shared state in its Redis HA group: scripts, failover handling, the one round trip.
+
+Every call goes to the master Sentinel names. redis-py's own retries are turned off: they reconnect to
+the address they had (redis-py #3874) and hide how long a failover takes. Instead each call is retried
+here, on a fresh pool connection (which asks Sentinel for the master), within the configured budget;
+``+switch-master`` on any sentinel drops every pooled connection at once and wakes waiting retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import hiredis
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from kubernaut.config import GatewaySettings, SentinelRedis
+from kubernaut.gateway.metrics import GatewayMetrics
+from kubernaut.redis import claim_ownership, connect
+from kubernaut.redis.keys import GATEWAY
+
+log = structlog.get_logger("kubernaut.gateway.redis")
+
+# Error replies meaning "this node cannot take the write now", not a bug in the call.
+_TRANSIENT_REPLIES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
+_RETRY_INTERVAL_S = 0.05
+# A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
+_FLUSHER_STALE_MS = 30_000
+_MAX_BIND_TRIPLES = 1000
+# Calls in flight at once; more wait here instead of opening connections (redis-py's pool caps at 100).
+_MAX_CONCURRENT_CALLS = 64
+
+
+class RedisUnavailable(Exception):
+    """No master answered within the failover budget."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"Redis master unavailable ({kind})")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: bytes
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        source = (resources.files("kubernaut.gateway") / "scripts" / f"{name}.lua").read_bytes()
+        return cls(name, source, hashlib.sha1(source).hexdigest())  # Redis names scripts by SHA-1
+
+
+INGEST = Script.load("ingest")
+BIND = Script.load("bind")
+TAKE_COUNTS = Script.load("take_counts")
+
+
+def _error_kind(err: BaseException) -> str | None:
+    """A short label for a failure that a failover explains, else None."""
+    if isinstance(err, ResponseError):
+        word = str(err).split(" ", 1)[0]
+        return word.lower() if word in _TRANSIENT_REPLIES else None
+    if isinstance(err, RedisTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(err, RedisConnectionError | OSError):
+        return "master_not_found" if type(err).__name__ == "MasterNotFoundError" else "connection"
+    return None
+
+
+class RedisState:
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, instance_id: str) -> None:
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.instance_id = instance_id
+        self._metrics = metrics
+        self._no_retry = Retry(NoBackoff(), 0)
+        self.handle = connect(settings.redis, client_name="kubernaut-gateway")
+        self.handle.client.set_retry(self._no_retry)
+        if self.handle.sentinel is not None:
+            for sentinel_client in self.handle.sentinel.sentinels:
+                sentinel_client.set_retry(self._no_retry)
+        self._pool = self.handle.client.connection_pool
+        self._master: tuple[str, int] | None = None
+        self._available = False
+        self._switched = asyncio.Event()
+        self._binds: list[str] = []
+        self._bind_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(_MAX_CONCURRENT_CALLS)
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) for a master, claim it for the gateway, start the watchers."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await claim_ownership(
+                    self.handle.client,
+                    GATEWAY,
+                    where=self.handle.describe(),
+                    allow_shared=self.settings.allow_shared_redis,
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as err:
+                if _error_kind(err) is None or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        for script in (INGEST, BIND, TAKE_COUNTS):
+            await self.handle.client.script_load(script.source)
+        self._note_master()
+        self._set_available(True)
+        if isinstance(self.settings.redis, SentinelRedis):
+            for host, port in self.settings.redis.sentinel_addresses():
+                self._tasks.append(asyncio.create_task(self._watch_sentinel(host, port)))
+        self._tasks.append(asyncio.create_task(self._bind_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.handle.aclose()
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def _evalsha_once(self, script: Script, args: Sequence[str | bytes | int | float]) -> Any:
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
+            await conn.send_packed_command(command, check_health=False)
+            return await conn.read_response()
+        except ResponseError:
+            raise  # an error reply leaves the connection in sync
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await self._pool.release(conn)
+
+    async def run(self, script: Script, args: Sequence[str | bytes | int | float]) -> Any:
+        """EVALSHA on the master; reload after NOSCRIPT; retry failover errors within the budget."""
+        deadline = time.monotonic() + self.settings.failover_retry_budget_s
+        while True:
+            try:
+                async with self._slots:
+                    reply = await self._evalsha_once(script, args)
+            except ResponseError as err:
+                if str(err).startswith("NOSCRIPT"):
+                    await self._load(script)
+                    continue
+                if _error_kind(err) is None:
+                    raise
+                failure: BaseException = err
+            except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+                failure = err
+            else:
+                if not self._available:
+                    self._set_available(True)
+                if getattr(self._pool, "master_address", None) != self._master:
+                    self._note_master()
+                return reply
+            kind = _error_kind(failure) or "connection"
+            self._metrics.redis_errors.labels(kind=kind).inc()
+            if self._available:
+                self._set_available(False)
+                log.warning("redis master unavailable", kind=kind, error=repr(failure))
+                # Idle connections to a dead master would each fail in turn; in-flight ones fail alone.
+                await self._drop_connections(idle_only=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RedisUnavailable(kind)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._switched.wait(), min(remaining, _RETRY_INTERVAL_S))
+
+    async def _load(self, script: Script) -> None:
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_command("SCRIPT", "LOAD", script.source)
+            await conn.read_response()
+        finally:
+            await self._pool.release(conn)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.handle.client.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError):
+            return False
+
+    # -- dedup bindings (after PostgreSQL committed) ----------------------------------------------
+
+    def bind_later(self, fingerprint: str, marker: str, request_id: int) -> None:
+        """Queue ``fingerprint -> request id``; a background task sends queued binds in one call.
+
+        Losing a bind costs nothing but speed: the pending marker sends the next repeat to PostgreSQL.
+        """
+        self._binds.extend((fingerprint, marker, str(request_id)))
+        self._bind_wakeup.set()
+
+    async def _bind_loop(self) -> None:
+        while True:
+            await self._bind_wakeup.wait()
+            self._bind_wakeup.clear()
+            while self._binds:
+                batch = self._binds[: 3 * _MAX_BIND_TRIPLES]
+                del self._binds[: len(batch)]
+                with contextlib.suppress(RedisUnavailable):
+                    await self.run(BIND, [self.prefix, *batch])
+
+    # -- duplicate counts --------------------------------------------------------------------------
+
+    async def take_counts(self, ack: bool, leave: bool = False) -> tuple[int, dict[int, int]]:
+        """This instance's batch of duplicate counts (request id -> count) and the open storm windows."""
+        mode = "2" if leave else ("1" if ack else "0")
+        storms, flat = await self.run(TAKE_COUNTS, [self.prefix, self.instance_id, mode, _FLUSHER_STALE_MS])
+        counts = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return int(storms), counts
+
+    # -- failover ----------------------------------------------------------------------------------
+
+    def _set_available(self, value: bool) -> None:
+        self._available = value
+        self._metrics.redis_available.set(1 if value else 0)
+
+    def _note_master(self) -> None:
+        address = getattr(self._pool, "master_address", None)
+        if address is None:
+            return
+        address = (str(address[0]), int(address[1]))
+        if self._master is not None and address != self._master:
+            self._metrics.redis_master_changes.inc()
+            log.warning("redis master changed", old=self._master, new=address, seen_by="reconnect")
+        self._master = address
+
+    async def _drop_connections(self, idle_only: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            await self._pool.disconnect(inuse_connections=not idle_only)
+
+    async def _on_switch_master(self, payload: bytes | str) -> None:
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        parts = text.split()
+        assert isinstance(self.settings.redis, SentinelRedis)
+        if len(parts) != 5 or parts[0] != self.settings.redis.master_name:
+            return
+        new = (parts[3], int(parts[4]))
+        if new == self._master:
+            return  # another sentinel told us first
+        log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")
+        self._metrics.redis_master_changes.inc()
+        self._master = new
+        await self._drop_connections()
+        self._switched.set()
+        self._switched = asyncio.Event()
+
+    async def _watch_sentinel(self, host: str, port: int) -> None:
+        """Follow ``+switch-master`` on one sentinel, reconnecting while the sentinel is away."""
+        settings = self.settings.redis
+        assert isinstance(settings, SentinelRedis)
+        password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
+        while True:
+            client = Redis(
+                host=host,
+                port=port,
+                password=password,
+                socket_connect_timeout=settings.timeouts.connect_s,
+                retry=self._no_retry,
+            )
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe("+switch-master")
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is not None and message["type"] == "message":
+                        await self._on_switch_master(message["data"])
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await client.aclose()

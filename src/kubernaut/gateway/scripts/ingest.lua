@@ -1,0 +1,111 @@
+#!lua
+-- One webhook in one call: rate-limit the source once, then dedup and storm bookkeeping for each signal,
+-- in order. The shebang makes Redis refuse the whole call up front when the master cannot take writes
+-- (min-replicas-to-write), so a refused call has written nothing.
+--
+-- ARGV (layout mirrored by kubernaut/gateway/redis_state.py, IngestArgs):
+--  1 prefix  2 nonce  3 source  4 rate-limit mode (0 off, 1 enforce, 2 shadow)
+--  5 emission interval (us)  6 burst  7 dedup TTL (s)  8 storms on (1/0)
+--  9 rate threshold  10 rate window (ms)  11 pattern threshold  12 pattern window (ms)
+--  13 storm inactivity (ms)  14 storm max window (ms)  15 number of signals
+--  then per signal: status (f|r), fingerprint, name, namespace, resource
+--
+-- Dedup entry prefix..'dd:'..fingerprint holds the RemediationRequest id once PostgreSQL has it, or a
+-- pending marker until then: 'p:<nonce>' (own request) or 'q:<nonce>:<start>:<type>' (storm member).
+-- Pending entries send the signal to PostgreSQL again, whose unique index decides created vs duplicate;
+-- the marker is returned so that whichever webhook gets the id first binds it (bind.lua).
+--
+-- Reply: {limited (0, 1 limited, 2 would be limited in shadow mode), retry-after (ms)} then per signal
+-- {code, value}: 0 duplicate (request id), 1 own request (marker), 2 storm member (marker),
+-- 3 resolved (request id or '').
+local prefix, nonce, source = ARGV[1], ARGV[2], ARGV[3]
+local rl_mode, rl_interval, rl_burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local dedup_ttl = tonumber(ARGV[7])
+local storms = ARGV[8] == '1'
+local rate_threshold, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
+local pattern_threshold, pattern_window = tonumber(ARGV[11]), tonumber(ARGV[12])
+local inactivity, max_window = tonumber(ARGV[13]), tonumber(ARGV[14])
+local n = tonumber(ARGV[15])
+local BASE, FIELDS = 15, 5
+
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+
+local out = {0, 0}
+local function push(code, value)
+  out[#out + 1] = code
+  out[#out + 1] = value
+end
+
+-- GCRA: one request costs one emission interval; up to `burst` requests may arrive at once.
+if rl_mode > 0 then
+  local key = prefix .. 'rl:' .. source
+  local tat = tonumber(redis.call('GET', key)) or now_us
+  if tat < now_us then tat = now_us end
+  local new_tat = tat + rl_interval
+  local allow_at = new_tat - rl_interval * rl_burst
+  if now_us < allow_at then
+    local wait_ms = math.ceil((allow_at - now_us) / 1000)
+    if rl_mode == 1 then return {1, wait_ms} end
+    out[1], out[2] = 2, wait_ms
+  else
+    redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now_us) / 1000))
+  end
+end
+
+-- Sliding windows per (namespace, name): the newest signals and the most recently seen resources, each
+-- trimmed to threshold + 1 entries, which is all "more than threshold within the window" needs.
+local function storm_window(name, namespace, resource, i)
+  local group = #namespace .. ':' .. namespace .. ':' .. name
+  local rk, pk, sk = prefix .. 'rate:' .. group, prefix .. 'pattern:' .. group, prefix .. 'storm:' .. group
+  redis.call('ZADD', rk, now, nonce .. ':' .. i)
+  redis.call('ZREMRANGEBYRANK', rk, 0, -(rate_threshold + 2))
+  redis.call('PEXPIRE', rk, rate_window)
+  redis.call('ZADD', pk, now, resource)
+  redis.call('ZREMRANGEBYRANK', pk, 0, -(pattern_threshold + 2))
+  redis.call('PEXPIRE', pk, pattern_window)
+  local open = redis.call('HMGET', sk, 'start', 'type')
+  local window
+  if open[1] and now - tonumber(open[1]) < max_window then
+    window = open[1] .. ':' .. open[2]
+  else
+    local kind
+    if redis.call('ZCOUNT', pk, '(' .. (now - pattern_window), '+inf') > pattern_threshold then
+      kind = 'pattern'
+    elseif redis.call('ZCOUNT', rk, '(' .. (now - rate_window), '+inf') > rate_threshold then
+      kind = 'rate'
+    else
+      return nil
+    end
+    redis.call('HSET', sk, 'start', now, 'type', kind)
+    window = now .. ':' .. kind
+  end
+  redis.call('PEXPIRE', sk, inactivity)
+  redis.call('ZADD', prefix .. 'storms', now + inactivity, sk)
+  return window
+end
+
+for i = 0, n - 1 do
+  local b = BASE + i * FIELDS
+  local dd = prefix .. 'dd:' .. ARGV[b + 2]
+  if ARGV[b + 1] == 'r' then
+    local v = redis.call('GETDEL', dd)
+    push(3, (v and v:find('^%d')) and v or '')
+  else
+    local v = redis.call('GETEX', dd, 'EX', dedup_ttl)
+    if v and v:find('^%d') then
+      redis.call('HINCRBY', prefix .. 'counts', v, 1)
+      push(0, v)
+    elseif v then
+      push(v:sub(1, 2) == 'p:' and 1 or 2, v)
+    else
+      local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], i)
+      local code, marker = 1, 'p:' .. nonce
+      if window then code, marker = 2, 'q:' .. nonce .. ':' .. window end
+      redis.call('SET', dd, marker, 'EX', dedup_ttl)
+      push(code, marker)
+    end
+  end
+end
+return out

@@ -1,0 +1,76 @@
+"""The normalised signal, its fingerprint, and its classification (environment, priority)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+SourceType = Literal["prometheus", "kubernetes-event"]
+
+# Label name -> Kubernetes kind, in the order DESIGN.md picks the resource.
+RESOURCE_LABELS: tuple[tuple[str, str], ...] = (
+    ("pod", "Pod"),
+    ("deployment", "Deployment"),
+    ("statefulset", "StatefulSet"),
+    ("daemonset", "DaemonSet"),
+    ("node", "Node"),
+    ("service", "Service"),
+)
+DEFAULT_NAMESPACE = "default"
+UNKNOWN_ENVIRONMENT = "unknown"
+
+
+def fingerprint(name: str, namespace: str, kind: str, resource_name: str) -> str:
+    """SHA-256 of the signal identity ``name:namespace:kind:resource`` (name = alertname or event reason)."""
+    return hashlib.sha256(f"{name}:{namespace}:{kind}:{resource_name}".encode()).hexdigest()
+
+
+@dataclass(slots=True, frozen=True)
+class Signal:
+    source_type: SourceType
+    name: str
+    firing: bool
+    severity: str
+    namespace: str
+    resource_kind: str
+    resource_name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    fingerprint: str
+
+    @property
+    def resource(self) -> str:
+        """``Kind/name``, or empty when the signal names no resource."""
+        return f"{self.resource_kind}/{self.resource_name}" if self.resource_kind else ""
+
+
+def resource_from_labels(labels: Mapping[str, str]) -> tuple[str, str]:
+    for label, kind in RESOURCE_LABELS:
+        value = labels.get(label)
+        if value:
+            return kind, value
+    return "", ""
+
+
+def namespace_from_labels(labels: Mapping[str, str]) -> str:
+    return labels.get("namespace") or labels.get("exported_namespace") or DEFAULT_NAMESPACE
+
+
+def environment(namespace: str, environments: Mapping[str, str]) -> str:
+    return environments.get(namespace, UNKNOWN_ENVIRONMENT)
+
+
+def priority(severity: str, env: str) -> str:
+    """DESIGN.md's matrix: critical+production P0; critical+staging or warning+production P1;
+    other critical/warning P2; info P3; anything else P2."""
+    if severity == "critical":
+        if env == "production":
+            return "P0"
+        return "P1" if env == "staging" else "P2"
+    if severity == "warning":
+        return "P1" if env == "production" else "P2"
+    if severity == "info":
+        return "P3"
+    return "P2"

@@ -1,0 +1,157 @@
+"""Test helpers for the gateway: payloads, an in-process gateway on the real stack, real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+
+from kubernaut.config import Settings
+from kubernaut.gateway.app import create_app
+from kubernaut.localstack import LocalStack
+from kubernaut.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
+
+PROMETHEUS = "/api/v1/signals/prometheus"
+EVENTS = "/api/v1/signals/kubernetes-event"
+
+
+def unique(name: str) -> str:
+    """An alert name no other test uses, so PostgreSQL rows can be counted per test."""
+    return f"{name}{uuid.uuid4().hex[:10]}"
+
+
+def alert(
+    name: str,
+    *,
+    pod: str | None = "api-0",
+    namespace: str = "shop",
+    status: str = "firing",
+    severity: str = "warning",
+    **labels: str,
+) -> dict[str, Any]:
+    all_labels = {"alertname": name, "namespace": namespace, "severity": severity, **labels}
+    if pod is not None:
+        all_labels["pod"] = pod
+    return {
+        "status": status,
+        "labels": all_labels,
+        "annotations": {"summary": f"{name} on {pod}"},
+        "startsAt": "2025-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": "0123456789abcdef",
+    }
+
+
+def webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "receiver": "kubernaut",
+        "status": "firing",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+def event(
+    reason: str, *, type_: str = "Warning", name: str = "api-0", namespace: str = "shop"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.17a", "namespace": namespace},
+        "type": type_,
+        "reason": reason,
+        "message": f"{reason} happened",
+        "involvedObject": {"kind": "Pod", "name": name, "namespace": namespace},
+        "count": 1,
+    }
+
+
+def with_gateway(settings: Settings, **updates: Any) -> Settings:
+    """``settings`` with ``gateway`` fields replaced; nested sections take dicts of their own fields."""
+    gw = settings.gateway
+    resolved: dict[str, Any] = {}
+    for key, value in updates.items():
+        current = getattr(gw, key)
+        resolved[key] = (
+            current.model_copy(update=value)
+            if isinstance(value, dict) and hasattr(current, "model_copy")
+            else value
+        )
+    return settings.model_copy(update={"gateway": gw.model_copy(update=resolved)})
+
+
+def isolated(stack: LocalStack, **updates: Any) -> Settings:
+    """The stack's gateway settings with a key prefix of its own (Redis state of one test only)."""
+    return with_gateway(stack.settings(), key_prefix=f"gwt:{uuid.uuid4().hex[:8]}:", **updates)
+
+
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings, token: str | None) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app with its lifespan run, reached through httpx's ASGI transport."""
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as c:
+            yield c
+
+
+async def connect_db(stack: LocalStack) -> asyncpg.Connection:
+    return await asyncpg.connect(stack.postgres_dsn)
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def gateway_process(stack: LocalStack, name: str, port: int, **env: str) -> Iterator[str]:
+    """A real `kubernaut gateway` process on ``port`` with ``KUBERNAUT_GATEWAY__*`` overrides; stopped
+    by PID on exit. Yields its base URL."""
+    overrides = {f"KUBERNAUT_GATEWAY__{k.upper()}": v for k, v in env.items()}
+    overrides["KUBERNAUT_GATEWAY__HTTP__PORT"] = str(port)
+    argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
+    record: ProcessRecord = spawn(
+        name,
+        argv,
+        marker="-m kubernaut gateway",
+        log=stack.run.log(name),
+        env={**os.environ, **overrides},
+    )
+    url = f"http://{stack.topology.host}:{port}"
+    try:
+        wait_until(
+            lambda: _alive_or_raise(record, stack) and ready(url),
+            timeout=30,
+            interval=0.1,
+            what=f"{name} ready",
+        )
+        yield url
+    finally:
+        stop(record, sig=signal.SIGTERM)
+
+
+def _alive_or_raise(record: ProcessRecord, stack: LocalStack) -> bool:
+    if not is_alive(record):
+        raise RuntimeError(f"{record.name} exited; see {stack.run.log(record.name)}")
+    return True
