@@ -22,3 +22,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield s
     finally:
         s.destroy()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(stack: LocalStack) -> str:
+    """The gateway process as `kubernaut up` runs it (the stack's config: auth on, Sentinel), started
+    once per session; its bearer token is ``stack.gateway_token``. The stack's teardown stops it."""
+    stack.start_service("gateway", timeout=60)
+    return stack.url("gateway")

@@ -18,7 +18,7 @@ import httpx
 from kubernaut.config import Settings
 from kubernaut.gateway.app import create_app
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
+from kubernaut.localstack.processes import ProcessRecord, spawn, stop, wait_until
 
 PROMETHEUS = "/api/v1/signals/prometheus"
 EVENTS = "/api/v1/signals/kubernetes-event"
@@ -152,6 +152,8 @@ def gateway_process(stack: LocalStack, name: str, port: int, **env: str) -> Iter
 
 
 def _alive_or_raise(record: ProcessRecord, stack: LocalStack) -> bool:
-    if not is_alive(record):
-        raise RuntimeError(f"{record.name} exited; see {stack.run.log(record.name)}")
+    # Our own child: waitpid says whether it exited (its cmdline is pytest's until exec).
+    if os.waitpid(record.pid, os.WNOHANG)[0] == record.pid:
+        tail = stack.run.log(record.name).read_text()[-2000:]
+        raise RuntimeError(f"{record.name} exited; end of its log:\n{tail}")
     return True

@@ -22,8 +22,15 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubernaut.config import GatewaySettings, SentinelRedis
@@ -33,8 +40,13 @@ from kubernaut.redis.keys import GATEWAY
 
 log = structlog.get_logger("kubernaut.gateway.redis")
 
-# Error replies meaning "this node cannot take the write now", not a bug in the call.
-_TRANSIENT_REPLIES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
+# Error replies meaning "this node cannot take the write now", not a bug in the call. redis-py maps
+# most to classes (dropping the prefix from the message); NOREPLICAS stays a plain ResponseError.
+_TRANSIENT_REPLIES: tuple[tuple[type[ResponseError], str], ...] = (
+    (ReadOnlyError, "readonly"),
+    (MasterDownError, "masterdown"),
+    (TryAgainError, "tryagain"),
+)
 _RETRY_INTERVAL_S = 0.05
 # A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
 _FLUSHER_STALE_MS = 30_000
@@ -71,8 +83,12 @@ TAKE_COUNTS = Script.load("take_counts")
 def _error_kind(err: BaseException) -> str | None:
     """A short label for a failure that a failover explains, else None."""
     if isinstance(err, ResponseError):
-        word = str(err).split(" ", 1)[0]
-        return word.lower() if word in _TRANSIENT_REPLIES else None
+        for cls, kind in _TRANSIENT_REPLIES:
+            if isinstance(err, cls):
+                return kind
+        return "noreplicas" if str(err).startswith("NOREPLICAS") else None
+    if isinstance(err, BusyLoadingError):
+        return "loading"
     if isinstance(err, RedisTimeoutError | TimeoutError):
         return "timeout"
     if isinstance(err, RedisConnectionError | OSError):
@@ -163,10 +179,10 @@ class RedisState:
             try:
                 async with self._slots:
                     reply = await self._evalsha_once(script, args)
+            except NoScriptError:
+                await self._load(script)  # a new master after failover, or SCRIPT FLUSH
+                continue
             except ResponseError as err:
-                if str(err).startswith("NOSCRIPT"):
-                    await self._load(script)
-                    continue
                 if _error_kind(err) is None:
                     raise
                 failure: BaseException = err

@@ -173,10 +173,14 @@ class RequestStore:
         return self._pool
 
     async def ping(self) -> bool:
+        """Ask PostgreSQL; an answer also ends an outage (new signals are taken again)."""
         try:
             await self.pool.fetchval("SELECT 1", timeout=1.0)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
             return False
+        if not self.available:
+            log.info("postgres available again")
+            self.available = True
         return True
 
     async def _failed(self, err: BaseException) -> StoreUnavailable:
@@ -193,12 +197,9 @@ class RequestStore:
         return StoreUnavailable(str(err) or type(err).__name__)
 
     async def _wait_until_back(self) -> None:
-        while True:
+        while not self.available:
             await asyncio.sleep(_PROBE_INTERVAL_S)
-            if await self.ping():
-                break
-        log.info("postgres available again")
-        self.available = True
+            await self.ping()
 
     async def write(
         self,
