@@ -58,11 +58,20 @@ class Replica:
 async def context_db(stack: LocalStack) -> AsyncIterator[str]:
     """A database of its own on the stack's PostgreSQL, migrated and seeded with realistic history."""
     t = stack.topology
-    admin = await asyncpg.connect(postgres.dsn(t.host, t.postgres_port, stack.postgres_password, "postgres"))
+    admin_dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, "postgres")
+
+    async def admin(sql: str) -> None:
+        # A fresh connection each time: other tests restart PostgreSQL during the session.
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    await admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    await admin(f'CREATE DATABASE "{TEST_DB}"')
+    dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, TEST_DB)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{TEST_DB}"')
-        dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, TEST_DB)
         conn = await asyncpg.connect(dsn)
         try:
             await migrate(conn)
@@ -71,8 +80,7 @@ async def context_db(stack: LocalStack) -> AsyncIterator[str]:
             await conn.close()
         yield dsn
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-        await admin.close()
+        await admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
 
 
 @pytest.fixture
