@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kubernaut import send as client
 from kubernaut.config import ConfigError, Settings, load_settings
 from kubernaut.localstack import LocalStack, Topology
 
@@ -68,12 +71,17 @@ def _status_table(status: dict[str, Any]) -> Table:
     row("postgres", status["postgres"]["addr"], status["postgres"])
     row("gateway", status["gateway"]["url"], status["gateway"])
     row("context-api", status["context_api"]["url"], status["context_api"])
+    for name, proc in status.get("alerting", {}).items():
+        row(name, proc["url"], proc)
     return table
 
 
 @app.command()
 def up(
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the stack."),
+    with_alerting: bool = typer.Option(
+        False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -81,7 +89,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -89,6 +97,9 @@ def up(
     console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
     console.print(f"context-api  {status['context_api']['url']}")
     console.print(f"postgres     {status['postgres']['dsn']}")
+    for name in ("prometheus", "alertmanager"):
+        if name in status.get("alerting", {}):
+            console.print(f"{name:<12} {status['alerting'][name]['url']}")
     if not foreground:
         return
     try:
@@ -162,6 +173,127 @@ def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
     settings = settings_or_exit(config)
     typer.echo(settings.model_dump_json(indent=2))
+
+
+def _outcome_cells(answer: client.Answer) -> tuple[str, str]:
+    """(outcome, detail) cells for one answer: per-signal outcomes, or the problem when refused."""
+    if not answer.accepted:
+        return "[red]rejected[/]" if answer.rejected else "[red]failed[/]", answer.problem()
+    results = answer.results()
+    outcomes: dict[str, int] = {}
+    for r in results:
+        outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
+    cell = ", ".join(f"{o} x{n}" if n > 1 else o for o, n in outcomes.items()) or "accepted"
+    ids = sorted({int(r["request_id"]) for r in results if r.get("request_id") is not None})
+    return (
+        f"[green]{cell}[/]",
+        f"request{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}" if ids else "",
+    )
+
+
+@app.command()
+def send(
+    kubernetes_events: Path | None = typer.Option(
+        None, "--kubernetes-events", help="JSON file of core/v1 Events (a list, or kubectl's List)."
+    ),
+    alerts: Path | None = typer.Option(
+        None, "--alerts", help="JSON file of an Alertmanager webhook payload (or a list of them)."
+    ),
+    url: str | None = typer.Option(None, "--url", help="Gateway base URL [default: the local stack's]."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="KUBERNAUT_GATEWAY_TOKEN", help="Bearer token [default: the local stack's]."
+    ),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """POST each signal of FILE to the gateway and show what it did with each."""
+    if kubernetes_events is not None and alerts is None:
+        kind, file = client.KUBERNETES_EVENTS, kubernetes_events
+    elif alerts is not None and kubernetes_events is None:
+        kind, file = client.ALERTMANAGER_WEBHOOKS, alerts
+    else:
+        raise fail("give exactly one of --kubernetes-events FILE or --alerts FILE")
+    stack = _stack(run_dir, port_offset, quiet=True)
+    base_url = url or stack.url("gateway")
+    if not base_url.startswith(("http://", "https://")):
+        raise fail(f"--url {base_url!r} is not an http:// or https:// URL")
+    if token is None and url is None and stack.run.gateway_tokens_file.exists():
+        token = stack.gateway_token
+    try:
+        bodies = kind.load(file)
+    except client.SendError as err:
+        raise fail(str(err)) from None
+
+    table = Table(title=f"POST {base_url}{kind.path}", title_justify="left")
+    for col in ("#", "signal", "HTTP", "outcome", "detail"):
+        table.add_column(col, overflow="fold")
+
+    def row(i: int, answer: client.Answer) -> None:
+        table.add_row(str(i + 1), kind.describe(bodies[i]), str(answer.status), *_outcome_cells(answer))
+
+    try:
+        answers = client.post_each(base_url, kind.path, bodies, token, on_answer=row)
+    except client.SendError as err:
+        if table.row_count:
+            console.print(table)
+        raise fail(str(err)) from None
+    console.print(table)
+    accepted = sum(a.accepted for a in answers)
+    rejected = sum(a.rejected for a in answers)
+    failed = len(answers) - accepted - rejected
+    console.print(f"sent {len(answers)}: {accepted} accepted, {rejected} rejected, {failed} failed")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument(..., help="The benchmark: gateway-ingest."),
+    quick: bool = typer.Option(False, "--quick", help="A few seconds per measurement instead of ten."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    results: Path | None = typer.Option(
+        None, help="Markdown file the run is appended to [default: benchmarks/RESULTS.md of this checkout]."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="The benchmark's own stack [default: .run/bench]."
+    ),
+    port_offset: int = typer.Option(
+        300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
+    ),
+) -> None:
+    """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
+    from kubernaut.bench import BENCHMARKS
+    from kubernaut.bench import report as bench_report
+    from kubernaut.bench.errors import BenchError
+    from kubernaut.localstack.stack import default_run_dir
+
+    if name not in BENCHMARKS:
+        raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    results = results or bench_report.find_results_file(Path.cwd())
+    if results is None:
+        raise fail("no benchmarks/ directory here: run from the repository or pass --results FILE")
+    stack = LocalStack(run_dir or default_run_dir() / "bench", Topology(offset=port_offset))
+
+    def progress(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+    try:
+        report = BENCHMARKS[name](stack, quick=quick, log=progress)
+    except (BenchError, TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
+    finally:
+        stack.down()
+    stack.destroy()  # only after success: a failed run's logs stay for reading
+    report.command = shlex.join(["kubernaut", *sys.argv[1:]])
+    bench_report.append(results, report)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for table in report.tables:
+        console.print(table.rich())
+    for note in report.notes:
+        console.print(f"[dim]- {note}[/]", highlight=False)
+    console.print(f"appended to {results}")
 
 
 @app.command()

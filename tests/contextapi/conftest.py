@@ -4,11 +4,9 @@ Redis client and PostgreSQL pool); two replicas with one key prefix share L1 as 
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,17 +59,17 @@ async def context_db(stack: LocalStack) -> AsyncIterator[str]:
     admin_dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, "postgres")
 
     async def admin(sql: str) -> None:
-        # A fresh connection each time: other tests restart PostgreSQL during the session.
+        # A fresh connection each time: the failure drills restart PostgreSQL mid-session.
         conn = await asyncpg.connect(admin_dsn)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    await admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-    await admin(f'CREATE DATABASE "{TEST_DB}"')
-    dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, TEST_DB)
     try:
+        await admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+        await admin(f'CREATE DATABASE "{TEST_DB}"')
+        dsn = postgres.dsn(t.host, t.postgres_port, stack.postgres_password, TEST_DB)
         conn = await asyncpg.connect(dsn)
         try:
             await migrate(conn)
@@ -105,7 +103,7 @@ def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) 
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
     }
     section.update(context_api)
-    return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 4, "max_pool": 10})
+    return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 1, "max_pool": 10})
 
 
 @asynccontextmanager
@@ -137,12 +135,3 @@ def redis_context(stack: LocalStack) -> Iterator[LocalStack]:
         stack.signal_component("redis-context", signal.SIGCONT)
         stack.start_redis_context()
         assert rs.ping(stack.topology.host, stack.topology.redis_context_port)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    """Poll an async condition without blocking the event loop the replicas run on."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.02)

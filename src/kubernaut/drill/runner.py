@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class DrillReport:
     accepted: int
     rejected_retryable: int
     other_errors: int
+    error_statuses: dict[str, int]
     alerts_sent: int
     alerts_accepted: int
     lost: int
@@ -122,6 +124,7 @@ async def run_drill(stack: LocalStack, scenario: str, *, rate_per_s: float = 20.
         accepted=len(accepted),
         rejected_retryable=sum(1 for e in exchanges if e.retryable),
         other_errors=sum(1 for e in exchanges if not e.accepted and not e.retryable),
+        error_statuses=dict(Counter(str(e.status) for e in exchanges if not e.accepted)),
         alerts_sent=sum(e.alerts for e in exchanges),
         alerts_accepted=checked.accepted_alerts,
         lost=checked.lost,
