@@ -1,8 +1,9 @@
 """Run the demo on the running local stack: fire the script phase by phase, fail the gateway's Redis master
 over in the middle, watch everything, heal, and prove that nothing was lost or doubled.
 
-Each phase acts, then waits on real state (PostgreSQL, /metrics) with its own bound; the whole run stops
-firing new phases after ``DEADLINE_S``. The signal source gets back the series it had before the demo.
+Each phase acts, then waits on real state (PostgreSQL, /metrics) with its own bound, cut to what is left
+of ``DEADLINE_S``; past it, phases are skipped (the failover's thread, once started, is always waited for:
+it heals the stack). The signal source gets back the series it had before the demo.
 """
 
 from __future__ import annotations
@@ -168,27 +169,40 @@ class Demo:
         await self._phase(RESOLVE, lambda: self._set(s.resolved()), self._resolution_landed)
         await self._phase(SETTLE, lambda: None, lambda: self._all_traced() and self._repeats_counted())
 
-    async def _phase(self, phase: Phase, act: Callable[[], None], done: Callable[[], bool]) -> None:
+    def _begin(self, phase: Phase) -> tuple[PhaseState, float] | None:
+        """Mark ``phase`` running and return how long it may wait; None (skipped) past the deadline."""
         ps = self.state.phase(phase)
         remaining = DEADLINE_S - (time.monotonic() - self.state.started)
         if remaining <= 0:
             ps.status = "skipped"
-            return
+            return None
         ps.status, ps.started = "running", time.monotonic()
-        act()
-        ok = await self._until(done, min(phase.timeout_s, remaining))
+        return ps, min(phase.timeout_s, remaining)
+
+    @staticmethod
+    def _end(ps: PhaseState, ok: bool) -> None:
         ps.status, ps.ended = ("done" if ok else "timed out"), time.monotonic()
+
+    async def _phase(self, phase: Phase, act: Callable[[], None], done: Callable[[], bool]) -> None:
+        begun = self._begin(phase)
+        if begun is None:
+            return
+        ps, within_s = begun
+        act()
+        self._end(ps, await self._until(done, within_s))
 
     async def _failover(self) -> None:
         """Kill the master while a new alert is on its way: Alertmanager meets the blackout and retries."""
-        ps = self.state.phase(FAILOVER)
-        ps.status, ps.started = "running", time.monotonic()
+        begun = self._begin(FAILOVER)
+        if begun is None:
+            return
+        ps, within_s = begun
         self._set(*self.script.during_failover())
         # The drill's building block: SIGKILL, wait for Sentinel's promotion, then heal (`up`).
         fault = asyncio.create_task(asyncio.to_thread(master_kill, self.stack, self.state.fault))
-        ok = await self._until(lambda: fault.done() and self._all_traced(), FAILOVER.timeout_s)
+        ok = await self._until(lambda: fault.done() and self._all_traced(), within_s)
         await fault  # a thread cannot be abandoned, and it heals the stack: wait for it, errors included
-        ps.status, ps.ended = ("done" if ok else "timed out"), time.monotonic()
+        self._end(ps, ok)
 
     # -- watching ------------------------------------------------------------------------------------
 
