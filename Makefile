@@ -32,11 +32,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: install
-	$(BIN)/kubernaut up --foreground
+	$(BIN)/kubernaut up --foreground --with-alerting
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy

@@ -13,6 +13,11 @@ from kubernaut.localstack import LocalStack, Topology
 TEST_PORT_OFFSET = int(os.environ.get("KUBERNAUT_TEST_PORT_OFFSET", "1000"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Failure drills restart PostgreSQL and Redis: run them after everything that holds connections."""
+    items.sort(key=lambda item: "tests/ha/" in item.nodeid)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """PostgreSQL, the gateway's Redis HA group and the Context-API's Redis, ready; services not started."""

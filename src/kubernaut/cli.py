@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kubernaut import send as client
 from kubernaut.config import ConfigError, Settings, load_settings
 from kubernaut.localstack import LocalStack, Topology
 
@@ -68,12 +71,17 @@ def _status_table(status: dict[str, Any]) -> Table:
     row("postgres", status["postgres"]["addr"], status["postgres"])
     row("gateway", status["gateway"]["url"], status["gateway"])
     row("context-api", status["context_api"]["url"], status["context_api"])
+    for name, proc in status.get("alerting", {}).items():
+        row(name, proc["url"], proc)
     return table
 
 
 @app.command()
 def up(
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the stack."),
+    with_alerting: bool = typer.Option(
+        False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -81,7 +89,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -89,6 +97,9 @@ def up(
     console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
     console.print(f"context-api  {status['context_api']['url']}")
     console.print(f"postgres     {status['postgres']['dsn']}")
+    for name in ("prometheus", "alertmanager"):
+        if name in status.get("alerting", {}):
+            console.print(f"{name:<12} {status['alerting'][name]['url']}")
     if not foreground:
         return
     try:
@@ -103,10 +114,17 @@ def up(
 
 
 @app.command()
-def down(run_dir: Path | None = RunDirOption, port_offset: int = OffsetOption) -> None:
+def down(
+    purge: bool = typer.Option(False, "--purge", help="Also delete the run directory and all its data."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
     """Stop exactly the processes `kubernaut up` started, and wait for them to exit."""
-    stopped = _stack(run_dir, port_offset).down()
+    stack = _stack(run_dir, port_offset)
+    stopped = stack.destroy() if purge else stack.down()
     console.print(f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+    if purge:
+        console.print(f"deleted {stack.run.root}")
 
 
 @app.command()
@@ -155,3 +173,239 @@ def check_config(config: Path | None = ConfigOption) -> None:
     """Validate a configuration file and print the effective settings (secrets hidden)."""
     settings = settings_or_exit(config)
     typer.echo(settings.model_dump_json(indent=2))
+
+
+def _outcome_cells(answer: client.Answer) -> tuple[str, str]:
+    """(outcome, detail) cells for one answer: per-signal outcomes, or the problem when refused."""
+    if not answer.accepted:
+        return "[red]rejected[/]" if answer.rejected else "[red]failed[/]", answer.problem()
+    results = answer.results()
+    outcomes: dict[str, int] = {}
+    for r in results:
+        outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
+    cell = ", ".join(f"{o} x{n}" if n > 1 else o for o, n in outcomes.items()) or "accepted"
+    ids = sorted({int(r["request_id"]) for r in results if r.get("request_id") is not None})
+    return (
+        f"[green]{cell}[/]",
+        f"request{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}" if ids else "",
+    )
+
+
+@app.command()
+def send(
+    kubernetes_events: Path | None = typer.Option(
+        None, "--kubernetes-events", help="JSON file of core/v1 Events (a list, or kubectl's List)."
+    ),
+    alerts: Path | None = typer.Option(
+        None, "--alerts", help="JSON file of an Alertmanager webhook payload (or a list of them)."
+    ),
+    url: str | None = typer.Option(None, "--url", help="Gateway base URL [default: the local stack's]."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="KUBERNAUT_GATEWAY_TOKEN", help="Bearer token [default: the local stack's]."
+    ),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """POST each signal of FILE to the gateway and show what it did with each."""
+    if kubernetes_events is not None and alerts is None:
+        kind, file = client.KUBERNETES_EVENTS, kubernetes_events
+    elif alerts is not None and kubernetes_events is None:
+        kind, file = client.ALERTMANAGER_WEBHOOKS, alerts
+    else:
+        raise fail("give exactly one of --kubernetes-events FILE or --alerts FILE")
+    stack = _stack(run_dir, port_offset, quiet=True)
+    base_url = url or stack.url("gateway")
+    if not base_url.startswith(("http://", "https://")):
+        raise fail(f"--url {base_url!r} is not an http:// or https:// URL")
+    if token is None and url is None and stack.run.gateway_tokens_file.exists():
+        token = stack.gateway_token
+    try:
+        bodies = kind.load(file)
+    except client.SendError as err:
+        raise fail(str(err)) from None
+
+    table = Table(title=f"POST {base_url}{kind.path}", title_justify="left")
+    for col in ("#", "signal", "HTTP", "outcome", "detail"):
+        table.add_column(col, overflow="fold")
+
+    def row(i: int, answer: client.Answer) -> None:
+        table.add_row(str(i + 1), kind.describe(bodies[i]), str(answer.status), *_outcome_cells(answer))
+
+    try:
+        answers = client.post_each(base_url, kind.path, bodies, token, on_answer=row)
+    except client.SendError as err:
+        if table.row_count:
+            console.print(table)
+        raise fail(str(err)) from None
+    console.print(table)
+    accepted = sum(a.accepted for a in answers)
+    rejected = sum(a.rejected for a in answers)
+    failed = len(answers) - accepted - rejected
+    console.print(f"sent {len(answers)}: {accepted} accepted, {rejected} rejected, {failed} failed")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument(..., help="The benchmark: gateway-ingest."),
+    quick: bool = typer.Option(False, "--quick", help="A few seconds per measurement instead of ten."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    results: Path | None = typer.Option(
+        None, help="Markdown file the run is appended to [default: benchmarks/RESULTS.md of this checkout]."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="The benchmark's own stack [default: .run/bench]."
+    ),
+    port_offset: int = typer.Option(
+        300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
+    ),
+) -> None:
+    """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
+    from kubernaut.bench import BENCHMARKS
+    from kubernaut.bench import report as bench_report
+    from kubernaut.bench.errors import BenchError
+    from kubernaut.localstack.stack import default_run_dir
+
+    if name not in BENCHMARKS:
+        raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    results = results or bench_report.find_results_file(Path.cwd())
+    if results is None:
+        raise fail("no benchmarks/ directory here: run from the repository or pass --results FILE")
+    stack = LocalStack(run_dir or default_run_dir() / "bench", Topology(offset=port_offset))
+
+    def progress(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+    try:
+        report = BENCHMARKS[name](stack, quick=quick, log=progress)
+    except (BenchError, TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
+    finally:
+        stack.down()
+    stack.destroy()  # only after success: a failed run's logs stay for reading
+    report.command = shlex.join(["kubernaut", *sys.argv[1:]])
+    bench_report.append(results, report)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for table in report.tables:
+        console.print(table.rich())
+    for note in report.notes:
+        console.print(f"[dim]- {note}[/]", highlight=False)
+    console.print(f"appended to {results}")
+
+
+@app.command()
+def drill(
+    scenario: str = typer.Argument(..., help="A scenario name, or 'all' to run every one in turn."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON."),
+    rate: float = typer.Option(20.0, help="Webhooks per second sent to the gateway during the drill."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """Inject a failure into the running local stack under a steady alert load, and prove the invariants."""
+    from kubernaut.drill.faults import SCENARIOS
+    from kubernaut.drill.runner import DrillReport, run_drill
+
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    if scenario != "all" and scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; choose one of: all, {', '.join(SCENARIOS)}")
+    stack = _stack(run_dir, port_offset, quiet=True)
+    st = stack.status()
+    if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
+        raise fail("the local stack is not running: start it with `kubernaut up`")
+    reports: list[DrillReport] = []
+    for name in names:
+        if not as_json:
+            err_console.print(f"[bold]drill {name}[/]: {SCENARIOS[name].summary} ...")
+        reports.append(asyncio.run(run_drill(stack, name, rate_per_s=rate)))
+        if not as_json:
+            console.print(_drill_table(reports[-1]))
+    if as_json:
+        data = [r.as_json() for r in reports]
+        typer.echo(json.dumps(data if scenario == "all" else data[0], indent=2))
+    if not all(r.passed for r in reports):
+        raise typer.Exit(code=1)
+
+
+def _drill_table(report: Any) -> Table:
+    verdict = "[green]passed[/]" if report.passed else "[red]FAILED[/]"
+    table = Table(title=f"drill {report.scenario}: {verdict}", title_justify="left", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in report.as_json().items():
+        if key != "scenario":
+            table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print only the closing summary, as JSON."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """Fire a scripted scenario through Prometheus and Alertmanager (a storm, repeats, a resolution) with a
+    failover of the gateway's Redis master in the middle; show it live and prove nothing was lost."""
+    from kubernaut.demo.runner import Demo, DemoError
+    from kubernaut.demo.view import render, summary
+
+    stack = _stack(run_dir, port_offset, quiet=True)
+    st = stack.status()
+    alerting = st.get("alerting", {})
+    running = st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]
+    if not (running and alerting and all(p["alive"] for p in alerting.values())):
+        raise fail(
+            "the local stack with alerting is not running: start it with `kubernaut up --with-alerting`"
+        )
+    run = Demo(stack)
+    try:
+        if as_json:
+            report = asyncio.run(run.run())
+        else:
+            with Live(get_renderable=lambda: render(run.state), console=console, refresh_per_second=4):
+                report = asyncio.run(run.run())
+    except (DemoError, TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"demo: {err} (logs in {stack.run.logs})") from None
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        console.print()
+        console.print(summary(report, stack.url("context-api")))
+    if not report.passed:
+        raise typer.Exit(code=1)
+
+
+@app.command("context-api")
+def context_api(config: Path | None = ConfigOption) -> None:
+    """Serve the Context-API (remediation history through the L1/L2/L3 cache)."""
+    from kubernaut.contextapi.app import serve
+
+    serve(settings_or_exit(config))
+
+
+@app.command("seed-history")
+def seed_history(
+    incidents: int = typer.Option(10_000, "--incidents", min=1, max=10_000_000, help="How many incidents."),
+    days: int = typer.Option(90, "--days", min=1, max=3650, help="Spread them over this many days."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (same seed, same history)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Fill PostgreSQL with realistic remediation history (for demos, tests and benchmarks)."""
+    import asyncpg
+
+    from kubernaut.contextapi.seed import seed_dsn
+    from kubernaut.store.migrate import migrate_dsn
+
+    settings = settings_or_exit(config)
+    dsn = settings.postgres.dsn.get_secret_value()
+    try:
+        asyncio.run(migrate_dsn(dsn))
+        report = asyncio.run(seed_dsn(dsn, incidents, seed=seed, days=days))
+    except (OSError, asyncpg.PostgresError) as err:
+        raise fail(f"cannot seed PostgreSQL: {err}") from None
+    typer.echo(
+        f"inserted {report.incidents} incidents ({report.outcomes} outcomes, {report.storms} storms, "
+        f"{report.open} open) over {days} days in {report.seconds:.1f}s"
+    )

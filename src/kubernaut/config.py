@@ -45,7 +45,8 @@ class HttpSettings(Section):
 
 class RedisTimeouts(Section):
     connect_s: PositiveSeconds = 0.5
-    socket_s: PositiveSeconds = 0.5
+    # The gateway's defaults: long enough for a loaded 2-core host, short against Sentinel's 5 s detection.
+    socket_s: PositiveSeconds = 1.0
 
 
 class StandaloneRedis(Section):
@@ -164,14 +165,25 @@ class BreakerSettings(Section):
     reset_timeout_s: PositiveSeconds = 5.0
 
 
+# A cache must fail fast: these apply whenever the context_api.redis section names no timeouts.
+CONTEXT_REDIS_TIMEOUTS = RedisTimeouts(connect_s=0.1, socket_s=0.05)
+
+
 class ContextApiSettings(Section):
     http: HttpSettings = HttpSettings(port=8091)
-    redis: RedisSettings = StandaloneRedis(port=16390, timeouts=RedisTimeouts(connect_s=0.1, socket_s=0.05))
+    redis: RedisSettings = StandaloneRedis(port=16390, timeouts=CONTEXT_REDIS_TIMEOUTS)
     key_prefix: str = "ctx:"
     allow_shared_redis: bool = False
     l1: L1CacheSettings = L1CacheSettings()
     l2: L2CacheSettings = L2CacheSettings()
     breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _tight_timeouts(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "timeouts" not in value:
+            return {**value, "timeouts": CONTEXT_REDIS_TIMEOUTS}
+        return value
 
 
 class Settings(BaseSettings):

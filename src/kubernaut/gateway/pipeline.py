@@ -37,6 +37,24 @@ def storm_fingerprint(storm_type: str, name: str, namespace: str, start_ms: int)
     return hashlib.sha256(f"storm:{storm_type}:{name}:{namespace}:{start_ms}".encode()).hexdigest()
 
 
+def script_settings(settings: GatewaySettings) -> list[int]:
+    """ARGV 4-14 of the ingest script (scripts/ingest.lua): rate-limit, dedup and storm settings."""
+    rl, st = settings.rate_limit, settings.storm
+    return [
+        _RATE_LIMIT_MODES[rl.mode],
+        round(1_000_000 / rl.requests_per_second),
+        rl.burst,
+        settings.dedup_ttl_s,
+        1 if st.enabled else 0,
+        st.rate_threshold,
+        st.rate_window_s * 1000,
+        st.pattern_threshold,
+        st.pattern_window_s * 1000,
+        st.inactivity_s * 1000,
+        st.max_window_s * 1000,
+    ]
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -49,20 +67,7 @@ class Pipeline:
         self._redis = redis
         self._store = store
         self._metrics = metrics
-        rl, st = settings.rate_limit, settings.storm
-        self._head_tail = [
-            _RATE_LIMIT_MODES[rl.mode],
-            round(1_000_000 / rl.requests_per_second),
-            rl.burst,
-            settings.dedup_ttl_s,
-            1 if st.enabled else 0,
-            st.rate_threshold,
-            st.rate_window_s * 1000,
-            st.pattern_threshold,
-            st.pattern_window_s * 1000,
-            st.inactivity_s * 1000,
-            st.max_window_s * 1000,
-        ]
+        self._head_tail = script_settings(settings)
 
     def _unavailable(self, what: str) -> Problem:
         return unavailable(what, self._settings.retry_after_s)

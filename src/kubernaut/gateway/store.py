@@ -96,6 +96,8 @@ _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
+    # asyncpg's protocol state can be left mid-operation when the server goes away under it.
+    asyncpg.exceptions.InternalClientError,
 )
 _PROBE_INTERVAL_S = 0.5
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kubernaut.localstack.topology import (
     DOWN_AFTER_MS,
@@ -19,8 +21,14 @@ REDIS_SENTINEL = "/usr/bin/redis-sentinel"
 
 
 def client(host: str, port: int, timeout: float = 0.5) -> redis.Redis:
+    """A probe client: one attempt, no hidden retries (redis-py retries with backoff by default)."""
     return redis.Redis(
-        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

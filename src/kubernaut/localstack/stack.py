@@ -24,19 +24,22 @@ from typing import Any
 import yaml
 
 from kubernaut.config import Settings, load_settings
-from kubernaut.localstack import postgres, redis_servers
+from kubernaut.localstack import alerting, postgres, redis_servers
 from kubernaut.localstack.processes import (
     ProcessRecord,
     ProcessTable,
     is_alive,
+    signal_process,
     spawn,
     stop,
     wait_until,
 )
+from kubernaut.localstack.signal_source import Signal, write_signals
 from kubernaut.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
 
 GATEWAY_TOKEN_NAME = "local"
 SERVICES = ("gateway", "context-api")
+ALERTING = ("prometheus", "alertmanager", "signal-source")
 _SERVICE_MODULES = {"gateway": "kubernaut.gateway.app", "context-api": "kubernaut.contextapi.app"}
 
 
@@ -45,14 +48,17 @@ def default_run_dir() -> Path:
 
 
 def service_available(name: str) -> bool:
-    return importlib.util.find_spec(_SERVICE_MODULES[name]) is not None
+    try:
+        return importlib.util.find_spec(_SERVICE_MODULES[name]) is not None
+    except ModuleNotFoundError:  # the service's package itself is absent
+        return False
 
 
 @dataclass(frozen=True)
 class Endpoint:
     name: str
     port: int
-    kind: str  # redis-gateway | sentinel | redis-context | postgres | service
+    kind: str  # redis-gateway | sentinel | redis-context | postgres | service | alerting
 
 
 class LocalStack:
@@ -87,6 +93,9 @@ class LocalStack:
             Endpoint("redis-context", t.redis_context_port, "redis-context"),
             Endpoint("gateway", t.gateway_http, "service"),
             Endpoint("context-api", t.context_http, "service"),
+            Endpoint("prometheus", t.prometheus_port, "alerting"),
+            Endpoint("alertmanager", t.alertmanager_port, "alerting"),
+            Endpoint("signal-source", t.signal_source_port, "alerting"),
         ]
 
     def endpoint(self, name: str) -> Endpoint:
@@ -120,7 +129,7 @@ class LocalStack:
 
     # -- up ------------------------------------------------------------------------------------------
 
-    def up(self, *, services: bool = True, timeout: float = 60.0) -> None:
+    def up(self, *, services: bool = True, alerting: bool = False, timeout: float = 60.0) -> None:
         for d in (self.run.root, self.run.secrets, self.run.logs):
             d.mkdir(parents=True, exist_ok=True)
         self._write_secrets()
@@ -133,6 +142,8 @@ class LocalStack:
             for name in SERVICES:
                 if service_available(name):
                     self.start_service(name, timeout)
+        if alerting:
+            self.start_alerting(timeout)
 
     def _write_secrets(self) -> None:
         self.run.secrets.chmod(0o700)
@@ -295,17 +306,22 @@ class LocalStack:
     # -- down ----------------------------------------------------------------------------------------
 
     def down(self) -> list[str]:
-        """Stop every recorded process (services first, PostgreSQL last); return the names stopped."""
+        """Stop every recorded process (alerting and services first, PostgreSQL last); return the names."""
         order = [
+            *ALERTING,
             *SERVICES,
             *(s.name for s in self.sentinels()),
             *(n.name for n in self.nodes()),
             "redis-context",
             "postgres",
         ]
+        extra = [name for name in self.table.load() if name not in order]  # e.g. a benchmark's own processes
+        return self._stop([*extra, *order])
+
+    def _stop(self, names: list[str]) -> list[str]:
         records = self.table.load()
         stopped = []
-        for name in order:
+        for name in names:
             rec = records.get(name)
             if rec is None:
                 continue
@@ -317,18 +333,33 @@ class LocalStack:
             self.table.remove(name)
         return stopped
 
-    def destroy(self) -> None:
+    def destroy(self) -> list[str]:
         """``down``, then delete the run directory and any data directory kept outside it."""
-        self.down()
-        data = postgres.data_dir_for(self.run.component_dir("postgres"))
-        if not data.is_relative_to(self.run.root):
-            shutil.rmtree(data.parent, ignore_errors=True)
+        stopped = self.down()
+        comp = self.run.component_dir("postgres")
+        if comp.exists():
+            data = postgres.data_dir_for(comp)
+            if not data.is_relative_to(self.run.root):
+                shutil.rmtree(data.parent, ignore_errors=True)
         shutil.rmtree(self.run.root, ignore_errors=True)
+        return stopped
 
     def stop_component(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one recorded process with ``sig`` and wait until it has exited."""
         rec = self.table.get(name)
         if rec is not None:
             stop(rec, sig=sig)
+
+    def signal_component(self, name: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` (e.g. SIGSTOP/SIGCONT) to a recorded component without waiting for anything."""
+        rec = self.table.get(name)
+        return rec is not None and signal_process(rec, sig)
+
+    def start_redis_context(self, timeout: float = 30.0) -> None:
+        """(Re)start the Context-API's Redis unless running, and wait until it answers."""
+        self._start_context_redis()
+        host, port = self.topology.host, self.topology.redis_context_port
+        wait_until(lambda: redis_servers.ping(host, port), timeout=timeout, what=f"Redis on {host}:{port}")
 
     # -- status --------------------------------------------------------------------------------------
 
@@ -375,7 +406,72 @@ class LocalStack:
                 **self._proc("gateway"),
             },
             "context_api": {"url": self.url("context-api"), **self._proc("context-api")},
+            **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
         }
+
+    # -- alerting (Prometheus, Alertmanager and the signal source their rules read) ----------------------
+
+    def start_alerting(self, timeout: float = 60.0) -> None:
+        """Start the signal source, Alertmanager and Prometheus unless running; wait for /-/ready."""
+        t, run = self.topology, self.run
+        run.alertmanager_token_file.write_text(self.gateway_token)
+        run.alertmanager_token_file.chmod(0o600)
+        if not run.signals_file.exists():
+            write_signals(run.signals_file, [])
+        if self.record("signal-source") is None:
+            argv = [
+                sys.executable,
+                "-m",
+                "kubernaut.localstack.signal_source",
+                f"--file={run.signals_file}",
+                f"--host={t.host}",
+                f"--port={t.signal_source_port}",
+            ]
+            self._spawn("signal-source", argv, marker=f"--file={run.signals_file}")
+        if self.record("alertmanager") is None:
+            comp = run.component_dir("alertmanager")
+            (comp / "data").mkdir(parents=True, exist_ok=True)
+            conf = comp / "alertmanager.yml"
+            webhook = self.url("gateway") + alerting.WEBHOOK_PATH
+            conf.write_text(alerting.alertmanager_yaml(webhook, run.alertmanager_token_file))
+            argv = alerting.alertmanager_argv(conf, comp / "data", t.addr(t.alertmanager_port))
+            self._spawn("alertmanager", argv, marker=f"--config.file={conf}")
+        if self.record("prometheus") is None:
+            comp = run.component_dir("prometheus")
+            (comp / "data").mkdir(parents=True, exist_ok=True)
+            rules, conf = comp / "rules.yml", comp / "prometheus.yml"
+            rules.write_text(alerting.rules_yaml())
+            targets = alerting.ScrapeTargets(
+                gateway=t.addr(t.gateway_http),
+                context_api=t.addr(t.context_http),
+                signal_source=t.addr(t.signal_source_port),
+                alertmanager=t.addr(t.alertmanager_port),
+                prometheus=t.addr(t.prometheus_port),
+            )
+            conf.write_text(alerting.prometheus_yaml(targets, rules))
+            argv = alerting.prometheus_argv(conf, comp / "data", t.addr(t.prometheus_port))
+            self._spawn("prometheus", argv, marker=f"--config.file={conf}")
+        probes = {"signal-source": "/metrics", "alertmanager": "/-/ready", "prometheus": "/-/ready"}
+        for name, path in probes.items():
+            url = self.url(name) + path
+
+            def ready(name: str = name, url: str = url) -> bool:
+                if self.record(name) is None:
+                    raise RuntimeError(f"{name} exited during start-up; see {self.run.log(name)}")
+                return alerting.http_ok(url)
+
+            wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
+
+    def set_signals(self, signals: list[Signal]) -> None:
+        """Replace the signal source's series; the local rules see them at the next scrape (1 s)."""
+        write_signals(self.run.signals_file, signals)
+
+    def stop_alerting(self) -> list[str]:
+        """Stop Prometheus, Alertmanager and the signal source only; return the names stopped."""
+        return self._stop(list(ALERTING))
+
+    def alerting_status(self) -> dict[str, Any]:
+        return {name: {"url": self.url(name), **self._proc(name)} for name in ALERTING}
 
     def wait_for_new_master(self, old: tuple[str, int], timeout: float = 30.0) -> tuple[str, int]:
         """Block until a majority of sentinels names a master other than ``old``; return it."""

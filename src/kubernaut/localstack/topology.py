@@ -46,6 +46,18 @@ class Topology:
     def postgres_port(self) -> int:
         return self._p(15432)
 
+    @property
+    def prometheus_port(self) -> int:
+        return self._p(9090)
+
+    @property
+    def alertmanager_port(self) -> int:
+        return self._p(9093)
+
+    @property
+    def signal_source_port(self) -> int:
+        return self._p(9099)
+
     def addr(self, port: int) -> str:
         return f"{self.host}:{port}"
 
@@ -79,6 +91,15 @@ class RunDir:
     @property
     def gateway_tokens_file(self) -> Path:
         return self.secrets / "gateway-tokens"
+
+    @property
+    def alertmanager_token_file(self) -> Path:
+        """The gateway token alone, for Alertmanager's ``credentials_file``."""
+        return self.secrets / "alertmanager-gateway-token"
+
+    @property
+    def signals_file(self) -> Path:
+        return self.component_dir("signal-source") / "signals.json"
 
     def component_dir(self, name: str) -> Path:
         return self.root / name

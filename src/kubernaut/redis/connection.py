@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from kubernaut.config import SentinelRedis, StandaloneRedis
 
@@ -45,10 +47,17 @@ class RedisHandle:
                 await s.aclose()
 
 
+def no_retry() -> Retry:
+    """redis-py retries failed commands with exponential backoff by default (seconds of hidden delay);
+    the services decide themselves when and how long to retry."""
+    return Retry(NoBackoff(), 0)
+
+
 def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> RedisHandle:
     """Create the process's client. No I/O happens here: connections open on first use."""
     t = settings.timeouts
     common = {
+        "retry": no_retry(),
         "db": settings.db,
         "password": _secret(settings.password),
         "socket_connect_timeout": t.connect_s,
@@ -65,6 +74,7 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
             "password": _secret(settings.sentinel_password),
             "socket_connect_timeout": t.connect_s,
             "socket_timeout": t.socket_s,
+            "retry": no_retry(),
         },
         **common,
     )

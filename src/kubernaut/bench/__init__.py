@@ -1,0 +1,17 @@
+"""Benchmarks run by ``kubernaut bench NAME``; what each measures is in benchmarks/README.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from kubernaut.bench import gateway_ingest
+from kubernaut.bench.report import BenchReport
+from kubernaut.localstack import LocalStack
+
+
+class Benchmark(Protocol):
+    def __call__(self, stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport: ...
+
+
+BENCHMARKS: dict[str, Benchmark] = {"gateway-ingest": gateway_ingest.run}

@@ -1,0 +1,112 @@
+"""L2: the in-process tier, bounded by entries, bytes and age, with tag invalidation.
+
+cachetools' TTLCache gives LRU order, the TTL and the entry bound; this class adds the byte bound and a
+tag index, both kept exact through TTLCache's two removal hooks (``popitem`` for evictions, ``expire`` for
+ageing out). The ``generation`` counter lets a loader that started before an invalidation know it must not
+store what it read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    body: bytes
+    tags: tuple[str, ...]
+
+
+class _Store(TTLCache[str, _Entry]):
+    def __init__(
+        self, maxsize: int, ttl: float, timer: Callable[[], float], forget: Callable[[str, _Entry], None]
+    ) -> None:
+        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
+        self._forget = forget
+
+    def popitem(self) -> tuple[str, _Entry]:
+        key, entry = super().popitem()
+        self._forget(key, entry)
+        return key, entry
+
+    def expire(self, time: Any = None) -> list[tuple[str, _Entry]]:
+        expired = list(super().expire(time))
+        for key, entry in expired:
+            self._forget(key, entry)
+        return expired
+
+
+class LocalCache:
+    def __init__(
+        self, max_entries: int, max_bytes: int, ttl_s: float, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._store = _Store(max_entries, ttl_s, timer, self._forget)
+        self._tags: dict[str, set[str]] = {}
+        self._bytes = 0
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._store.get(key)
+        return None if entry is None else entry.body
+
+    def put(self, key: str, body: bytes, tags: Iterable[str], generation: int) -> bool:
+        """Store unless an invalidation happened since ``generation`` was read or it can never fit."""
+        size = len(body)
+        if generation != self.generation or size > self.max_bytes:
+            return False
+        self._remove(key)
+        entry = _Entry(body, tuple(tags))
+        self._store[key] = entry  # may evict (popitem) and expire entries first
+        self._bytes += size
+        for tag in entry.tags:
+            self._tags.setdefault(tag, set()).add(key)
+        while self._bytes > self.max_bytes:
+            self._store.popitem()
+        return True
+
+    def invalidate(self, tags: Iterable[str]) -> int:
+        """Drop every entry carrying one of ``tags``; return how many were dropped."""
+        self.generation += 1
+        dropped = 0
+        for tag in tags:
+            for key in list(self._tags.get(tag, ())):
+                dropped += self._remove(key)
+        return dropped
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._store.clear()
+        self._tags.clear()
+        self._bytes = 0
+
+    def _remove(self, key: str) -> bool:
+        entry = self._store.get(key)  # None once expired: expire() will forget it
+        if entry is None:
+            return False
+        with contextlib.suppress(KeyError):  # TTLCache deletes, then raises, if it expired just now
+            del self._store[key]
+        self._forget(key, entry)
+        return True
+
+    def _forget(self, key: str, entry: _Entry) -> None:
+        self._bytes -= len(entry.body)
+        for tag in entry.tags:
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]

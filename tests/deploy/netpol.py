@@ -1,0 +1,91 @@
+"""Kubernetes NetworkPolicy ingress semantics, for the rendered manifests (no CNI here to ask).
+
+Implements what the manifests use and refuses what they do not (ipBlock, endPort, non-TCP), so a
+policy using something unmodelled fails the test instead of being silently misread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Selector = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    namespace_labels: dict[str, str]
+    ports: dict[str, int] = field(default_factory=dict)  # named container ports
+
+
+def selector_matches(selector: Selector, labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector; the empty selector matches everything."""
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ValueError(f"unknown selector operator {op}")
+    return True
+
+
+def selects(policy: dict[str, Any], pod: Pod) -> bool:
+    return policy["metadata"]["namespace"] == pod.namespace and selector_matches(
+        policy["spec"]["podSelector"], pod.labels
+    )
+
+
+def _peer_matches(peer: dict[str, Any], policy_namespace: str, client: Pod) -> bool:
+    if "ipBlock" in peer:
+        raise ValueError("ipBlock peers are not modelled")
+    pod_sel = peer.get("podSelector")
+    ns_sel = peer.get("namespaceSelector")
+    if ns_sel is None:
+        # a podSelector alone means: pods of the policy's own namespace
+        return client.namespace == policy_namespace and selector_matches(pod_sel or {}, client.labels)
+    if not selector_matches(ns_sel, client.namespace_labels):
+        return False
+    return pod_sel is None or selector_matches(pod_sel, client.labels)
+
+
+def _port_matches(rule_port: dict[str, Any], target: Pod, port: int) -> bool:
+    if rule_port.get("protocol", "TCP") != "TCP" or "endPort" in rule_port:
+        raise ValueError(f"port rule {rule_port} is not modelled")
+    want = rule_port.get("port")
+    if want is None:
+        return True
+    if isinstance(want, str):
+        return target.ports.get(want) == port
+    return int(want) == port
+
+
+def allowed(policies: list[dict[str, Any]], client: Pod, target: Pod, port: int) -> bool:
+    """May ``client`` open a TCP connection to ``target`` on ``port``?"""
+    relevant = [
+        p for p in policies if selects(p, target) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not relevant:
+        return True
+    for policy in relevant:
+        namespace = policy["metadata"]["namespace"]
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            if peers and not any(_peer_matches(peer, namespace, client) for peer in peers):
+                continue
+            ports = rule.get("ports")
+            if ports and not any(_port_matches(p, target, port) for p in ports):
+                continue
+            return True
+    return False

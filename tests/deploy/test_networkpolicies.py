@@ -1,0 +1,94 @@
+"""NetworkPolicies protect the pods they mean to and admit exactly the intended clients.
+
+Every rendered workload is a client and a target, beside pods that must be refused: a stranger in the
+namespace, a pod labelled app=gateway in another namespace, and a Prometheus look-alike outside the
+monitoring namespace.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.manifests import NAMESPACE, OVERLAYS, Rendered, containers, pod_labels, render
+from tests.deploy.netpol import Pod, allowed, selector_matches, selects
+
+MONITORING = "monitoring"
+PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}
+
+
+def ns_labels(namespace: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": namespace}
+
+
+def workload_pods(rendered: Rendered) -> dict[str, Pod]:
+    pods = {}
+    for w in rendered.workloads():
+        ports = {p["name"]: int(p["containerPort"]) for c in containers(w) for p in c.get("ports", [])}
+        name = w["metadata"]["name"]
+        pods[name] = Pod(name, NAMESPACE, pod_labels(w), ns_labels(NAMESPACE), ports)
+    return pods
+
+
+OUTSIDERS = [
+    Pod("prometheus", MONITORING, PROMETHEUS_LABELS, ns_labels(MONITORING)),
+    Pod("stranger", NAMESPACE, {"app": "debug-shell"}, ns_labels(NAMESPACE)),
+    Pod("gateway-elsewhere", "default", {"app": "gateway"}, ns_labels("default")),
+    Pod("prometheus-lookalike", NAMESPACE, PROMETHEUS_LABELS, ns_labels(NAMESPACE)),
+]
+
+# target -> port name -> the clients admitted
+EXPECTED: dict[str, dict[str, set[str]]] = {
+    "redis-gateway": {
+        "redis": {"gateway", "redis-gateway"},
+        "sentinel": {"gateway", "redis-gateway"},
+        "redis-metrics": {"prometheus"},
+        "sentinel-metrics": {"prometheus"},
+    },
+    "redis": {"redis": {"context-api"}, "redis-metrics": {"prometheus"}},
+    "postgres": {"postgres": {"gateway", "context-api"}},
+}
+# The services' HTTP ports stay open: Alertmanager and the Context-API's consumers live elsewhere.
+OPEN = {"gateway": "http", "context-api": "http"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_policy_selects_exactly_the_workload_it_protects(overlay: str) -> None:
+    r = render(overlay)
+    pods = workload_pods(r)
+    policies = r.of_kind("NetworkPolicy")
+    protected = {}
+    for policy in policies:
+        matched = [name for name, pod in pods.items() if selects(policy, pod)]
+        assert len(matched) == 1, f"{policy['metadata']['name']} selects {matched}"
+        protected[policy["metadata"]["name"]] = matched[0]
+    assert set(protected.values()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_intended_clients_get_in(overlay: str) -> None:
+    r = render(overlay)
+    pods = workload_pods(r)
+    policies = r.of_kind("NetworkPolicy")
+    clients = [*pods.values(), *OUTSIDERS]
+    for target_name, target in pods.items():
+        expected = EXPECTED.get(target_name)
+        for port_name, port in target.ports.items():
+            admitted = {c.name for c in clients if allowed(policies, c, target, port)}
+            if expected is None:
+                assert port_name == OPEN[target_name], f"{target_name}:{port_name} is unprotected"
+                assert admitted == {c.name for c in clients}
+            else:
+                assert admitted == expected[port_name], f"{target_name}:{port_name} ({port})"
+
+
+def test_the_model_reads_selectors_like_kubernetes() -> None:
+    labels = {"app": "gateway", "tier": "edge"}
+    assert selector_matches({}, labels)
+    assert selector_matches(
+        {"matchExpressions": [{"key": "app", "operator": "In", "values": ["gateway"]}]}, labels
+    )
+    assert not selector_matches(
+        {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["gateway"]}]}, labels
+    )
+    assert not selector_matches({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}, labels)
+    assert not selector_matches({"matchLabels": {"app": "gateway", "tier": "core"}}, labels)

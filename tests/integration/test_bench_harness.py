@@ -1,0 +1,94 @@
+"""The benchmark harness against real servers, with a second of light load: the load script sends the
+mixes it promises, pacing holds the rate down, and the EVALSHA helper counts Redis commands per call."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from kubernaut.bench import baseline
+from kubernaut.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
+from kubernaut.bench.errors import BenchError
+from kubernaut.bench.redis_limit import evalsha
+from kubernaut.bench.wrk import Load, WrkError, run_wrk
+from kubernaut.localstack import LocalStack
+
+LIGHT = Load(duration_s=1, connections=2, threads=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alerts_held(url: str) -> int:
+    return len(httpx.get(url, timeout=10).json())
+
+
+def body_file(path: Path, mix: str) -> Path:
+    path.write_text("\n".join(alertmanager_v2(b) for b in batches(mix, 1)) + "\n")  # type: ignore[arg-type]
+    return path
+
+
+def test_all_new_mix_sends_a_never_seen_alert_on_every_request(stack: LocalStack, tmp_path: Path) -> None:
+    with baseline.alertmanager(stack, port=free_port()) as target:
+        result = run_wrk(target.url, body_file(tmp_path / "b", "all-new"), LIGHT)
+        assert result.requests > 10
+        assert (result.non_2xx, result.socket_errors) == (0, 0)
+        # Requests in flight when wrk stops reach the server without being counted: one per connection.
+        assert result.requests <= alerts_held(target.url) <= result.requests + LIGHT.connections
+
+
+def test_repeat_heavy_mix_repeats_nine_requests_in_ten(stack: LocalStack, tmp_path: Path) -> None:
+    with baseline.alertmanager(stack, port=free_port()) as target:
+        result = run_wrk(target.url, body_file(tmp_path / "b", "repeat-heavy"), LIGHT)
+        assert result.requests > 10
+        # One thread walks the bodies in order from the first; the never-seen one is every tenth.
+        held = alerts_held(target.url) - REPEATED_BATCHES
+        assert result.requests // 10 <= held <= (result.requests + LIGHT.connections) // 10
+
+
+def test_pacing_holds_the_asked_rate(stack: LocalStack, tmp_path: Path) -> None:
+    with baseline.alertmanager(stack, port=free_port()) as target:
+        result = run_wrk(target.url, body_file(tmp_path / "b", "repeat-heavy"), LIGHT, rate_per_s=200)
+    assert 150 <= result.requests_per_s <= 210
+
+
+def test_the_baseline_is_stopped_by_pid(stack: LocalStack) -> None:
+    with baseline.alertmanager(stack, port=free_port()) as target:
+        record = stack.table.get(baseline.NAME)
+        assert record is not None
+    assert stack.table.get(baseline.NAME) is None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(target.url, timeout=2)
+
+
+def test_wrk_failure_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(WrkError, match="Connection refused"):
+        run_wrk(f"http://127.0.0.1:{free_port()}/", body_file(tmp_path / "b", "all-new"), LIGHT)
+
+
+def test_evalsha_counts_redis_commands_per_call(stack: LocalStack) -> None:
+    master = stack.current_master()
+    assert master is not None
+    with redis.Redis(*master) as r:
+        sha = str(r.script_load("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"))
+    row = evalsha(
+        *master,
+        script="set+incr",
+        sha=sha,
+        keys=["gw:test:a:__rand_int__", "gw:test:b:__rand_int__"],
+        args=["v"],
+        pipeline=4,
+        requests=2000,
+        clients=4,
+    )
+    assert row.requests_per_s > 0
+    assert row.redis_commands_per_call == pytest.approx(3.0, abs=0.05)
+    with pytest.raises(BenchError, match="NOSCRIPT"):
+        evalsha(*master, script="x", sha="0" * 40, keys=["k"], args=[], pipeline=1, requests=10, clients=1)

@@ -1,0 +1,117 @@
+"""Pure parts of the benchmark harness: wrk and redis-benchmark output, pacing, ratios, RESULTS.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kubernaut.bench.ingest import IngestRow, add_ratios
+from kubernaut.bench.redis_limit import parse_csv
+from kubernaut.bench.report import BenchReport, FigureTable, append, find_results_file
+from kubernaut.bench.wrk import Load, WrkError, parse_wrk_output
+
+# A real run of post.lua against Alertmanager 0.25 (wrk 4.1.0, Debian).
+WRK_STDOUT = """\
+Running 2s test @ http://127.0.0.1:47393/api/v2/alerts
+  2 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.61ms    4.42ms  42.18ms   88.32%
+    Req/Sec     5.24k     1.10k   10.74k    87.80%
+  21387 requests in 2.10s, 1.82MB read
+Requests/sec:  10181.84
+Transfer/sec:      0.86MB
+KUBERNAUT_WRK {"duration_us":2100504,"requests":21387,"bytes":1903443,"errors":{"connect":0,"read":0,\
+"write":0,"status":0,"timeout":0},"latency_us":{"min":77,"max":42177,"mean":2608.1,"stdev":4420.5,\
+"percentiles":{"50":610,"75":3029,"90":7956,"99":21150,"99.9":32648}}}
+"""
+
+
+def test_wrk_figures_line_is_parsed_exactly() -> None:
+    r = parse_wrk_output(WRK_STDOUT)
+    assert r.requests == 21387
+    assert r.duration_s == pytest.approx(2.100504)
+    assert r.requests_per_s == pytest.approx(10181.8, abs=0.1)  # wrk's own "Requests/sec" line agrees
+    assert r.latency_ms == {"50": 0.61, "75": 3.029, "90": 7.956, "99": 21.15, "99.9": 32.648}
+    assert r.mean_ms == pytest.approx(2.6081)
+    assert r.max_ms == pytest.approx(42.177)
+    assert (r.non_2xx, r.socket_errors) == (0, 0)
+
+
+def test_wrk_errors_are_split_into_status_and_socket() -> None:
+    out = WRK_STDOUT.replace('"connect":0,"read":0', '"connect":2,"read":3').replace(
+        '"status":0,"timeout":0', '"status":7,"timeout":1'
+    )
+    r = parse_wrk_output(out)
+    assert (r.non_2xx, r.socket_errors) == (7, 6)
+
+
+def test_wrk_without_figures_names_what_it_said() -> None:
+    with pytest.raises(WrkError, match=re.escape("unable to connect to 127.0.0.1:1 Connection refused")):
+        parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+    with pytest.raises(WrkError, match="no output"):
+        parse_wrk_output("")
+
+
+def test_wrk_malformed_figures_line() -> None:
+    with pytest.raises(WrkError, match="malformed"):
+        parse_wrk_output('KUBERNAUT_WRK {"duration_us": 1}\n')
+    with pytest.raises(WrkError, match="malformed"):
+        parse_wrk_output("KUBERNAUT_WRK {not json\n")
+
+
+@pytest.mark.parametrize(
+    ("threads", "rate", "interval"), [(2, 5000, 0.4), (2, 4734, 0.42248), (1, 100, 10.0)]
+)
+def test_pacing_interval_per_thread(threads: int, rate: float, interval: float) -> None:
+    assert Load(duration_s=1, threads=threads).interval_ms(rate) == pytest.approx(interval, abs=1e-5)
+
+
+def test_redis_benchmark_csv() -> None:
+    out = (
+        '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+        '"p99_latency_ms","max_latency_ms"\n'
+        '"EVALSHA 6163 1 k:__rand_int__","49019.61","0.598","0.184","0.543","0.951","1.615","2.791"\n'
+    )
+    assert parse_csv(out) == (49019.61, 0.543, 1.615)
+
+
+def row(
+    target: str, shape: str, mix: str, alerts_per_s: float, p99: float, paced: float | None = None
+) -> IngestRow:
+    return IngestRow(target, shape, mix, 1, alerts_per_s, alerts_per_s, 1.0, 2.0, p99, 0, 0, paced)
+
+
+def test_ratios_compare_like_rows_by_their_headline() -> None:
+    rows = [
+        row("alertmanager", "single", "all-new", 10_000, 8.0),
+        row("alertmanager", "single", "repeat-heavy", 20_000, 9.0),
+        row("alertmanager", "single", "repeat-heavy", 5_000, 2.0, paced=5_000),
+        row("gateway", "single", "all-new", 2_500, 30.0),
+        row("gateway", "single", "repeat-heavy", 5_000, 40.0),
+        row("gateway", "single", "repeat-heavy", 2_500, 4.0, paced=2_500),
+        row("gateway", "batch-50", "all-new", 1_000, 1.0),
+    ]
+    add_ratios(rows)
+    assert [r.ratio_to_alertmanager for r in rows] == [1.0, 1.0, 1.0, 0.25, 0.25, 2.0, None]
+    assert rows[5].as_json()["headline"] == "p99_ms"
+
+
+def test_results_file_is_found_and_appended(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "src" / "deep").mkdir(parents=True)
+    results = find_results_file(tmp_path / "src" / "deep")
+    assert results == tmp_path / "benchmarks" / "RESULTS.md"
+    assert find_results_file(Path("/")) is None
+
+    table = FigureTable("T", ("target", "shape", "mix", "req/s"), [("am", "single", "all-new", "1,000")])
+    for _ in range(2):
+        append(results, BenchReport("gateway-ingest", {}, [table], ["a note"], command="kubernaut bench x"))
+    text = results.read_text()
+    assert text.startswith("# Benchmark results")
+    assert text.count("## gateway-ingest, ") == 2
+    assert "| am | single | all-new | 1,000 |" in text
+    assert "|---|---|---|---:|" in text
+    assert "- command: `kubernaut bench x`" in text
