@@ -1,6 +1,6 @@
 """The gateway's shared state in its Redis HA group: scripts, failover handling, the one round trip.
 
-Every call goes to the master Sentinel names. redis-py's own retries are turned off: they reconnect to
+Every call goes to the master Sentinel names. redis-py's own retries are off (``connect``): they reconnect to
 the address they had (redis-py #3874) and hide how long a failover takes. Instead each call is retried
 here, on a fresh pool connection (which asks Sentinel for the master), within the configured budget;
 ``+switch-master`` on any sentinel drops every pooled connection at once and wakes waiting retries.
@@ -20,8 +20,6 @@ from typing import Any
 import hiredis
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     MasterDownError,
@@ -37,6 +35,7 @@ from kubernaut.config import GatewaySettings, SentinelRedis
 from kubernaut.gateway.autopipeline import AutoPipeline
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
+from kubernaut.redis.connection import no_retry
 from kubernaut.redis.keys import GATEWAY
 
 log = structlog.get_logger("kubernaut.gateway.redis")
@@ -102,12 +101,7 @@ class RedisState:
         self.prefix = settings.key_prefix
         self.instance_id = instance_id
         self._metrics = metrics
-        self._no_retry = Retry(NoBackoff(), 0)
-        self.handle = connect(settings.redis, client_name="kubernaut-gateway")
-        self.handle.client.set_retry(self._no_retry)
-        if self.handle.sentinel is not None:
-            for sentinel_client in self.handle.sentinel.sentinels:
-                sentinel_client.set_retry(self._no_retry)
+        self.handle = connect(settings.redis, client_name="kubernaut-gateway")  # redis-py retries off
         self._pool = self.handle.client.connection_pool
         self._master: tuple[str, int] | None = None
         self._available = False
@@ -285,7 +279,7 @@ class RedisState:
                 port=port,
                 password=password,
                 socket_connect_timeout=settings.timeouts.connect_s,
-                retry=self._no_retry,
+                retry=no_retry(),
             )
             pubsub = client.pubsub()
             try:
