@@ -4,9 +4,11 @@ Redis client and PostgreSQL pool); two replicas with one key prefix share L1 as 
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +105,7 @@ def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) 
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
     }
     section.update(context_api)
-    return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 1, "max_pool": 10})
+    return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 4, "max_pool": 10})
 
 
 @asynccontextmanager
@@ -135,3 +137,12 @@ def redis_context(stack: LocalStack) -> Iterator[LocalStack]:
         stack.signal_component("redis-context", signal.SIGCONT)
         stack.start_redis_context()
         assert rs.ping(stack.topology.host, stack.topology.redis_context_port)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
+    """Poll an async condition without blocking the event loop the replicas run on."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -150,9 +150,17 @@ async def record_outcome(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness, with the cache's view of Redis for humans (Redis being away is not unhealthy)."""
     l1 = _api(request).cache.l1
-    state = "disabled" if l1 is None else l1.breaker.state.name.lower().replace("_", "-")
-    return JSONResponse({"status": "ok", "l1": state})
+    if l1 is None:
+        return JSONResponse({"status": "ok", "l1": "disabled"})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "l1": "available" if l1.available else "unavailable",
+            "breaker": l1.breaker.state.name.lower().replace("_", "-"),
+        }
+    )
 
 
 async def readyz(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
@@ -85,4 +86,8 @@ class ContextApi:
             await self.cache.l1.aclose()
         if self.redis is not None:
             await self.redis.aclose()
-        await self.pool.close()
+        try:
+            async with asyncio.timeout(5):
+                await self.pool.close()
+        except TimeoutError:  # a connection still checked out must not hold the shutdown forever
+            self.pool.terminate()

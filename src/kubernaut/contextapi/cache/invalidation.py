@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kubernaut.contextapi.cache.l2 import LocalCache
 
 log = structlog.get_logger(__name__)
+_RESUBSCRIBE_PAUSE_S = 0.2
 
 
 def encode(origin: str, tags: Sequence[str]) -> bytes:
@@ -72,6 +73,8 @@ class InvalidationListener:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            # Bounds the retry rate should subscribing fail while commands work (e.g. an ACL).
+            await asyncio.sleep(_RESUBSCRIBE_PAUSE_S)
 
     def _apply(self, data: bytes) -> None:
         decoded = decode(data)

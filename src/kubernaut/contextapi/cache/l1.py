@@ -158,6 +158,8 @@ class RedisTier:
             await self._trouble.wait()
             await asyncio.sleep(self.breaker.probe_delay())
             self.breaker.begin_probe()
+            # Pooled connections may point at a dead or replaced server: none survives to serve requests.
+            await self.client.connection_pool.disconnect()
             try:
                 await self._probe()
             except OwnershipError as err:
