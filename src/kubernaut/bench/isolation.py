@@ -95,6 +95,7 @@ class IsolationRow:
     served_by_l1: float  # share of the Context-API's answers read from L1
     l1_reads_per_s: float  # MGET calls on the Context-API's Redis (the gateway sends none)
     gateway_alerts_per_s: float | None  # the storm's rate over its whole run
+    gateway_failed: int | None  # the storm's requests answered > 399 or lost (socket errors)
     master_commands_per_s: float  # on the gateway group's master, during the Context-API's run
     ratio_to_idle: float | None = None
 
@@ -235,6 +236,7 @@ def _phase(
         result.served_by.get("l1", 0) / answered if answered else 0.0,
         l1_reads / result.duration_s,
         None if storm_result is None else storm_result.requests_per_s * STORM_BATCH,
+        None if storm_result is None else storm_result.non_2xx + storm_result.socket_errors,
         master_calls / result.duration_s,
     )
 
@@ -247,7 +249,7 @@ def rows_table(rows: list[IsolationRow]) -> FigureTable:
         "Context-API with the gateway idle and in a storm (ratio: p99 over the same setup's idle p99)",
         (
             *("setup", "gateway", "Context-API req/s", "p50 ms", "p90 ms", "p99 ms", "failed", "from L1"),
-            *("L1 reads/s", "gateway alerts/s", "master cmds/s", "ratio"),
+            *("L1 reads/s", "gateway alerts/s", "gateway failed", "master cmds/s", "ratio"),
         ),
         [
             (
@@ -261,6 +263,7 @@ def rows_table(rows: list[IsolationRow]) -> FigureTable:
                 f"{100 * r.served_by_l1:.1f} %",
                 fmt(r.l1_reads_per_s),
                 fmt(r.gateway_alerts_per_s),
+                "-" if r.gateway_failed is None else str(r.gateway_failed),
                 fmt(r.master_commands_per_s),
                 fmt(r.ratio_to_idle, 2),
             )
