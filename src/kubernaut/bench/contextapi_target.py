@@ -29,6 +29,8 @@ from kubernaut.store.migrate import migrate_dsn
 
 # L2 reduced to one entry that ages out within a millisecond: every request passes L2 and goes to L1.
 TINY_L2: dict[str, Any] = {"max_entries": 1, "ttl_s": 0.001}
+# What a replica logs each time a Redis failure makes it stop using L1 (contextapi/cache/l1.py).
+L1_FAILURE_LOG = "context-api redis unavailable"
 # Long enough for every entry warmed at the start to outlive the whole benchmark.
 LONG_TTL_S = 3600
 # The default PostgreSQL pool of a replica: more would only queue for it.
@@ -68,6 +70,11 @@ class Replica:
     name: str
     url: str
     record: ProcessRecord
+    log: Path
+
+    def l1_failures(self) -> int:
+        """How often the replica stopped using its Redis (its breaker left CLOSED), from its log."""
+        return sum(L1_FAILURE_LOG in line for line in self.log.read_text(errors="replace").splitlines())
 
     def counters(self) -> CacheCounters:
         resp = httpx.get(f"{self.url}/metrics", timeout=10)
@@ -124,7 +131,7 @@ def replica(stack: LocalStack, name: str, port: int, context_api: dict[str, Any]
 
     try:
         wait_until(ready, timeout=60, interval=0.1, what=f"{name} at {url}")
-        yield Replica(name, url, rec)
+        yield Replica(name, url, rec, stack.run.log(name))
     finally:
         stop(rec, sig=signal.SIGTERM)
         stack.table.remove(name)
