@@ -279,7 +279,12 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
 
 async def test_health_ready_and_metrics(replicas: Replicas) -> None:
     a, _ = replicas
-    assert (await a.get("/healthz")).json() == {"status": "ok", "l1": "available", "breaker": "closed"}
+    assert (await a.get("/healthz")).json() == {
+        "status": "ok",
+        "l1": "available",
+        "breaker": "closed",
+        "notifications": "listening",
+    }
     assert (await a.get("/readyz")).status_code == 200
     await a.get("/api/v1/incidents")
     text = (await a.get("/metrics")).text
