@@ -74,8 +74,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._flush_task is not None:
             self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+            await asyncio.wait([self._flush_task], timeout=5.0)  # bounded: see RedisState.close
             await self.flusher.final()
         await self.redis.close()
         await self.store.close()
@@ -219,4 +218,5 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_level="info",
         server_header=False,
+        proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
     )

@@ -137,6 +137,19 @@ class Written:
     resolved: dict[str, int]  # fingerprint -> closed request id
 
 
+@dataclass(slots=True)
+class _Work:
+    """One webhook's writes waiting for the next group commit."""
+
+    signal_type: str
+    source: str
+    now: datetime
+    singles: Sequence[NewRequest]
+    storms: Sequence[StormJoin]
+    resolves: Sequence[str]
+    future: asyncio.Future[Written]
+
+
 def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
@@ -148,6 +161,9 @@ class RequestStore:
         self._max_affected = max_affected
         self._pool: asyncpg.Pool | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._queue: list[_Work] = []
+        self._wakeup = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
         self.available = False
 
     async def start(self) -> None:
@@ -159,13 +175,14 @@ class RequestStore:
             command_timeout=s.command_timeout_s,
             timeout=s.command_timeout_s,
         )
+        self._committer = asyncio.create_task(self._commit_loop())
         self.available = True
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._committer):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=self._settings.command_timeout_s)
         if self._pool is not None:
             await self._pool.close()
 
@@ -213,23 +230,81 @@ class RequestStore:
         storms: Sequence[StormJoin],
         resolves: Sequence[str],
     ) -> Written:
-        """Apply one webhook's writes atomically. Rows are touched in fingerprint order (no deadlocks
-        between concurrent webhooks)."""
-        written = Written({}, {}, {})
+        """Apply one webhook's writes atomically; return once they are committed.
+
+        Group commit: webhooks that arrive while a commit is in progress are written together in the
+        next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
+        webhook fails alone. Results are exactly those of running the webhooks one after another.
+        """
+        work = _Work(
+            signal_type, source, now, singles, storms, resolves, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(work)
+        self._wakeup.set()
+        return await work.future
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            except Exception as err:  # a bug must fail its webhooks, not stop every later write
+                log.exception("group commit failed")
+                for work in batch:
+                    if not work.future.done():
+                        work.future.set_exception(err)
+
+    async def _commit(self, batch: list[_Work]) -> None:
+        outcomes: list[Written | BaseException] = []
         try:
-            async with self.pool.acquire() as conn:
-                statements = bool(singles) + len(storms) + bool(resolves)
-                tx = conn.transaction() if statements > 1 else contextlib.nullcontext()
-                async with tx:
-                    if singles:
-                        await self._upsert_singles(conn, signal_type, source, now, singles, written)
-                    for storm in sorted(storms, key=lambda s: s.fingerprint):
-                        await self._join_storm(conn, signal_type, source, now, storm, written)
-                    if resolves:
-                        rows = await conn.fetch(_RESOLVE, sorted(resolves), now)
-                        written.resolved = {r["fingerprint"]: r["id"] for r in rows}
+            async with self.pool.acquire() as conn, self._transaction(conn, batch):
+                for work in batch:
+                    savepoint = conn.transaction() if len(batch) > 1 else contextlib.nullcontext()
+                    try:
+                        async with savepoint:
+                            outcomes.append(await self._apply(conn, work))
+                    except asyncpg.PostgresError as err:
+                        if isinstance(err, _CONNECTION_ERRORS) or len(batch) == 1:
+                            raise
+                        outcomes.append(err)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
-            raise await self._failed(err) from None
+            failure = await self._failed(err)
+            outcomes = [failure] * len(batch)
+        for work, outcome in zip(batch, outcomes, strict=True):
+            if work.future.done():
+                continue  # the caller went away; its writes stand, as after any answer lost in transit
+            if isinstance(outcome, Written):
+                work.future.set_result(outcome)
+            elif isinstance(outcome, StoreUnavailable):
+                work.future.set_exception(outcome)
+            else:
+                work.future.set_exception(await self._failed(outcome))
+
+    @staticmethod
+    def _transaction(
+        conn: PoolConnectionProxy[Any], batch: list[_Work]
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """One statement alone needs no explicit transaction (one round trip instead of three)."""
+        work = batch[0]
+        if len(batch) == 1 and bool(work.singles) + len(work.storms) + bool(work.resolves) == 1:
+            return contextlib.nullcontext()
+        return conn.transaction()
+
+    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> Written:
+        """One webhook's statements. Rows are touched in fingerprint order (no deadlocks between
+        concurrent transactions)."""
+        written = Written({}, {}, {})
+        if work.singles:
+            await self._upsert_singles(conn, work.signal_type, work.source, work.now, work.singles, written)
+        for storm in sorted(work.storms, key=lambda s: s.fingerprint):
+            await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
+        if work.resolves:
+            rows = await conn.fetch(_RESOLVE, sorted(work.resolves), work.now)
+            written.resolved = {r["fingerprint"]: r["id"] for r in rows}
         return written
 
     async def _upsert_singles(
