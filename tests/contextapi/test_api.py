@@ -227,6 +227,7 @@ async def test_outcome_is_recorded_idempotently(replicas: Replicas, db: asyncpg.
     assert conflict.headers["content-type"] == PROBLEM
     assert conflict.json()["existing"]["succeeded"] is True
     stored = await db.fetchrow("SELECT * FROM remediation_outcomes WHERE request_id = $1", incident["id"])
+    assert stored is not None
     assert (stored["action"], stored["succeeded"]) == ("restart_pod", True)
     assert await db.fetchval("SELECT phase FROM remediation_requests WHERE id = $1", incident["id"]) == (
         "completed"

@@ -180,10 +180,14 @@ async def test_outcome_while_redis_is_frozen_is_replayed(
         # b hears of the outcome from PostgreSQL too, and its attempt to drop the L1 entry on the frozen
         # Redis is kept for replay like a's: once L1 is back on, it must not hold the stale answer.
         async def l1_back(replica: Replica) -> bool:
-            return (await replica.get("/healthz")).json()["l1"] == "available"
+            return bool((await replica.get("/healthz")).json()["l1"] == "available")
 
         for replica in (a, b):
-            await eventually(lambda r=replica: l1_back(r), within=10, what="L1 back after the replay")
+            await eventually(
+                lambda r=replica: l1_back(r),  # type: ignore[misc]
+                within=10,
+                what="L1 back after the replay",
+            )
         b.api.cache.l2.invalidate_all()
         fresh = await b.get(path)
         assert fresh.json()["outcome"]["action"] == "restart_pod"
