@@ -101,6 +101,17 @@ def sentinel_conf(host: str, port: int, workdir: Path, master: tuple[str, int]) 
     )
 
 
+def sentinel_conf_matches(conf: Path, port: int, node_ports: set[int]) -> bool:
+    """Whether a kept sentinel.conf listens on ``port`` and monitors one of ``node_ports``."""
+    lines = [line.split() for line in conf.read_text().splitlines()]
+    listens = ["port", str(port)] in lines
+    monitors = any(
+        words[:3] == ["sentinel", "monitor", MASTER_NAME] and len(words) > 4 and int(words[4]) in node_ports
+        for words in lines
+    )
+    return listens and monitors
+
+
 def sentinel_master(host: str, port: int) -> tuple[str, int] | None:
     """The master this sentinel names, or None when it is down or knows none."""
     try:

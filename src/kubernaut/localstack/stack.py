@@ -218,7 +218,10 @@ class LocalStack:
             workdir = self.run.component_dir(s.name)
             workdir.mkdir(exist_ok=True)
             conf = workdir / "sentinel.conf"
-            if not conf.exists():  # sentinel rewrites its own file with what it learns; keep it
+            # Sentinel rewrites its own file with what it learns: keep it, unless it was written for other
+            # ports (the same run directory used with another --port-offset).
+            known_ports = {n.port for n in self.nodes()}
+            if not conf.exists() or not redis_servers.sentinel_conf_matches(conf, s.port, known_ports):
                 conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master))
             self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
 
