@@ -219,4 +219,5 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_level="info",
         server_header=False,
+        proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
     )

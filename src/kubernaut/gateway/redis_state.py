@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubernaut.config import GatewaySettings, SentinelRedis
+from kubernaut.gateway.autopipeline import AutoPipeline
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
 from kubernaut.redis.keys import GATEWAY
@@ -51,8 +52,6 @@ _RETRY_INTERVAL_S = 0.05
 # A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
 _FLUSHER_STALE_MS = 30_000
 _MAX_BIND_TRIPLES = 1000
-# Calls in flight at once; more wait here instead of opening connections (redis-py's pool caps at 100).
-_MAX_CONCURRENT_CALLS = 64
 
 
 class RedisUnavailable(Exception):
@@ -115,7 +114,8 @@ class RedisState:
         self._binds: list[str] = []
         self._bind_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(_MAX_CONCURRENT_CALLS)
+        timeouts = settings.redis.timeouts
+        self._pipeline = AutoPipeline(self._pool, timeouts.connect_s + timeouts.socket_s)
 
     @property
     def available(self) -> bool:
@@ -141,6 +141,7 @@ class RedisState:
                 await asyncio.sleep(0.2)
         for script in (INGEST, BIND, TAKE_COUNTS):
             await self.handle.client.script_load(script.source)
+        self._pipeline.start()
         self._note_master()
         self._set_available(True)
         if isinstance(self.settings.redis, SentinelRedis):
@@ -154,31 +155,18 @@ class RedisState:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._pipeline.close()
         await self.handle.aclose()
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def _evalsha_once(self, script: Script, args: Sequence[str | bytes | int | float]) -> Any:
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
-            await conn.send_packed_command(command, check_health=False)
-            return await conn.read_response()
-        except ResponseError:
-            raise  # an error reply leaves the connection in sync
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await self._pool.release(conn)
-
     async def run(self, script: Script, args: Sequence[str | bytes | int | float]) -> Any:
         """EVALSHA on the master; reload after NOSCRIPT; retry failover errors within the budget."""
         deadline = time.monotonic() + self.settings.failover_retry_budget_s
+        command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
         while True:
             try:
-                async with self._slots:
-                    reply = await self._evalsha_once(script, args)
+                reply = await self._pipeline.execute(command)
             except NoScriptError:
                 await self._load(script)  # a new master after failover, or SCRIPT FLUSH
                 continue
@@ -208,12 +196,7 @@ class RedisState:
                 await asyncio.wait_for(self._switched.wait(), min(remaining, _RETRY_INTERVAL_S))
 
     async def _load(self, script: Script) -> None:
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_command("SCRIPT", "LOAD", script.source)
-            await conn.read_response()
-        finally:
-            await self._pool.release(conn)
+        await self._pipeline.execute(hiredis.pack_command(("SCRIPT", "LOAD", script.source)))  # type: ignore[arg-type]
 
     async def ping(self) -> bool:
         try:
@@ -282,6 +265,7 @@ class RedisState:
         log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")
         self._metrics.redis_master_changes.inc()
         self._master = new
+        await self._pipeline.reset()
         await self._drop_connections()
         self._switched.set()
         self._switched = asyncio.Event()
