@@ -100,6 +100,14 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.InternalClientError,
 )
 _PROBE_INTERVAL_S = 0.5
+# Webhooks per group commit: bounds one transaction's size and time.
+_MAX_GROUP = 256
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (a round trip per use): the gateway leaves no
+    session state behind (no LISTEN, advisory locks, cursors or SET); asyncpg still rolls back an open
+    transaction and drops listeners before calling this."""
 
 
 class StoreUnavailable(Exception):
@@ -141,6 +149,109 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+@dataclass(slots=True)
+class _Job:
+    """One webhook's writes, waiting for its group's commit."""
+
+    signal_type: str
+    source: str
+    now: datetime
+    singles: Sequence[NewRequest]
+    storms: Sequence[StormJoin]
+    resolves: Sequence[str]
+    future: asyncio.Future[Written]
+
+
+def _next_group(pending: Sequence[_Job]) -> list[_Job]:
+    """The jobs to commit together: the leading ones without resolutions, or one that resolves alone
+    (a resolution and a new request for the same fingerprint must keep their order)."""
+    if pending[0].resolves:
+        return [pending[0]]
+    group: list[_Job] = []
+    for job in pending[:_MAX_GROUP]:
+        if job.resolves:
+            break
+        group.append(job)
+    return group
+
+
+def _merge_singles(group: Sequence[_Job]) -> dict[tuple[str, str], list[NewRequest]]:
+    """New requests per (signal type, source), one per fingerprint, occurrences added up (one
+    statement cannot upsert a row twice)."""
+    merged: dict[tuple[str, str], dict[str, NewRequest]] = {}
+    for job in group:
+        rows = merged.setdefault((job.signal_type, job.source), {})
+        for r in job.singles:
+            seen = rows.get(r.signal.fingerprint)
+            if seen is None:
+                rows[r.signal.fingerprint] = NewRequest(r.signal, r.environment, r.priority, r.occurrences)
+            else:
+                seen.occurrences += r.occurrences
+    return {key: list(rows.values()) for key, rows in merged.items() if rows}
+
+
+def _share_singles(
+    group: Sequence[_Job],
+    written: list[Written],
+    signal_type: str,
+    source: str,
+    ids: dict[str, tuple[int, bool]],
+) -> None:
+    """Each job's requests; a request created by the group counts as created for its first job only."""
+    claimed: set[str] = set()
+    for job, out in zip(group, written, strict=True):
+        if (job.signal_type, job.source) != (signal_type, source):
+            continue
+        for r in job.singles:
+            fp = r.signal.fingerprint
+            rid, inserted = ids[fp]
+            out.singles[fp] = (rid, inserted and fp not in claimed)
+            claimed.add(fp)
+
+
+def _merge_storms(group: Sequence[_Job]) -> dict[str, tuple[StormJoin, str, str]]:
+    """Per storm window: every job's members and occurrences, described by the first job."""
+    merged: dict[str, tuple[StormJoin, str, str]] = {}
+    for job in group:
+        for storm in job.storms:
+            entry = merged.get(storm.fingerprint)
+            if entry is None:
+                copy = StormJoin(
+                    storm.fingerprint,
+                    storm.storm_type,
+                    storm.window_start,
+                    storm.first,
+                    storm.environment,
+                    storm.priority,
+                    dict(storm.members),
+                    storm.occurrences,
+                )
+                merged[storm.fingerprint] = (copy, job.signal_type, job.source)
+            else:
+                for fp, signal in storm.members.items():
+                    entry[0].members.setdefault(fp, signal)
+                entry[0].occurrences += storm.occurrences
+    return merged
+
+
+def _share_storm(
+    group: Sequence[_Job], written: list[Written], sfp: str, result: tuple[int, bool, set[str]]
+) -> None:
+    """Each job's part of a storm window: opened by the first job, each member added by the first
+    job that brought it."""
+    rid, inserted, added = result
+    claimed: set[str] = set()
+    first = True
+    for job, out in zip(group, written, strict=True):
+        for storm in job.storms:
+            if storm.fingerprint != sfp:
+                continue
+            mine = {fp for fp in storm.members if fp in added and fp not in claimed}
+            claimed |= mine
+            out.storms[sfp] = (rid, inserted and first, mine)
+            first = False
+
+
 class RequestStore:
     def __init__(self, settings: PostgresSettings, metrics: GatewayMetrics, max_affected: int) -> None:
         self._settings = settings
@@ -148,6 +259,9 @@ class RequestStore:
         self._max_affected = max_affected
         self._pool: asyncpg.Pool | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._pending: list[_Job] = []
+        self._wakeup = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
         self.available = False
 
     async def start(self) -> None:
@@ -158,14 +272,20 @@ class RequestStore:
             max_size=s.max_pool,
             command_timeout=s.command_timeout_s,
             timeout=s.command_timeout_s,
+            reset=_keep_session,
         )
+        self._committer = asyncio.create_task(self._commit_loop())
         self.available = True
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._committer, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(StoreUnavailable("the gateway is stopping"))
         if self._pool is not None:
             await self._pool.close()
 
@@ -213,23 +333,64 @@ class RequestStore:
         storms: Sequence[StormJoin],
         resolves: Sequence[str],
     ) -> Written:
-        """Apply one webhook's writes atomically. Rows are touched in fingerprint order (no deadlocks
-        between concurrent webhooks)."""
-        written = Written({}, {}, {})
+        """Apply one webhook's writes atomically; return once they are committed.
+
+        Webhooks arriving while a transaction is in flight are committed together in the next one
+        (group commit): one commit, and one statement per request or storm window touched instead of
+        one per webhook. That is what lifts all-new and storm traffic, whose webhooks would otherwise
+        queue on the storm row's lock, each paying its own commit."""
+        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(signal_type, source, now, singles, storms, resolves, future))
+        self._wakeup.set()
+        return await future
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group = _next_group(self._pending)
+                await self._commit(group)
+                del self._pending[: len(group)]  # after: close() fails a group cut off mid-commit
+
+    async def _commit(self, group: list[_Job]) -> None:
         try:
-            async with self.pool.acquire() as conn:
-                statements = bool(singles) + len(storms) + bool(resolves)
-                tx = conn.transaction() if statements > 1 else contextlib.nullcontext()
-                async with tx:
-                    if singles:
-                        await self._upsert_singles(conn, signal_type, source, now, singles, written)
-                    for storm in sorted(storms, key=lambda s: s.fingerprint):
-                        await self._join_storm(conn, signal_type, source, now, storm, written)
-                    if resolves:
-                        rows = await conn.fetch(_RESOLVE, sorted(resolves), now)
-                        written.resolved = {r["fingerprint"]: r["id"] for r in rows}
+            outcome: list[Written] | StoreUnavailable = await self._write_group(group)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
-            raise await self._failed(err) from None
+            if len(group) > 1 and not isinstance(err, _CONNECTION_ERRORS):
+                for job in group:  # one webhook's bad write must not fail the others
+                    await self._commit([job])
+                return
+            outcome = await self._failed(err)
+        for i, job in enumerate(group):
+            if not job.future.done():  # the webhook's caller may have gone away
+                if isinstance(outcome, StoreUnavailable):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome[i])
+
+    async def _write_group(self, group: list[_Job]) -> list[Written]:
+        """One transaction for the group; rows are touched in fingerprint order (no deadlocks with
+        another gateway instance)."""
+        written = [Written({}, {}, {}) for _ in group]
+        now = max(job.now for job in group)
+        singles = _merge_singles(group)
+        storms = _merge_storms(group)
+        resolves = [(i, job.resolves) for i, job in enumerate(group) if job.resolves]
+        async with self.pool.acquire() as conn:
+            statements = len(singles) + len(storms) + len(resolves)
+            tx = conn.transaction() if statements > 1 else contextlib.nullcontext()
+            async with tx:
+                for (signal_type, source), rows in sorted(singles.items()):
+                    ids = await self._upsert_singles(conn, signal_type, source, now, rows)
+                    _share_singles(group, written, signal_type, source, ids)
+                for sfp in sorted(storms):
+                    storm, signal_type, source = storms[sfp]
+                    result = await self._join_storm(conn, signal_type, source, now, storm)
+                    _share_storm(group, written, sfp, result)
+                for i, fingerprints in resolves:
+                    closed = await conn.fetch(_RESOLVE, sorted(fingerprints), now)
+                    written[i].resolved = {r["fingerprint"]: r["id"] for r in closed}
         return written
 
     async def _upsert_singles(
@@ -239,8 +400,7 @@ class RequestStore:
         source: str,
         now: datetime,
         singles: Sequence[NewRequest],
-        written: Written,
-    ) -> None:
+    ) -> dict[str, tuple[int, bool]]:
         rows = sorted(singles, key=lambda r: r.signal.fingerprint)
         result = await conn.fetch(
             _UPSERT_SINGLES,
@@ -259,7 +419,7 @@ class RequestStore:
             [_json(r.signal.annotations) for r in rows],
             [r.occurrences for r in rows],
         )
-        written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
+        return {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 
     async def _join_storm(
         self,
@@ -268,8 +428,7 @@ class RequestStore:
         source: str,
         now: datetime,
         storm: StormJoin,
-        written: Written,
-    ) -> None:
+    ) -> tuple[int, bool, set[str]]:
         first = storm.first
         row = await conn.fetchrow(
             _UPSERT_STORM,
@@ -300,7 +459,7 @@ class RequestStore:
             now,
             self._max_affected,
         )
-        written.storms[storm.fingerprint] = (row["id"], row["inserted"], set(added or ()))
+        return row["id"], row["inserted"], set(added or ())
 
     async def add_counts(self, counts: dict[int, int], now: datetime) -> None:
         ids = sorted(counts)
