@@ -91,13 +91,14 @@ class Gateway:
     # -- HTTP --------------------------------------------------------------------------------------
 
     def _observe(self, route: str, status: int, started: float) -> None:
-        child = self._http_children.get((route, status))
-        if child is None:
-            child = self._http_children[(route, status)] = self.metrics.http_requests.labels(
-                route=route, status=str(status)
+        children = self._http_children.get((route, status))
+        if children is None:
+            children = self._http_children[(route, status)] = (
+                self.metrics.http_requests.labels(route=route, status=str(status)),
+                self.metrics.http_duration.labels(route=route),
             )
-        child.inc()
-        self.metrics.http_duration.labels(route=route).observe(time.perf_counter() - started)
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def _source(self, request: Request) -> str:
         if self.auth is None:
