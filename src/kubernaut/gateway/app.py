@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
@@ -178,6 +179,26 @@ class Gateway:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+class WebhookFastPath:
+    """ASGI entry: the webhook POSTs go straight to their handlers, everything else (other methods
+    and paths, lifespan) to the Starlette app. The handlers answer every error themselves (RFC 7807),
+    so Starlette's routing and exception middleware only cost time there: about a tenth of the
+    gateway's CPU per webhook (benchmarks/README.md, "where the time goes")."""
+
+    def __init__(self, app: Starlette, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
+        self.app = app
+        self._handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._handlers.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Starlette:
     gateway = Gateway(settings)
 
@@ -198,6 +219,12 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+def fast_path(app: Starlette) -> WebhookFastPath:
+    """What the server runs: ``app`` (from :func:`create_app`) with its webhooks on the fast path."""
+    gateway: Gateway = app.state.gateway
+    return WebhookFastPath(app, {PROMETHEUS_ROUTE: gateway.prometheus, EVENT_ROUTE: gateway.kubernetes_event})
+
+
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn (uvloop + httptools) on ``gateway.http`` until SIGTERM/SIGINT."""
     structlog.configure(
@@ -211,7 +238,7 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     http = settings.gateway.http
     uvicorn.run(
-        app,
+        fast_path(app),
         host=http.host,
         port=http.port,
         loop="uvloop",
