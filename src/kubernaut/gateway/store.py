@@ -350,7 +350,13 @@ class RequestStore:
             self._wakeup.clear()
             while self._pending:
                 group = _next_group(self._pending)
-                await self._commit(group)
+                try:
+                    await self._commit(group)
+                except Exception as err:  # a bug: fail this group's webhooks (500), keep committing
+                    log.exception("group commit failed")
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(err)
                 del self._pending[: len(group)]  # after: close() fails a group cut off mid-commit
 
     async def _commit(self, group: list[_Job]) -> None:
