@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: install
-	$(BIN)/kubernaut up --foreground
+	$(BIN)/kubernaut up --foreground --with-alerting
 
 lint: install
 	$(BIN)/ruff check .

@@ -340,6 +340,43 @@ def _drill_table(report: Any) -> Table:
     return table
 
 
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print only the closing summary, as JSON."),
+    run_dir: Path | None = RunDirOption,
+    port_offset: int = OffsetOption,
+) -> None:
+    """Fire a scripted scenario through Prometheus and Alertmanager (a storm, repeats, a resolution) with a
+    failover of the gateway's Redis master in the middle; show it live and prove nothing was lost."""
+    from kubernaut.demo.runner import Demo, DemoError
+    from kubernaut.demo.view import render, summary
+
+    stack = _stack(run_dir, port_offset, quiet=True)
+    st = stack.status()
+    alerting = st.get("alerting", {})
+    running = st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]
+    if not (running and alerting and all(p["alive"] for p in alerting.values())):
+        raise fail(
+            "the local stack with alerting is not running: start it with `kubernaut up --with-alerting`"
+        )
+    run = Demo(stack)
+    try:
+        if as_json:
+            report = asyncio.run(run.run())
+        else:
+            with Live(get_renderable=lambda: render(run.state), console=console, refresh_per_second=4):
+                report = asyncio.run(run.run())
+    except (DemoError, TimeoutError, RuntimeError, OSError) as err:
+        raise fail(f"demo: {err} (logs in {stack.run.logs})") from None
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        console.print()
+        console.print(summary(report, stack.url("context-api")))
+    if not report.passed:
+        raise typer.Exit(code=1)
+
+
 @app.command("context-api")
 def context_api(config: Path | None = ConfigOption) -> None:
     """Serve the Context-API (remediation history through the L1/L2/L3 cache)."""

@@ -45,7 +45,8 @@ class HttpSettings(Section):
 
 class RedisTimeouts(Section):
     connect_s: PositiveSeconds = 0.5
-    socket_s: PositiveSeconds = 0.5
+    # The gateway's defaults: long enough for a loaded 2-core host, short against Sentinel's 5 s detection.
+    socket_s: PositiveSeconds = 1.0
 
 
 class StandaloneRedis(Section):

@@ -15,14 +15,15 @@ from kubernaut.localstack.alerting import RECEIVER, RULES, WEBHOOK_PATH
 from kubernaut.localstack.processes import wait_until
 from kubernaut.localstack.signal_source import Signal
 
+from .helpers import stop_alerting_cleanly
+
 
 @pytest.fixture(scope="module")
 def alerting(stack: LocalStack) -> Iterator[LocalStack]:
     stack.set_signals([])
     stack.up(services=False, alerting=True)
     yield stack
-    stack.set_signals([])
-    stack.stop_alerting()
+    stop_alerting_cleanly(stack)
 
 
 def get(stack: LocalStack, component: str, path: str) -> Any:

@@ -16,6 +16,8 @@ from kubernaut.bench.wrk import Load
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import WEBHOOK_PATH
 
+from .helpers import table_rows
+
 CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 
 
@@ -35,13 +37,6 @@ def send(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
-
-
-def table_rows(stdout: str) -> list[list[str]]:
-    """The body rows of rich's table: cells between the vertical bars."""
-    return [
-        [c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")
-    ]
 
 
 def test_the_corpus_replays_warnings_accepted_and_normal_rejected(gateway: LocalStack) -> None:

@@ -162,3 +162,16 @@ async def test_invalid_events_are_400(
     resp = await gw.post(EVENTS, json=payload)
     assert _problem(resp, 400)["field"] == field
     assert await _state(stack, settings, name) == (0, [])
+
+
+async def test_nul_characters_are_refused_not_retried_forever(
+    stack: LocalStack, settings: Settings, gw: httpx.AsyncClient
+) -> None:
+    name = unique("Nul")
+    resp = await gw.post(PROMETHEUS, json=webhook(alert(name, pod="a\x00b")))
+    assert _problem(resp, 400)["field"] == "alerts[0].labels.pod"
+    bad_event = event(name)
+    bad_event["message"] = "bad\x00message"
+    resp = await gw.post(EVENTS, json=bad_event)
+    assert _problem(resp, 400)["field"] == "message"
+    assert await _state(stack, settings, name) == (0, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,17 +25,21 @@ class Verification:
         return self.accepted_alerts - self.counted_occurrences
 
 
-async def _check(conn: asyncpg.Connection, namespace: str, exchanges: list[Exchange]) -> Verification:
-    accepted = [fp for ex in exchanges if ex.accepted for fp, outcome in ex.outcomes if outcome != "resolved"]
-    fingerprints = sorted(set(accepted))
+async def untraced(conn: asyncpg.Connection, fingerprints: Sequence[str]) -> int:
+    """How many of ``fingerprints`` (distinct) have neither a request nor a storm membership."""
     traced = await conn.fetchval(
         """
         SELECT count(*) FROM unnest($1::text[]) AS f(fp)
         WHERE EXISTS (SELECT 1 FROM remediation_requests r WHERE r.fingerprint = f.fp)
            OR EXISTS (SELECT 1 FROM storm_members m WHERE m.fingerprint = f.fp)
         """,
-        fingerprints,
+        list(fingerprints),
     )
+    return len(fingerprints) - int(traced)
+
+
+async def duplicate_open_requests(conn: asyncpg.Connection, namespace: str) -> int:
+    """Fingerprints of ``namespace`` with more than one open request (invariant 2 says none)."""
     duplicates = await conn.fetchval(
         f"""
         SELECT count(*) FROM (
@@ -44,6 +49,12 @@ async def _check(conn: asyncpg.Connection, namespace: str, exchanges: list[Excha
         """,
         namespace,
     )
+    return int(duplicates)
+
+
+async def _check(conn: asyncpg.Connection, namespace: str, exchanges: list[Exchange]) -> Verification:
+    accepted = [fp for ex in exchanges if ex.accepted for fp, outcome in ex.outcomes if outcome != "resolved"]
+    fingerprints = sorted(set(accepted))
     counted = await conn.fetchval(
         """
         SELECT coalesce(sum(CASE WHEN is_storm THEN storm_alert_count ELSE occurrence_count END), 0)
@@ -51,7 +62,12 @@ async def _check(conn: asyncpg.Connection, namespace: str, exchanges: list[Excha
         """,
         namespace,
     )
-    return Verification(len(accepted), len(fingerprints) - traced, duplicates, int(counted))
+    return Verification(
+        len(accepted),
+        await untraced(conn, fingerprints),
+        await duplicate_open_requests(conn, namespace),
+        int(counted),
+    )
 
 
 async def verify(

@@ -75,8 +75,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._flush_task is not None:
             self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+            await asyncio.wait([self._flush_task], timeout=5.0)  # bounded: see RedisState.close
             await self.flusher.final()
         await self.redis.close()
         await self.store.close()

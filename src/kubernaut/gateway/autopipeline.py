@@ -28,8 +28,7 @@ class AutoPipeline:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=self._timeout_s)  # bounded: see RedisState.close
         await self._discard()
 
     async def execute(self, packed: bytes) -> Any:

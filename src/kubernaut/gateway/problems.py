@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 from pydantic import ValidationError
@@ -60,6 +60,17 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 def invalid(field: str, detail: str) -> Problem:
     return Problem(400, "invalid-signal", "Invalid signal", f"{field}: {detail}", field=field)
+
+
+def refuse_nul(body: bytes, strings: Iterable[tuple[str, Mapping[str, str]]]) -> None:
+    """PostgreSQL cannot store NUL in text or jsonb: refuse it here (400) rather than fail the write
+    (503, retried forever). The byte scan keeps the common case cheap."""
+    if b"\\u0000" not in body:
+        return
+    for field, mapping in strings:
+        for key, value in mapping.items():
+            if "\x00" in key or "\x00" in value:
+                raise invalid(f"{field}.{key}" if field else key, "NUL characters are not allowed")
 
 
 def from_validation_error(err: ValidationError) -> Problem:

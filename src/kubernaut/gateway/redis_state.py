@@ -1,6 +1,6 @@
 """The gateway's shared state in its Redis HA group: scripts, failover handling, the one round trip.
 
-Every call goes to the master Sentinel names. redis-py's own retries are turned off: they reconnect to
+Every call goes to the master Sentinel names. redis-py's own retries are off (``connect``): they reconnect to
 the address they had (redis-py #3874) and hide how long a failover takes. Instead each call is retried
 here, on a fresh pool connection (which asks Sentinel for the master), within the configured budget;
 ``+switch-master`` on any sentinel drops every pooled connection at once and wakes waiting retries.
@@ -20,8 +20,6 @@ from typing import Any
 import hiredis
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     MasterDownError,
@@ -37,6 +35,7 @@ from kubernaut.config import GatewaySettings, SentinelRedis
 from kubernaut.gateway.autopipeline import AutoPipeline
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
+from kubernaut.redis.connection import no_retry
 from kubernaut.redis.keys import GATEWAY
 
 log = structlog.get_logger("kubernaut.gateway.redis")
@@ -52,6 +51,7 @@ _RETRY_INTERVAL_S = 0.05
 # A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
 _FLUSHER_STALE_MS = 30_000
 _MAX_BIND_TRIPLES = 1000
+_WATCH_TIMEOUT_S = 1.0
 
 
 class RedisUnavailable(Exception):
@@ -101,12 +101,7 @@ class RedisState:
         self.prefix = settings.key_prefix
         self.instance_id = instance_id
         self._metrics = metrics
-        self._no_retry = Retry(NoBackoff(), 0)
-        self.handle = connect(settings.redis, client_name="kubernaut-gateway")
-        self.handle.client.set_retry(self._no_retry)
-        if self.handle.sentinel is not None:
-            for sentinel_client in self.handle.sentinel.sentinels:
-                sentinel_client.set_retry(self._no_retry)
+        self.handle = connect(settings.redis, client_name="kubernaut-gateway")  # redis-py retries off
         self._pool = self.handle.client.connection_pool
         self._master: tuple[str, int] | None = None
         self._available = False
@@ -114,6 +109,7 @@ class RedisState:
         self._binds: list[str] = []
         self._bind_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         timeouts = settings.redis.timeouts
         self._pipeline = AutoPipeline(self._pool, timeouts.connect_s + timeouts.socket_s)
 
@@ -150,11 +146,13 @@ class RedisState:
         self._tasks.append(asyncio.create_task(self._bind_loop()))
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A cancel that lands as a read times out can be swallowed (asyncio.timeout in 3.11), so the
+        # loops also watch `_closing` and wake at least every _WATCH_TIMEOUT_S.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2 * _WATCH_TIMEOUT_S)
         await self._pipeline.close()
         await self.handle.aclose()
 
@@ -215,7 +213,7 @@ class RedisState:
         self._bind_wakeup.set()
 
     async def _bind_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._bind_wakeup.wait()
             self._bind_wakeup.clear()
             while self._binds:
@@ -275,19 +273,21 @@ class RedisState:
         settings = self.settings.redis
         assert isinstance(settings, SentinelRedis)
         password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
-        while True:
+        while not self._closing:
             client = Redis(
                 host=host,
                 port=port,
                 password=password,
                 socket_connect_timeout=settings.timeouts.connect_s,
-                retry=self._no_retry,
+                retry=no_retry(),
             )
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe("+switch-master")
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                while not self._closing:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_WATCH_TIMEOUT_S
+                    )
                     if message is not None and message["type"] == "message":
                         await self._on_switch_master(message["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError):

@@ -100,8 +100,6 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.InternalClientError,
 )
 _PROBE_INTERVAL_S = 0.5
-# Webhooks per group commit: bounds one transaction's size and time.
-_MAX_GROUP = 256
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -145,13 +143,9 @@ class Written:
     resolved: dict[str, int]  # fingerprint -> closed request id
 
 
-def _json(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
 @dataclass(slots=True)
-class _Job:
-    """One webhook's writes, waiting for its group's commit."""
+class _Work:
+    """One webhook's writes waiting for the next group commit."""
 
     signal_type: str
     source: str
@@ -162,94 +156,8 @@ class _Job:
     future: asyncio.Future[Written]
 
 
-def _next_group(pending: Sequence[_Job]) -> list[_Job]:
-    """The jobs to commit together: the leading ones without resolutions, or one that resolves alone
-    (a resolution and a new request for the same fingerprint must keep their order)."""
-    if pending[0].resolves:
-        return [pending[0]]
-    group: list[_Job] = []
-    for job in pending[:_MAX_GROUP]:
-        if job.resolves:
-            break
-        group.append(job)
-    return group
-
-
-def _merge_singles(group: Sequence[_Job]) -> dict[tuple[str, str], list[NewRequest]]:
-    """New requests per (signal type, source), one per fingerprint, occurrences added up (one
-    statement cannot upsert a row twice)."""
-    merged: dict[tuple[str, str], dict[str, NewRequest]] = {}
-    for job in group:
-        rows = merged.setdefault((job.signal_type, job.source), {})
-        for r in job.singles:
-            seen = rows.get(r.signal.fingerprint)
-            if seen is None:
-                rows[r.signal.fingerprint] = NewRequest(r.signal, r.environment, r.priority, r.occurrences)
-            else:
-                seen.occurrences += r.occurrences
-    return {key: list(rows.values()) for key, rows in merged.items() if rows}
-
-
-def _share_singles(
-    group: Sequence[_Job],
-    written: list[Written],
-    signal_type: str,
-    source: str,
-    ids: dict[str, tuple[int, bool]],
-) -> None:
-    """Each job's requests; a request created by the group counts as created for its first job only."""
-    claimed: set[str] = set()
-    for job, out in zip(group, written, strict=True):
-        if (job.signal_type, job.source) != (signal_type, source):
-            continue
-        for r in job.singles:
-            fp = r.signal.fingerprint
-            rid, inserted = ids[fp]
-            out.singles[fp] = (rid, inserted and fp not in claimed)
-            claimed.add(fp)
-
-
-def _merge_storms(group: Sequence[_Job]) -> dict[str, tuple[StormJoin, str, str]]:
-    """Per storm window: every job's members and occurrences, described by the first job."""
-    merged: dict[str, tuple[StormJoin, str, str]] = {}
-    for job in group:
-        for storm in job.storms:
-            entry = merged.get(storm.fingerprint)
-            if entry is None:
-                copy = StormJoin(
-                    storm.fingerprint,
-                    storm.storm_type,
-                    storm.window_start,
-                    storm.first,
-                    storm.environment,
-                    storm.priority,
-                    dict(storm.members),
-                    storm.occurrences,
-                )
-                merged[storm.fingerprint] = (copy, job.signal_type, job.source)
-            else:
-                for fp, signal in storm.members.items():
-                    entry[0].members.setdefault(fp, signal)
-                entry[0].occurrences += storm.occurrences
-    return merged
-
-
-def _share_storm(
-    group: Sequence[_Job], written: list[Written], sfp: str, result: tuple[int, bool, set[str]]
-) -> None:
-    """Each job's part of a storm window: opened by the first job, each member added by the first
-    job that brought it."""
-    rid, inserted, added = result
-    claimed: set[str] = set()
-    first = True
-    for job, out in zip(group, written, strict=True):
-        for storm in job.storms:
-            if storm.fingerprint != sfp:
-                continue
-            mine = {fp for fp in storm.members if fp in added and fp not in claimed}
-            claimed |= mine
-            out.storms[sfp] = (rid, inserted and first, mine)
-            first = False
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 class RequestStore:
@@ -259,7 +167,7 @@ class RequestStore:
         self._max_affected = max_affected
         self._pool: asyncpg.Pool | None = None
         self._probe: asyncio.Task[None] | None = None
-        self._pending: list[_Job] = []
+        self._queue: list[_Work] = []
         self._wakeup = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.available = False
@@ -278,14 +186,10 @@ class RequestStore:
         self.available = True
 
     async def close(self) -> None:
-        for task in (self._committer, self._probe):
+        for task in (self._probe, self._committer):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(StoreUnavailable("the gateway is stopping"))
+                await asyncio.wait([task], timeout=self._settings.command_timeout_s)
         if self._pool is not None:
             await self._pool.close()
 
@@ -335,68 +239,79 @@ class RequestStore:
     ) -> Written:
         """Apply one webhook's writes atomically; return once they are committed.
 
-        Webhooks arriving while a transaction is in flight are committed together in the next one
-        (group commit): one commit, and one statement per request or storm window touched instead of
-        one per webhook. That is what lifts all-new and storm traffic, whose webhooks would otherwise
-        queue on the storm row's lock, each paying its own commit."""
-        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(signal_type, source, now, singles, storms, resolves, future))
+        Group commit: webhooks that arrive while a commit is in progress are written together in the
+        next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
+        webhook fails alone. Results are exactly those of running the webhooks one after another.
+        """
+        work = _Work(
+            signal_type, source, now, singles, storms, resolves, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(work)
         self._wakeup.set()
-        return await future
+        return await work.future
 
     async def _commit_loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
-                group = _next_group(self._pending)
-                try:
-                    await self._commit(group)
-                except Exception as err:  # a bug: fail this group's webhooks (500), keep committing
-                    log.exception("group commit failed")
-                    for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(err)
-                del self._pending[: len(group)]  # after: close() fails a group cut off mid-commit
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            except Exception as err:  # a bug must fail its webhooks, not stop every later write
+                log.exception("group commit failed")
+                for work in batch:
+                    if not work.future.done():
+                        work.future.set_exception(err)
 
-    async def _commit(self, group: list[_Job]) -> None:
+    async def _commit(self, batch: list[_Work]) -> None:
+        outcomes: list[Written | BaseException] = []
         try:
-            outcome: list[Written] | StoreUnavailable = await self._write_group(group)
+            async with self.pool.acquire() as conn, self._transaction(conn, batch):
+                for work in batch:
+                    savepoint = conn.transaction() if len(batch) > 1 else contextlib.nullcontext()
+                    try:
+                        async with savepoint:
+                            outcomes.append(await self._apply(conn, work))
+                    except asyncpg.PostgresError as err:
+                        if isinstance(err, _CONNECTION_ERRORS) or len(batch) == 1:
+                            raise
+                        outcomes.append(err)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
-            if len(group) > 1 and not isinstance(err, _CONNECTION_ERRORS):
-                for job in group:  # one webhook's bad write must not fail the others
-                    await self._commit([job])
-                return
-            outcome = await self._failed(err)
-        for i, job in enumerate(group):
-            if not job.future.done():  # the webhook's caller may have gone away
-                if isinstance(outcome, StoreUnavailable):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome[i])
+            failure = await self._failed(err)
+            outcomes = [failure] * len(batch)
+        for work, outcome in zip(batch, outcomes, strict=True):
+            if work.future.done():
+                continue  # the caller went away; its writes stand, as after any answer lost in transit
+            if isinstance(outcome, Written):
+                work.future.set_result(outcome)
+            elif isinstance(outcome, StoreUnavailable):
+                work.future.set_exception(outcome)
+            else:
+                work.future.set_exception(await self._failed(outcome))
 
-    async def _write_group(self, group: list[_Job]) -> list[Written]:
-        """One transaction for the group; rows are touched in fingerprint order (no deadlocks with
-        another gateway instance)."""
-        written = [Written({}, {}, {}) for _ in group]
-        now = max(job.now for job in group)
-        singles = _merge_singles(group)
-        storms = _merge_storms(group)
-        resolves = [(i, job.resolves) for i, job in enumerate(group) if job.resolves]
-        async with self.pool.acquire() as conn:
-            statements = len(singles) + len(storms) + len(resolves)
-            tx = conn.transaction() if statements > 1 else contextlib.nullcontext()
-            async with tx:
-                for (signal_type, source), rows in sorted(singles.items()):
-                    ids = await self._upsert_singles(conn, signal_type, source, now, rows)
-                    _share_singles(group, written, signal_type, source, ids)
-                for sfp in sorted(storms):
-                    storm, signal_type, source = storms[sfp]
-                    result = await self._join_storm(conn, signal_type, source, now, storm)
-                    _share_storm(group, written, sfp, result)
-                for i, fingerprints in resolves:
-                    closed = await conn.fetch(_RESOLVE, sorted(fingerprints), now)
-                    written[i].resolved = {r["fingerprint"]: r["id"] for r in closed}
+    @staticmethod
+    def _transaction(
+        conn: PoolConnectionProxy[Any], batch: list[_Work]
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """One statement alone needs no explicit transaction (one round trip instead of three)."""
+        work = batch[0]
+        if len(batch) == 1 and bool(work.singles) + len(work.storms) + bool(work.resolves) == 1:
+            return contextlib.nullcontext()
+        return conn.transaction()
+
+    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> Written:
+        """One webhook's statements. Rows are touched in fingerprint order (no deadlocks between
+        concurrent transactions)."""
+        written = Written({}, {}, {})
+        if work.singles:
+            await self._upsert_singles(conn, work.signal_type, work.source, work.now, work.singles, written)
+        for storm in sorted(work.storms, key=lambda s: s.fingerprint):
+            await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
+        if work.resolves:
+            rows = await conn.fetch(_RESOLVE, sorted(work.resolves), work.now)
+            written.resolved = {r["fingerprint"]: r["id"] for r in rows}
         return written
 
     async def _upsert_singles(
@@ -406,7 +321,8 @@ class RequestStore:
         source: str,
         now: datetime,
         singles: Sequence[NewRequest],
-    ) -> dict[str, tuple[int, bool]]:
+        written: Written,
+    ) -> None:
         rows = sorted(singles, key=lambda r: r.signal.fingerprint)
         result = await conn.fetch(
             _UPSERT_SINGLES,
@@ -425,7 +341,7 @@ class RequestStore:
             [_json(r.signal.annotations) for r in rows],
             [r.occurrences for r in rows],
         )
-        return {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
+        written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 
     async def _join_storm(
         self,
@@ -434,7 +350,8 @@ class RequestStore:
         source: str,
         now: datetime,
         storm: StormJoin,
-    ) -> tuple[int, bool, set[str]]:
+        written: Written,
+    ) -> None:
         first = storm.first
         row = await conn.fetchrow(
             _UPSERT_STORM,
@@ -465,7 +382,7 @@ class RequestStore:
             now,
             self._max_affected,
         )
-        return row["id"], row["inserted"], set(added or ())
+        written.storms[storm.fingerprint] = (row["id"], row["inserted"], set(added or ()))
 
     async def add_counts(self, counts: dict[int, int], now: datetime) -> None:
         ids = sorted(counts)

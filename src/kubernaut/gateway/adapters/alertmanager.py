@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubernaut.gateway.problems import from_validation_error, invalid
+from kubernaut.gateway.problems import from_validation_error, invalid, refuse_nul
 from kubernaut.gateway.signal import Signal, fingerprint, namespace_from_labels, resource_from_labels
 
 
@@ -34,6 +34,14 @@ def parse(body: bytes, max_alerts: int) -> list[Signal]:
         raise invalid("alerts", "at least one alert is required")
     if len(hook.alerts) > max_alerts:
         raise invalid("alerts", f"{len(hook.alerts)} alerts exceed the limit of {max_alerts} per request")
+    refuse_nul(
+        body,
+        (
+            (f"alerts[{i}].{part}", getattr(a, part))
+            for i, a in enumerate(hook.alerts)
+            for part in ("labels", "annotations")
+        ),
+    )
     signals = []
     for i, alert in enumerate(hook.alerts):
         labels = alert.labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubernaut.gateway.problems import from_validation_error, invalid
+from kubernaut.gateway.problems import from_validation_error, invalid, refuse_nul
 from kubernaut.gateway.signal import DEFAULT_NAMESPACE, Signal, fingerprint
 
 # Reasons that mean a workload or node is already failing.
@@ -43,6 +43,14 @@ def parse(body: bytes) -> Signal:
     if event.type != "Warning":
         raise invalid("type", f"only Warning events are signals, got {event.type!r}")
     obj = event.involvedObject
+    refuse_nul(
+        body,
+        [
+            ("", {"reason": event.reason, "message": event.message, "type": event.type}),
+            ("involvedObject", {"kind": obj.kind, "name": obj.name, "namespace": obj.namespace}),
+            ("metadata", {"namespace": event.metadata.namespace}),
+        ],
+    )
     namespace = obj.namespace or event.metadata.namespace or DEFAULT_NAMESPACE
     labels = {"reason": event.reason, "kind": obj.kind, "name": obj.name, "namespace": namespace}
     return Signal(
