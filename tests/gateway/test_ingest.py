@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.stack
 OFF = {"mode": "off"}
 
 
-async def _requests(stack: LocalStack, name: str) -> list[dict[str, object]]:
+async def _requests(stack: LocalStack, name: str) -> list[dict[str, Any]]:
     db = await connect_db(stack)
     try:
         rows = await db.fetch(
