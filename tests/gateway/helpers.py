@@ -117,6 +117,15 @@ async def connect_db(stack: LocalStack) -> asyncpg.Connection:
     return await asyncpg.connect(stack.postgres_dsn)
 
 
+async def fetch_rows(stack: LocalStack, sql: str, *args: object) -> list[dict[str, Any]]:
+    """Run one query on a connection of its own; the rows as dicts."""
+    db = await connect_db(stack)
+    try:
+        return [dict(r) for r in await db.fetch(sql, *args)]
+    finally:
+        await db.close()
+
+
 def ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
