@@ -248,7 +248,7 @@ def send(
 
 @app.command()
 def bench(
-    name: str = typer.Argument(..., help="The benchmark: gateway-ingest."),
+    name: str = typer.Argument(..., help="The benchmark: gateway-ingest, context-api or isolation."),
     quick: bool = typer.Option(False, "--quick", help="A few seconds per measurement instead of ten."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     results: Path | None = typer.Option(

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from kubernaut.bench.contextapi_target import CacheCounters
 from kubernaut.bench.ingest import IngestRow, add_ratios
 from kubernaut.bench.redis_limit import parse_csv
 from kubernaut.bench.report import BenchReport, FigureTable, append, find_results_file
@@ -115,3 +117,40 @@ def test_results_file_is_found_and_appended(tmp_path: Path) -> None:
     assert "| am | single | all-new | 1,000 |" in text
     assert "|---|---|---|---:|" in text
     assert "- command: `kubernaut bench x`" in text
+
+
+def test_wrk_figures_of_get_lua_carry_the_x_cache_counts_and_the_walk_position() -> None:
+    line = WRK_STDOUT.splitlines()[-1]
+    walked = line[:-1] + ',"x_cache":{"l1":5,"l2":21000,"l3":382,"none":0},"position":21390}\n'
+    r = parse_wrk_output(walked)
+    assert r.served_by == {"l1": 5, "l2": 21000, "l3": 382, "none": 0}
+    assert r.position == 21390
+    drawn = parse_wrk_output(line[:-1] + ',"x_cache":{"l1":0,"l2":0,"l3":7,"none":0}}\n')
+    assert drawn.position is None
+    plain = parse_wrk_output(WRK_STDOUT)
+    assert (plain.served_by, plain.position) == ({}, None)
+    with pytest.raises(WrkError, match="malformed"):
+        parse_wrk_output(line[:-1] + ',"x_cache":[1,2]}\n')
+
+
+def test_cache_counters_from_a_context_api_exposition() -> None:
+    registry = CollectorRegistry()  # the contract's names and labels, as the Context-API exports them
+    hits = Counter("context_api_cache_hits_total", "hits", ["tier"], registry=registry)
+    misses = Counter("context_api_cache_misses_total", "misses", ["tier"], registry=registry)
+
+    def read() -> CacheCounters:
+        return CacheCounters.from_exposition(generate_latest(registry).decode())
+
+    hits.labels("l2").inc(30)
+    misses.labels("l2").inc(10)
+    hits.labels("l1").inc(9)
+    misses.labels("l1").inc(1)
+    before = read()
+    assert before == CacheCounters(l1_hits=9, l1_misses=1, l2_hits=30, l2_misses=10)
+    assert before.hit_rate("l2") == pytest.approx(0.75)
+    hits.labels("l2").inc(5)
+    misses.labels("l2").inc(15)
+    during = read() - before
+    assert during.hit_rate("l2") == pytest.approx(0.25)
+    assert during.hit_rate("l1") is None  # no L1 lookups in between
+    assert CacheCounters.from_exposition("") == CacheCounters()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from kubernaut.bench import gateway_ingest
+from kubernaut.bench import context_api, gateway_ingest, isolation
 from kubernaut.bench.report import BenchReport
 from kubernaut.localstack import LocalStack
 
@@ -14,4 +14,8 @@ class Benchmark(Protocol):
     def __call__(self, stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport: ...
 
 
-BENCHMARKS: dict[str, Benchmark] = {"gateway-ingest": gateway_ingest.run}
+BENCHMARKS: dict[str, Benchmark] = {
+    "gateway-ingest": gateway_ingest.run,
+    "context-api": context_api.run,
+    "isolation": isolation.run,
+}

@@ -32,13 +32,23 @@ class EvalshaRow:
         return asdict(self)
 
 
-def command_calls(host: str, port: int) -> int:
-    """Commands the server has executed so far (``INFO commandstats``), the tools' own excluded."""
+def _commandstats(host: str, port: int) -> dict[str, int]:
+    """Calls so far per command (``INFO commandstats``; subcommands under their command)."""
     with redis.Redis(host=host, port=port, socket_timeout=5) as r:
         stats: dict[str, dict[str, int]] = r.info("commandstats")
-    return sum(
-        s["calls"] for name, s in stats.items() if name.removeprefix("cmdstat_").split("|")[0] not in _TOOLING
-    )
+    calls: dict[str, int] = {}
+    for name, s in stats.items():
+        command = name.removeprefix("cmdstat_").split("|")[0]
+        calls[command] = calls.get(command, 0) + s["calls"]
+    return calls
+
+
+def command_calls(host: str, port: int, only: str | None = None) -> int:
+    """Commands the server has executed so far, the tools' own excluded; only ``only`` when given."""
+    calls = _commandstats(host, port)
+    if only is not None:
+        return calls.get(only, 0)
+    return sum(n for command, n in calls.items() if command not in _TOOLING)
 
 
 def parse_csv(output: str) -> tuple[float, float, float]:
