@@ -19,14 +19,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """PostgreSQL, the gateway's Redis HA group and the Context-API's Redis, ready; services not started."""
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """PostgreSQL, the gateway's Redis HA group and the Context-API's Redis, ready; services not started.
+
+    After a failed session the processes stop but the run directory stays, logs included."""
     s = LocalStack(tmp_path_factory.mktemp("stack"), Topology(offset=TEST_PORT_OFFSET))
     try:
         s.up(services=False, timeout=90)
         yield s
     finally:
-        s.destroy()
+        if request.session.testsfailed:
+            s.down()
+            print(f"\nthe test stack's logs are kept in {s.run.logs}")
+        else:
+            s.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -227,6 +227,7 @@ async def test_outcome_is_recorded_idempotently(replicas: Replicas, db: asyncpg.
     assert conflict.headers["content-type"] == PROBLEM
     assert conflict.json()["existing"]["succeeded"] is True
     stored = await db.fetchrow("SELECT * FROM remediation_outcomes WHERE request_id = $1", incident["id"])
+    assert stored is not None
     assert (stored["action"], stored["succeeded"]) == ("restart_pod", True)
     assert await db.fetchval("SELECT phase FROM remediation_requests WHERE id = $1", incident["id"]) == (
         "completed"
@@ -279,7 +280,12 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
 
 async def test_health_ready_and_metrics(replicas: Replicas) -> None:
     a, _ = replicas
-    assert (await a.get("/healthz")).json() == {"status": "ok", "l1": "available", "breaker": "closed"}
+    assert (await a.get("/healthz")).json() == {
+        "status": "ok",
+        "l1": "available",
+        "breaker": "closed",
+        "notifications": "listening",
+    }
     assert (await a.get("/readyz")).status_code == 200
     await a.get("/api/v1/incidents")
     text = (await a.get("/metrics")).text

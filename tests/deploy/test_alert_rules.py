@@ -65,7 +65,8 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
         for g in rule["spec"]["groups"]
         for r in g["rules"]
     }
-    fired, silent = set(), set()
+    fired: set[str] = set()
+    silent: set[str] = set()
     for test_file in PROMTOOL_TESTS.glob("*.test.yaml"):
         for case in yaml.safe_load(test_file.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):

@@ -167,7 +167,12 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
         for i in range(3):
             g.start(i, "redis")
             g.start(i, "sentinel")
-            wait_until(lambda i=i: g.run(i, "ready") == 0, timeout=60, interval=0.2, what=f"pod {i} ready")
+            wait_until(
+                lambda i=i: g.run(i, "ready") == 0,  # type: ignore[misc]
+                timeout=60,
+                interval=0.2,
+                what=f"pod {i} ready",
+            )
         wait_until(lambda: g.agreed_master() is not None, timeout=60, interval=0.2, what="sentinels agreeing")
         yield g
     finally:

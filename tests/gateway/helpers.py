@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 
 from kubernaut.config import Settings
-from kubernaut.gateway.app import create_app
+from kubernaut.gateway.app import create_app, fast_path
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import ProcessRecord, spawn, stop, wait_until
 
@@ -103,17 +103,27 @@ def isolated(stack: LocalStack, **updates: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def in_process(settings: Settings, token: str | None) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app with its lifespan run, reached through httpx's ASGI transport."""
+    """The gateway app with its lifespan run, reached (as served: fast path first) through httpx's ASGI
+    transport."""
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        transport = httpx.ASGITransport(app=fast_path(app), client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as c:
             yield c
 
 
 async def connect_db(stack: LocalStack) -> asyncpg.Connection:
     return await asyncpg.connect(stack.postgres_dsn)
+
+
+async def fetch_rows(stack: LocalStack, sql: str, *args: object) -> list[dict[str, Any]]:
+    """Run one query on a connection of its own; the rows as dicts."""
+    db = await connect_db(stack)
+    try:
+        return [dict(r) for r in await db.fetch(sql, *args)]
+    finally:
+        await db.close()
 
 
 def ready(url: str) -> bool:

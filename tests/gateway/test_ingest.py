@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.gateway.helpers import (
     alert,
     connect_db,
     event,
+    fetch_rows,
     in_process,
     isolated,
     unique,
@@ -24,18 +26,14 @@ pytestmark = pytest.mark.stack
 OFF = {"mode": "off"}
 
 
-async def _requests(stack: LocalStack, name: str) -> list[dict[str, object]]:
-    db = await connect_db(stack)
-    try:
-        rows = await db.fetch(
-            "SELECT id, fingerprint, occurrence_count, resolved_at, severity, namespace, resource_kind,"
-            " resource_name, environment, priority, signal_type, source, labels::text AS labels"
-            " FROM remediation_requests WHERE signal_name = $1 ORDER BY id",
-            name,
-        )
-    finally:
-        await db.close()
-    return [dict(r) for r in rows]
+async def _requests(stack: LocalStack, name: str) -> list[dict[str, Any]]:
+    return await fetch_rows(
+        stack,
+        "SELECT id, fingerprint, occurrence_count, resolved_at, severity, namespace, resource_kind,"
+        " resource_name, environment, priority, signal_type, source, labels::text AS labels"
+        " FROM remediation_requests WHERE signal_name = $1 ORDER BY id",
+        name,
+    )
 
 
 async def test_two_alerts_and_a_repeat_give_two_requests(stack: LocalStack) -> None:

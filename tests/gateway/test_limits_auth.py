@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from kubernaut.localstack import LocalStack
-from tests.gateway.helpers import PROMETHEUS, alert, connect_db, in_process, isolated, unique, webhook
+from tests.gateway.helpers import (
+    PROMETHEUS,
+    alert,
+    fetch_rows,
+    in_process,
+    isolated,
+    unique,
+    webhook,
+)
 
 pytestmark = pytest.mark.stack
 
 
-async def _requests(stack: LocalStack, name: str) -> list[dict[str, object]]:
-    db = await connect_db(stack)
-    try:
-        rows = await db.fetch(
-            "SELECT source, namespace, severity, environment, priority FROM remediation_requests"
-            " WHERE signal_name = $1 ORDER BY id",
-            name,
-        )
-    finally:
-        await db.close()
-    return [dict(r) for r in rows]
+async def _requests(stack: LocalStack, name: str) -> list[dict[str, Any]]:
+    return await fetch_rows(
+        stack,
+        "SELECT source, namespace, severity, environment, priority FROM remediation_requests"
+        " WHERE signal_name = $1 ORDER BY id",
+        name,
+    )
 
 
 async def _dedup_keys(stack: LocalStack, prefix: str) -> list[bytes]:

@@ -13,7 +13,7 @@ from kubernaut.localstack import LocalStack
 from tests.gateway.helpers import (
     PROMETHEUS,
     alert,
-    connect_db,
+    fetch_rows,
     gateway_process,
     in_process,
     isolated,
@@ -25,19 +25,15 @@ pytestmark = pytest.mark.stack
 
 
 async def _rows(stack: LocalStack, name: str) -> list[dict[str, Any]]:
-    db = await connect_db(stack)
-    try:
-        rows = await db.fetch(
-            "SELECT r.id, r.fingerprint, r.resource_name, r.occurrence_count, r.is_storm, r.storm_type,"
-            " r.storm_alert_count, r.affected_resources, r.affected_overflow, r.storm_window_start,"
-            " r.storm_window_end, ARRAY(SELECT m.fingerprint FROM storm_members m WHERE m.request_id = r.id"
-            " ORDER BY m.fingerprint) AS members"
-            " FROM remediation_requests r WHERE r.signal_name = $1 ORDER BY r.id",
-            name,
-        )
-    finally:
-        await db.close()
-    return [dict(r) for r in rows]
+    return await fetch_rows(
+        stack,
+        "SELECT r.id, r.fingerprint, r.resource_name, r.occurrence_count, r.is_storm, r.storm_type,"
+        " r.storm_alert_count, r.affected_resources, r.affected_overflow, r.storm_window_start,"
+        " r.storm_window_end, ARRAY(SELECT m.fingerprint FROM storm_members m WHERE m.request_id = r.id"
+        " ORDER BY m.fingerprint) AS members"
+        " FROM remediation_requests r WHERE r.signal_name = $1 ORDER BY r.id",
+        name,
+    )
 
 
 async def _send_one_by_one(gw: httpx.AsyncClient, name: str, pods: range) -> list[dict[str, Any]]:

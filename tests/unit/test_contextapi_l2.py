@@ -61,11 +61,28 @@ def test_invalidate_by_tag_and_generation_blocks_stale_fill() -> None:
     assert c.put("list", b"[new]", ["all"], c.generation)
 
 
-def test_overwrite_keeps_bytes_exact_and_clear_resets() -> None:
+def test_overwrite_keeps_bytes_exact() -> None:
     c = LocalCache(max_entries=10, max_bytes=10_000, ttl_s=30)
     c.put("a", b"x" * 10, ["t"], c.generation)
     c.put("a", b"x" * 4, ["u"], c.generation)
     assert c.size_bytes == 4
     assert c.invalidate(["t"]) == 0
-    c.clear()
-    assert (len(c), c.size_bytes, c.get("a")) == (0, 0, None)
+    assert c.invalidate(["u"]) == 1
+
+
+def test_invalidated_entries_are_kept_as_last_known_answers() -> None:
+    clock = Clock()
+    c = LocalCache(max_entries=10, max_bytes=10_000, ttl_s=30, timer=clock)
+    c.put("list", b"[1]", ["all"], c.generation)
+    c.put("ns", b"[2]", ["ns:a"], c.generation)
+    assert c.invalidate(["all"]) == 1
+    assert c.invalidate(["all"]) == 0  # already invalidated
+    assert (c.get("list"), c.last_known("list")) == (None, b"[1]")
+    c.invalidate_all()
+    assert (c.get("ns"), c.last_known("ns")) == (None, b"[2]")
+    assert c.invalidate(["ns:a"]) == 0  # nothing served any more
+    assert c.put("ns", b"[3]", ["ns:a"], c.generation)  # a new answer replaces it and is served
+    assert (c.get("ns"), c.last_known("ns")) == (b"[3]", b"[3]")
+    assert c.size_bytes == 6
+    clock.now = 30.0  # the TTL bounds a last known answer too
+    assert c.last_known("list") is None

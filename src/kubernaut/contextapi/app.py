@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubernaut.config import Settings
-from kubernaut.contextapi import routes
+from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.problems import problem
@@ -82,9 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             ParamError: routes.param_error,
             HTTPException: _http_error,
-            asyncpg.PostgresError: routes.store_error,
-            asyncpg.InterfaceError: routes.store_error,
-            OSError: routes.store_error,
+            **dict.fromkeys(queries.STORE_ERRORS, routes.store_error),
         },
     )
     app.add_middleware(_RequestMetrics, metrics=metrics)

@@ -8,10 +8,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kubernaut.contextapi.cache.breaker import BreakerState
+
+
+class Origin(StrEnum):
+    """Who reported a change: the ``origin`` label of context_api_invalidations_total."""
+
+    LOCAL = "local"  # this replica recorded it
+    REMOTE = "remote"  # another replica did, through Redis pub/sub
+    POSTGRES = "postgres"  # PostgreSQL announced it (e.g. a request the gateway wrote)
 
 
 class ContextApiMetrics:
@@ -53,8 +62,9 @@ class ContextApiMetrics:
         for tier in ("l1", "l2"):
             self.cache_hits.labels(tier)
             self.cache_misses.labels(tier)
-        for origin in ("local", "remote"):
-            self.invalidations.labels(origin)
+        self.cache_hits.labels("stale")  # a last known answer, given because PostgreSQL failed
+        for origin in Origin:
+            self.invalidations.labels(origin.value)
 
     def set_breaker(self, state: BreakerState) -> None:
         self.breaker_state.set(int(state))

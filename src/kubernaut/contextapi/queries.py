@@ -24,6 +24,15 @@ from kubernaut.contextapi.params import (
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
+# How PostgreSQL being away (stopped, restarting, unreachable) shows: answered 503, or from a last known
+# answer. asyncpg's protocol state can be left mid-operation when the server goes away under it.
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
+
 _SELECT_INCIDENT = """
 SELECT r.id, r.fingerprint, r.signal_name, r.signal_type, r.source, r.severity, r.namespace,
        r.resource_kind, r.resource_name, r.environment, r.priority, r.labels, r.annotations, r.phase,

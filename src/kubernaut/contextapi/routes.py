@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -150,15 +149,19 @@ async def record_outcome(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """Liveness, with the cache's view of Redis for humans (Redis being away is not unhealthy)."""
-    l1 = _api(request).cache.l1
+    """Liveness, with the cache's view of Redis and of PostgreSQL's change notifications for humans
+    (neither being away is unhealthy)."""
+    api = _api(request)
+    notifications = "listening" if api.changes.listening else "reconnecting"
+    l1 = api.cache.l1
     if l1 is None:
-        return JSONResponse({"status": "ok", "l1": "disabled"})
+        return JSONResponse({"status": "ok", "l1": "disabled", "notifications": notifications})
     return JSONResponse(
         {
             "status": "ok",
             "l1": "available" if l1.available else "unavailable",
             "breaker": l1.breaker.state.name.lower().replace("_", "-"),
+            "notifications": notifications,
         }
     )
 
@@ -168,7 +171,7 @@ async def readyz(request: Request) -> Response:
     try:
         async with _api(request).pool.acquire(timeout=1.0) as conn:
             await conn.fetchval("SELECT 1", timeout=1.0)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+    except queries.STORE_ERRORS as err:
         return problem(503, "not-ready", "Service Unavailable", f"PostgreSQL unavailable: {err}")
     return JSONResponse({"status": "ready"})
 

@@ -15,7 +15,9 @@ from kubernaut.contextapi.cache import TieredCache
 from kubernaut.contextapi.cache.invalidation import InvalidationListener
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
-from kubernaut.contextapi.metrics import ContextApiMetrics
+from kubernaut.contextapi.freshness import RequestChangeListener
+from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
+from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.redis import RedisHandle, connect
 from kubernaut.store.migrate import migrate_dsn
 
@@ -30,6 +32,7 @@ class ContextApi:
     cache: TieredCache
     redis: RedisHandle | None
     listener: InvalidationListener | None
+    changes: RequestChangeListener
 
     @classmethod
     async def open(cls, settings: Settings, metrics: ContextApiMetrics) -> ContextApi:
@@ -43,11 +46,13 @@ class ContextApi:
             # JIT compilation costs more than it saves on these short queries.
             server_settings={"jit": "off"},
         )
-        redis = None
+        redis: RedisHandle | None = None
+        l1: RedisTier | None = None
+        listener: InvalidationListener | None = None
+        changes: RequestChangeListener | None = None
         try:
             await migrate_dsn(pg.dsn.get_secret_value())
             l2 = LocalCache(cfg.l2.max_entries, cfg.l2.max_bytes, cfg.l2.ttl_s)
-            l1 = listener = None
             if cfg.l1.enabled:
                 redis = connect(cfg.redis, client_name="kubernaut-context-api")
                 # A cache call either answers within the timeouts or fails: no retries behind our back.
@@ -66,19 +71,28 @@ class ContextApi:
                     metrics=metrics,
                 )
                 await l1.start()
-                listener = InvalidationListener(l1, l2, metrics.invalidations.labels("remote").inc)
+                listener = InvalidationListener(l1, l2, metrics.invalidations.labels(Origin.REMOTE.value).inc)
                 listener.start()
             else:
                 metrics.l1_available.set(0)
-            cache = TieredCache(l2, l1, metrics)
+            cache = TieredCache(l2, l1, metrics, unavailable=STORE_ERRORS)
+            changes = RequestChangeListener(pg.dsn.get_secret_value(), cache, timeout_s=pg.command_timeout_s)
+            await changes.start(wait_s=pg.command_timeout_s)
         except BaseException:
+            if changes is not None:
+                await changes.stop()
+            if listener is not None:
+                await listener.stop()
+            if l1 is not None:
+                await l1.aclose()
             await pool.close()
             if redis is not None:
                 await redis.aclose()
             raise
-        return cls(settings, metrics, pool, cache, redis, listener)
+        return cls(settings, metrics, pool, cache, redis, listener, changes)
 
     async def close(self) -> None:
+        await self.changes.stop()
         if self.listener is not None:
             await self.listener.stop()
         await self.cache.idle()

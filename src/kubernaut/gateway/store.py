@@ -102,6 +102,12 @@ _CONNECTION_ERRORS = (
 _PROBE_INTERVAL_S = 0.5
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (a round trip per use): the gateway leaves no
+    session state behind (no LISTEN, advisory locks, cursors or SET); asyncpg still rolls back an open
+    transaction and drops listeners before calling this."""
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL did not take the write; nothing of it was committed."""
 
@@ -174,6 +180,7 @@ class RequestStore:
             max_size=s.max_pool,
             command_timeout=s.command_timeout_s,
             timeout=s.command_timeout_s,
+            reset=_keep_session,
         )
         self._committer = asyncio.create_task(self._commit_loop())
         self.available = True

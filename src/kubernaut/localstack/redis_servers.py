@@ -40,13 +40,18 @@ def ping(host: str, port: int) -> bool:
         return False
 
 
+def _conf(host: str, port: int, workdir: Path, *settings: str) -> str:
+    """A loopback server's file: where it listens and keeps its files, then ``settings``."""
+    lines = [f"port {port}", f"bind {host}", "protected-mode no", f"dir {workdir}", *settings]
+    return "\n".join(lines) + "\n"
+
+
 def gateway_node_conf(host: str, port: int, workdir: Path, replica_of: tuple[str, int] | None) -> str:
     """A node of the gateway's group: RDB snapshots, no eviction, writes refused without a replica."""
-    lines = [
-        f"port {port}",
-        f"bind {host}",
-        "protected-mode no",
-        f"dir {workdir}",
+    return _conf(
+        host,
+        port,
+        workdir,
         "dbfilename dump.rdb",
         "save 900 1 300 10 60 10000",
         "appendonly no",
@@ -56,49 +61,46 @@ def gateway_node_conf(host: str, port: int, workdir: Path, replica_of: tuple[str
         "min-replicas-max-lag 10",
         f"replica-announce-ip {host}",
         "replica-serve-stale-data no",
-    ]
-    if replica_of is not None:
-        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
-    return "\n".join(lines) + "\n"
+        *([f"replicaof {replica_of[0]} {replica_of[1]}"] if replica_of is not None else []),
+    )
 
 
 def context_conf(host: str, port: int, workdir: Path) -> str:
     """The Context-API's cache: no persistence, bounded memory, evicting only keys with a TTL."""
-    return (
-        "\n".join(
-            [
-                f"port {port}",
-                f"bind {host}",
-                "protected-mode no",
-                f"dir {workdir}",
-                'save ""',
-                "appendonly no",
-                "maxmemory 256mb",
-                # volatile-lru: cache entries all carry a TTL; the ownership marker does not and must stay.
-                "maxmemory-policy volatile-lru",
-            ]
-        )
-        + "\n"
+    return _conf(
+        host,
+        port,
+        workdir,
+        'save ""',
+        "appendonly no",
+        "maxmemory 256mb",
+        # volatile-lru: cache entries all carry a TTL; the ownership marker does not and must stay.
+        "maxmemory-policy volatile-lru",
     )
 
 
 def sentinel_conf(host: str, port: int, workdir: Path, master: tuple[str, int]) -> str:
-    return (
-        "\n".join(
-            [
-                f"port {port}",
-                f"bind {host}",
-                "protected-mode no",
-                f"dir {workdir}",
-                f"sentinel announce-ip {host}",
-                f"sentinel monitor {MASTER_NAME} {master[0]} {master[1]} {QUORUM}",
-                f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
-                f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
-                f"sentinel parallel-syncs {MASTER_NAME} {PARALLEL_SYNCS}",
-            ]
-        )
-        + "\n"
+    return _conf(
+        host,
+        port,
+        workdir,
+        f"sentinel announce-ip {host}",
+        f"sentinel monitor {MASTER_NAME} {master[0]} {master[1]} {QUORUM}",
+        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+        f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+        f"sentinel parallel-syncs {MASTER_NAME} {PARALLEL_SYNCS}",
     )
+
+
+def sentinel_conf_matches(conf: Path, port: int, node_ports: set[int]) -> bool:
+    """Whether a kept sentinel.conf listens on ``port`` and monitors one of ``node_ports``."""
+    lines = [line.split() for line in conf.read_text().splitlines()]
+    listens = ["port", str(port)] in lines
+    monitors = any(
+        words[:3] == ["sentinel", "monitor", MASTER_NAME] and len(words) > 4 and int(words[4]) in node_ports
+        for words in lines
+    )
+    return listens and monitors
 
 
 def sentinel_master(host: str, port: int) -> tuple[str, int] | None:

@@ -218,7 +218,10 @@ class LocalStack:
             workdir = self.run.component_dir(s.name)
             workdir.mkdir(exist_ok=True)
             conf = workdir / "sentinel.conf"
-            if not conf.exists():  # sentinel rewrites its own file with what it learns; keep it
+            # Sentinel rewrites its own file with what it learns: keep it, unless it was written for other
+            # ports (the same run directory used with another --port-offset).
+            known_ports = {n.port for n in self.nodes()}
+            if not conf.exists() or not redis_servers.sentinel_conf_matches(conf, s.port, known_ports):
                 conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master))
             self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
 
@@ -289,12 +292,22 @@ class LocalStack:
             self._spawn(name, argv, marker=marker, env=env)
         self.wait_service_ready(name, timeout)
 
+    def _exited(self, name: str) -> str:
+        """The error for a process that died while starting: its log's last line says why."""
+        log = self.run.log(name)
+        try:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        last = f": {lines[-1].strip()[:300]}" if lines else ""
+        return f"{name} exited during start-up{last} (log: {log})"
+
     def wait_service_ready(self, name: str, timeout: float = 30.0) -> None:
         url = f"{self.url(name)}/readyz"
 
         def ready() -> bool:
             if self.record(name) is None:
-                raise RuntimeError(f"{name} exited during start-up; see {self.run.log(name)}")
+                raise RuntimeError(self._exited(name))
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     return bool(resp.status == 200)
@@ -457,7 +470,7 @@ class LocalStack:
 
             def ready(name: str = name, url: str = url) -> bool:
                 if self.record(name) is None:
-                    raise RuntimeError(f"{name} exited during start-up; see {self.run.log(name)}")
+                    raise RuntimeError(self._exited(name))
                 return alerting.http_ok(url)
 
             wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")

@@ -1,9 +1,9 @@
-"""Cross-replica invalidation: every replica subscribes to one channel on the Context-API's Redis and drops
-the L2 entries of the tags another replica invalidated.
+"""Cross-replica invalidation: every replica subscribes to one channel on the Context-API's Redis and
+invalidates the L2 entries of the tags another replica invalidated.
 
 A message is ``{"origin": <replica id>, "tags": [...]}``; a replica skips its own (already applied). Each
-(re)subscription clears L2, because messages sent while this replica was not subscribed are lost; while
-Redis is away, the L2 TTL bounds staleness instead.
+(re)subscription invalidates all of L2, because messages sent while this replica was not subscribed are
+lost; while Redis is away, the L2 TTL bounds staleness instead.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class InvalidationListener:
             pubsub = self._l1.client.pubsub()
             try:
                 await pubsub.subscribe(self._l1.channel)
-                self._l2.clear()
+                self._l2.invalidate_all()
                 while True:
                     # Blocks without the socket timeout: a quiet channel is not a failure.
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)

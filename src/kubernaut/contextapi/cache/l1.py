@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import re
 import uuid
 from collections.abc import Iterable
 
@@ -44,7 +46,7 @@ return 1
 """
 
 _INVALIDATE = """
--- KEYS: generation, tag sets...; ARGV: channel, message
+-- KEYS: generation, tag sets...; ARGV: channel, message ('' = tell no other replica)
 local removed = 0
 for i = 2, #KEYS do
   local members = redis.call('SMEMBERS', KEYS[i])
@@ -54,7 +56,9 @@ for i = 2, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
 return removed
 """
 
@@ -91,7 +95,10 @@ class RedisTier:
         self._metrics = metrics
         self._available = asyncio.Event()
         self._trouble = asyncio.Event()
-        self._pending: set[str] = set()
+        # Invalidations Redis has not taken yet: tag -> whether other replicas must be told (pub/sub).
+        self._pending: dict[str, bool] = {}
+        # Drop every entry before L1 is used again (PostgreSQL notifications may have been missed).
+        self._pending_everything = False
         self._set_if_current = client.register_script(_SET_IF_CURRENT)
         self._invalidate = client.register_script(_INVALIDATE)
         self._supervisor: asyncio.Task[None] | None = None
@@ -202,9 +209,19 @@ class RedisTier:
         except REDIS_ERRORS as err:
             self.report_failure(err)
 
-    async def invalidate(self, tags: Iterable[str]) -> None:
-        """Drop the tagged entries on Redis and tell the other replicas; replayed later if Redis is away."""
-        self._pending.update(tags)
+    async def invalidate(self, tags: Iterable[str], *, announce: bool = True) -> None:
+        """Drop the tagged entries on Redis and, with ``announce``, tell the other replicas (without it,
+        each replica learns of the change itself). Replayed later if Redis is away."""
+        for tag in tags:
+            self._pending[tag] = self._pending.get(tag, False) or announce
+        await self._replay_if_available()
+
+    async def invalidate_everything(self) -> None:
+        """Drop every entry: every tag set's members (each entry is in one). Not announced."""
+        self._pending_everything = True
+        await self._replay_if_available()
+
+    async def _replay_if_available(self) -> None:
         if not self.available:
             return
         try:
@@ -212,11 +229,49 @@ class RedisTier:
         except REDIS_ERRORS as err:
             self.report_failure(err)
 
-    async def _replay_pending(self) -> None:
-        pending = sorted(self._pending)
-        for start in range(0, len(pending), _REPLAY_BATCH):
-            batch = pending[start : start + _REPLAY_BATCH]
-            keys = [self._generation_key, *(self._tag_key(t) for t in batch)]
+    async def _all_tags(self) -> list[str]:
+        tag_prefix = self._tag_key("")
+        match = re.sub(r"([*?\[\]\\])", r"\\\1", tag_prefix) + "*"
+        tags: list[str] = []
+        cursor = 0
+        while True:
             async with asyncio.timeout(self._op_timeout_s):
-                await self._invalidate(keys=keys, args=[self.channel, encode(self.instance_id, batch)])
-            self._pending.difference_update(batch)
+                cursor, keys = await self.client.scan(cursor, match=match, count=1000)
+            for key in keys:
+                name = key.decode() if isinstance(key, bytes) else key
+                tags.append(name.removeprefix(tag_prefix))
+            if cursor == 0:
+                return tags
+
+    async def _run_invalidate(self, tags: list[str], message: bytes) -> None:
+        keys = [self._generation_key, *(self._tag_key(t) for t in tags)]
+        async with asyncio.timeout(self._op_timeout_s):
+            await self._invalidate(keys=keys, args=[self.channel, message])
+
+    async def _replay_pending(self) -> None:
+        """Run what is pending, in batches; whatever fails stays pending (merged with newer requests)."""
+        if self._pending_everything:
+            self._pending_everything = False
+            try:
+                # The generation goes up first: a fill landing after it is refused, one landing before
+                # it is in a tag set the scan finds.
+                await self._run_invalidate([], b"")
+                tags = await self._all_tags()
+            except BaseException:
+                self._pending_everything = True
+                raise
+            for tag in tags:
+                self._pending.setdefault(tag, False)
+        while self._pending:
+            batch = dict(itertools.islice(self._pending.items(), _REPLAY_BATCH))
+            for tag in batch:
+                del self._pending[tag]
+            announced = [tag for tag, announce in batch.items() if announce]
+            try:
+                await self._run_invalidate(
+                    list(batch), encode(self.instance_id, announced) if announced else b""
+                )
+            except BaseException:
+                for tag, announce in batch.items():
+                    self._pending[tag] = self._pending.get(tag, False) or announce
+                raise

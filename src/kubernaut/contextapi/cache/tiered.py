@@ -13,23 +13,32 @@ from enum import StrEnum
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
 from kubernaut.contextapi.cache.singleflight import SingleFlight
-from kubernaut.contextapi.metrics import ContextApiMetrics
+from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 
 
 class Tier(StrEnum):
     L1 = "l1"
     L2 = "l2"
     L3 = "l3"
+    STALE = "stale"  # L3 failed; this replica's last known answer, invalidated since
 
 
 Loaded = tuple[bytes | None, Tier]
 
 
 class TieredCache:
-    def __init__(self, l2: LocalCache, l1: RedisTier | None, metrics: ContextApiMetrics) -> None:
+    def __init__(
+        self,
+        l2: LocalCache,
+        l1: RedisTier | None,
+        metrics: ContextApiMetrics,
+        unavailable: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        """``unavailable``: the loader's errors after which a last known answer is better than none."""
         self.l2 = l2
         self.l1 = l1
         self._metrics = metrics
+        self._unavailable = unavailable
         self._flight: SingleFlight[Loaded] = SingleFlight(metrics.singleflight_collapsed.inc)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -55,20 +64,37 @@ class TieredCache:
                 return body, Tier.L1
             if l1_generation is not None:
                 self._metrics.cache_misses.labels("l1").inc()
-        body = await load()
+        try:
+            body = await load()
+        except self._unavailable:
+            stale = self.l2.last_known(key)
+            if stale is None:
+                raise
+            self._metrics.cache_hits.labels(Tier.STALE.value).inc()
+            return stale, Tier.STALE
         if body is not None:
             self.l2.put(key, body, tags, l2_generation)
             if self.l1 is not None and l1_generation is not None:
                 self._spawn(self.l1.put(key, body, tags, l1_generation))
         return body, Tier.L3
 
-    async def invalidate(self, tags: Iterable[str]) -> None:
-        """After a write: Redis first (so no replica refills L2 from stale L1), then this replica's L2."""
+    async def invalidate(self, tags: Iterable[str], origin: Origin = Origin.LOCAL) -> None:
+        """After a write: Redis first (so no replica refills L2 from stale L1), then this replica's L2.
+
+        A write only this replica knows of (``local``) is announced to the others through Redis; one
+        PostgreSQL announced (``postgres``) reached every replica already."""
         tag_list = list(tags)
         if self.l1 is not None:
-            await self.l1.invalidate(tag_list)
+            await self.l1.invalidate(tag_list, announce=origin is Origin.LOCAL)
         self.l2.invalidate(tag_list)
-        self._metrics.invalidations.labels("local").inc()
+        self._metrics.invalidations.labels(origin.value).inc()
+
+    async def invalidate_everything(self, origin: Origin) -> None:
+        """Invalidate every entry of L1 and of this replica's L2 (changes may have gone unannounced)."""
+        if self.l1 is not None:
+            await self.l1.invalidate_everything()
+        self.l2.invalidate_all()
+        self._metrics.invalidations.labels(origin.value).inc()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
