@@ -137,6 +137,7 @@ def test_cache_counters_from_a_context_api_exposition() -> None:
     registry = CollectorRegistry()  # the contract's names and labels, as the Context-API exports them
     hits = Counter("context_api_cache_hits_total", "hits", ["tier"], registry=registry)
     misses = Counter("context_api_cache_misses_total", "misses", ["tier"], registry=registry)
+    invalidations = Counter("context_api_invalidations_total", "inv", ["origin"], registry=registry)
 
     def read() -> CacheCounters:
         return CacheCounters.from_exposition(generate_latest(registry).decode())
@@ -150,7 +151,10 @@ def test_cache_counters_from_a_context_api_exposition() -> None:
     assert before.hit_rate("l2") == pytest.approx(0.75)
     hits.labels("l2").inc(5)
     misses.labels("l2").inc(15)
+    invalidations.labels("postgres").inc(4)
+    invalidations.labels("local").inc(7)
     during = read() - before
     assert during.hit_rate("l2") == pytest.approx(0.25)
+    assert during.postgres_invalidations == 4
     assert during.hit_rate("l1") is None  # no L1 lookups in between
     assert CacheCounters.from_exposition("") == CacheCounters()

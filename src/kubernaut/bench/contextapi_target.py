@@ -39,12 +39,14 @@ WALK_CONNECTIONS = 10
 
 @dataclass(frozen=True)
 class CacheCounters:
-    """A replica's cache counters (``context_api_cache_{hits,misses}_total`` by tier)."""
+    """A replica's cache counters: ``context_api_cache_{hits,misses}_total`` by tier, and the
+    invalidations PostgreSQL announced (``context_api_invalidations_total{origin="postgres"}``)."""
 
     l1_hits: float = 0
     l1_misses: float = 0
     l2_hits: float = 0
     l2_misses: float = 0
+    postgres_invalidations: float = 0
 
     @classmethod
     def from_exposition(cls, text: str) -> CacheCounters:
@@ -54,6 +56,8 @@ class CacheCounters:
                 if s.name in ("context_api_cache_hits_total", "context_api_cache_misses_total"):
                     kind = "hits" if "hits" in s.name else "misses"
                     values[f"{s.labels.get('tier')}_{kind}"] = s.value
+                elif s.name == "context_api_invalidations_total" and s.labels.get("origin") == "postgres":
+                    values["postgres_invalidations"] = s.value
         return cls(**{f.name: values.get(f.name, 0.0) for f in fields(cls)})
 
     def __sub__(self, other: CacheCounters) -> CacheCounters:

@@ -61,7 +61,7 @@ STORM_BATCH = 50
 STORM_CONNECTIONS, STORM_THREADS = 50, 2
 STORM_LEAD_S = 8.0  # the storm starts this much longer than the Context-API's run, to open first
 CORE_CONTEXT, CORE_GATEWAY = "0", "1"
-FROM_L1_EXPECTED = 0.99  # below this share, the notes say the breaker took L1 away
+FROM_L1_EXPECTED = 0.99  # below this share, the notes say why answers came from PostgreSQL
 PLACEMENT = (
     f"core {CORE_CONTEXT}: the Context-API replica, its wrk and its own Redis; core {CORE_GATEWAY}: the "
     "gateway, the storm's wrk, the group's replicas and Sentinels, and PostgreSQL (every backend); the "
@@ -94,6 +94,8 @@ class IsolationRow:
     failed: int
     served_by_l1: float  # share of the Context-API's answers read from L1
     l1_reads_per_s: float  # MGET calls on the Context-API's Redis (the gateway sends none)
+    l1_failures: int  # times the replica stopped using L1 during the run (its breaker left CLOSED)
+    postgres_invalidations: int  # invalidations PostgreSQL announced to it during the run (gateway writes)
     gateway_alerts_per_s: float | None  # the storm's rate over its whole run
     gateway_failed: int | None  # the storm's requests answered > 399 or lost (socket errors)
     master_commands_per_s: float  # on the gateway group's master, during the Context-API's run
@@ -220,9 +222,12 @@ def _phase(
                 storming.result()  # raises what ended the storm's load early
         log(f"{setup.name}, gateway {'storm' if storm else 'idle'}: Context-API at {CONTEXT_RATE_PER_S}/s")
         before = command_calls(*running.master), command_calls(*running.context_redis, only="mget")
+        failures, counters = running.context_api.l1_failures(), running.context_api.counters()
         result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
         master_calls = command_calls(*running.master) - before[0]
         l1_reads = command_calls(*running.context_redis, only="mget") - before[1]
+        failures = running.context_api.l1_failures() - failures
+        invalidations = (running.context_api.counters() - counters).postgres_invalidations
         storm_result = storming.result() if storming is not None else None
     answered = sum(result.served_by.values())
     return IsolationRow(
@@ -235,6 +240,8 @@ def _phase(
         result.non_2xx + result.socket_errors,
         result.served_by.get("l1", 0) / answered if answered else 0.0,
         l1_reads / result.duration_s,
+        failures,
+        round(invalidations),
         None if storm_result is None else storm_result.requests_per_s * STORM_BATCH,
         None if storm_result is None else storm_result.non_2xx + storm_result.socket_errors,
         master_calls / result.duration_s,
@@ -338,9 +345,11 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     for r in rows:
         if r.served_by_l1 < FROM_L1_EXPECTED:
             notes.append(
-                f"{r.setup}, gateway {r.gateway}: only {100 * r.served_by_l1:.1f} % of the Context-API's "
-                "answers came from L1: its Redis calls timed out, its circuit breaker opened and the rest "
-                "were PostgreSQL queries"
+                f"{r.setup}, gateway {r.gateway}: {100 * r.served_by_l1:.1f} % of the Context-API's answers "
+                f"came from L1, the rest from PostgreSQL; during the run it stopped using L1 {r.l1_failures} "
+                f"time(s) (a Redis call failed or outlasted its 50 ms socket timeout) and PostgreSQL "
+                f"announced {r.postgres_invalidations} invalidation(s) (requests the gateway wrote), each "
+                "dropping the cached answers they touch"
             )
     if any(r.failed for r in rows):
         notes.append("WARNING: some runs had failed requests (failed column)")
