@@ -94,8 +94,9 @@ class IsolationRow:
     failed: int
     served_by_l1: float  # share of the Context-API's answers read from L1
     l1_reads_per_s: float  # MGET calls on the Context-API's Redis (the gateway sends none)
-    l1_failures: int  # times the replica stopped using L1 during the run (its breaker left CLOSED)
-    postgres_invalidations: int  # invalidations PostgreSQL announced to it during the run (gateway writes)
+    # From the phase's start (before the storm) to the end of the run:
+    l1_failures: int  # times the replica stopped using L1 (its breaker left CLOSED)
+    postgres_invalidations: int  # invalidations PostgreSQL announced to it (requests the gateway wrote)
     gateway_alerts_per_s: float | None  # the storm's rate over its whole run
     gateway_failed: int | None  # the storm's requests answered > 399 or lost (socket errors)
     master_commands_per_s: float  # on the gateway group's master, during the Context-API's run
@@ -209,6 +210,8 @@ def _phase(
     load = Load(duration_s, CONTEXT_CONNECTIONS, threads=1)
     url = running.context_api.url
     get_keys(url, key_file, Load(2, CONTEXT_CONNECTIONS, 1), rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
+    # From before the storm: its first request, announced by PostgreSQL, invalidates cached answers.
+    failures, counters = running.context_api.l1_failures(), running.context_api.counters()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="storm") as pool:
         storming = None
         if storm is not None:
@@ -222,7 +225,6 @@ def _phase(
                 storming.result()  # raises what ended the storm's load early
         log(f"{setup.name}, gateway {'storm' if storm else 'idle'}: Context-API at {CONTEXT_RATE_PER_S}/s")
         before = command_calls(*running.master), command_calls(*running.context_redis, only="mget")
-        failures, counters = running.context_api.l1_failures(), running.context_api.counters()
         result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
         master_calls = command_calls(*running.master) - before[0]
         l1_reads = command_calls(*running.context_redis, only="mget") - before[1]
@@ -346,10 +348,10 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
         if r.served_by_l1 < FROM_L1_EXPECTED:
             notes.append(
                 f"{r.setup}, gateway {r.gateway}: {100 * r.served_by_l1:.1f} % of the Context-API's answers "
-                f"came from L1, the rest from PostgreSQL; during the run it stopped using L1 {r.l1_failures} "
-                f"time(s) (a Redis call failed or outlasted its 50 ms socket timeout) and PostgreSQL "
-                f"announced {r.postgres_invalidations} invalidation(s) (requests the gateway wrote), each "
-                "dropping the cached answers they touch"
+                f"came from L1, the rest from PostgreSQL; from the storm's start to the run's end it stopped "
+                f"using L1 {r.l1_failures} time(s) (a Redis call failed or outlasted its 50 ms socket "
+                f"timeout) and PostgreSQL announced {r.postgres_invalidations} invalidation(s) (requests the "
+                "gateway wrote), each dropping the cached answers it touches until they are read again"
             )
     if any(r.failed for r in rows):
         notes.append("WARNING: some runs had failed requests (failed column)")
