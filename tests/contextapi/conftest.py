@@ -114,6 +114,12 @@ async def open_replica(settings: Settings) -> AsyncIterator[Replica]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://context-api") as client:
+            # Start-up waits a bounded time for the notification listener's first resync, which
+            # invalidates everything cached; on a loaded machine it can come later: wait for it here.
+            async def listening() -> bool:
+                return bool((await client.get("/healthz")).json().get("notifications") == "listening")
+
+            await eventually(listening, within=30, what="the replica's notification listener")
             yield Replica(app, client)
 
 
