@@ -68,7 +68,15 @@ def _status_table(status: dict[str, Any]) -> Table:
     for i, s in enumerate(gw["sentinels"]):
         row(f"sentinel-{i}", s["addr"], s, f"quorum {gw['quorum']}")
     row("redis-context", status["redis_context"]["addr"], status["redis_context"])
-    row("postgres", status["postgres"]["addr"], status["postgres"])
+    pg = status["postgres"]
+    if pg.get("mode") == "ha":
+        for m in pg["members"]:
+            role = m["role"] or ""
+            alive = {"pid": m["pid"], "alive": m["pid"] is not None}
+            row(m["name"], m["addr"], alive, f"{role} sync" if m["sync"] else role)
+        row("etcd", pg["etcd"]["addr"], pg["etcd"])
+    else:
+        row("postgres", pg["addr"], pg)
     row("gateway", status["gateway"]["url"], status["gateway"])
     row("context-api", status["context_api"]["url"], status["context_api"])
     for name, proc in status.get("alerting", {}).items():
@@ -82,6 +90,11 @@ def up(
     with_alerting: bool = typer.Option(
         False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
     ),
+    postgres_ha: bool = typer.Option(
+        False,
+        "--postgres-ha",
+        help="PostgreSQL as a Patroni cluster (etcd + 2 nodes, synchronous standby, automatic failover).",
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -89,7 +102,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(alerting=with_alerting, timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout, postgres_ha=postgres_ha)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
