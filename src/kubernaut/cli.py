@@ -321,10 +321,15 @@ def drill(
     from kubernaut.drill.faults import SCENARIOS
     from kubernaut.drill.runner import DrillReport, run_drill
 
-    names = list(SCENARIOS) if scenario == "all" else [scenario]
     if scenario != "all" and scenario not in SCENARIOS:
         raise fail(f"unknown scenario {scenario!r}; choose one of: all, {', '.join(SCENARIOS)}")
     stack = _stack(run_dir, port_offset, quiet=True)
+    names = [n for n, s in SCENARIOS.items() if s.runs_on(stack)] if scenario == "all" else [scenario]
+    if scenario != "all" and not SCENARIOS[scenario].runs_on(stack):
+        mode = (
+            "`kubernaut up --postgres-ha`" if SCENARIOS[scenario].postgres == "ha" else "a single PostgreSQL"
+        )
+        raise fail(f"scenario {scenario!r} needs a stack with {mode}")
     st = stack.status()
     if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
         raise fail("the local stack is not running: start it with `kubernaut up`")

@@ -210,7 +210,10 @@ class LocalStack:
                 "http": {"host": t.host, "port": t.context_http},
                 "redis": {"host": t.host, "port": t.redis_context_port},
             },
-            "postgres": {"dsn": self.postgres_dsn},
+            "postgres": {
+                "dsn": self.postgres_dsn,
+                **({"read_dsn": self.postgres_read_dsn} if self.postgres_ha else {}),
+            },
         }
         self.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.run.config_file.chmod(0o600)
