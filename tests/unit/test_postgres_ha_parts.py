@@ -9,8 +9,13 @@ from kubernaut.contextapi.standby import lsn_int
 from kubernaut.localstack import patroni
 from kubernaut.localstack.topology import Topology
 
-# The offsets the team's stacks use side by side (tests, manual stacks, benchmarks).
-OFFSETS = [0, 1000] + [o + d for o in range(2000, 9000, 1000) for d in (0, 300, 500, 700)]
+# The offsets stacks use side by side: a developer's (0), the test default, and per engineer a test, a
+# manual and a benchmark stack; tests/ha's HA stack sits 300 above its test stack.
+OFFSETS = [0, 1000, 1300] + [o + d for o in range(2000, 9000, 1000) for d in (0, 300, 500, 700)]
+
+
+def _ha_ports(t: Topology) -> list[int]:
+    return [*t.postgres_ha_ports, *t.patroni_rest_ports, t.etcd_client_port, t.etcd_peer_port]
 
 
 def _ports(t: Topology) -> list[int]:
@@ -31,12 +36,13 @@ def _ports(t: Topology) -> list[int]:
     ]
 
 
-def test_every_ha_port_shifts_with_the_offset_and_no_two_stacks_collide() -> None:
+def test_every_ha_port_shifts_with_the_offset_and_collides_with_no_other_stack() -> None:
     base, shifted = _ports(Topology()), _ports(Topology(offset=123))
     assert [p + 123 for p in base] == shifted
     assert len(set(base)) == len(base)
     for a, b in combinations(OFFSETS, 2):
-        assert not set(_ports(Topology(offset=a))) & set(_ports(Topology(offset=b))), (a, b)
+        for x, y in ((a, b), (b, a)):
+            assert not set(_ha_ports(Topology(offset=x))) & set(_ports(Topology(offset=y))), (x, y)
 
 
 def test_patroni_config_is_synchronous_with_rewind_and_topology_ports() -> None:
