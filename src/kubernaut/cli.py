@@ -273,6 +273,11 @@ def bench(
     port_offset: int = typer.Option(
         300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
     ),
+    postgres_ha: bool = typer.Option(
+        False,
+        "--postgres-ha",
+        help="Its stack's PostgreSQL as the Patroni cluster (Context-API reads a standby).",
+    ),
 ) -> None:
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
     from kubernaut.bench import BENCHMARKS
@@ -291,6 +296,9 @@ def bench(
         err_console.print(f"[dim]{msg}[/]", highlight=False)
 
     try:
+        if postgres_ha:
+            progress("starting the Patroni cluster")
+            stack.up(services=False, postgres_ha=True, timeout=120)
         report = BENCHMARKS[name](stack, quick=quick, log=progress)
     except (BenchError, TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
