@@ -84,3 +84,18 @@ def test_lsn_order_is_numeric_across_the_high_word() -> None:
     assert lsn_int("0/0") == 0
     assert lsn_int("1/0") > lsn_int("0/FFFFFFFF")
     assert lsn_int("0/A0") > lsn_int("0/9F")
+
+
+def test_drill_all_picks_the_postgres_scenarios_of_the_stack_mode(tmp_path: Path) -> None:
+    from kubernaut.drill.faults import SCENARIOS
+    from kubernaut.localstack import LocalStack
+
+    stack = LocalStack(tmp_path)
+    single = {n for n, s in SCENARIOS.items() if s.runs_on(stack)}
+    stack.run.postgres_ha_marker.parent.mkdir(parents=True, exist_ok=True)
+    stack.run.postgres_ha_marker.write_text("patroni\n")
+    ha = {n for n, s in SCENARIOS.items() if s.runs_on(stack)}
+    pg_ha = {"postgres-primary-kill", "postgres-switchover", "postgres-standby-kill"}
+    assert "postgres-restart" in single - ha
+    assert pg_ha <= ha - single
+    assert "master-kill" in single & ha
