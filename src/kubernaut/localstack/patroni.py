@@ -121,6 +121,9 @@ def node_config(
                 f"host all all {host}/32 scram-sha-256",
             ],
             "parameters": {"unix_socket_directories": "", "log_min_messages": "warning"},
+            # A node pg_rewind cannot bring back is cloned afresh from the primary rather than left out.
+            "remove_data_directory_on_rewind_failure": True,
+            "remove_data_directory_on_diverged_timelines": True,
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
     }
