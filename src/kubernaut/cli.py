@@ -68,7 +68,15 @@ def _status_table(status: dict[str, Any]) -> Table:
     for i, s in enumerate(gw["sentinels"]):
         row(f"sentinel-{i}", s["addr"], s, f"quorum {gw['quorum']}")
     row("redis-context", status["redis_context"]["addr"], status["redis_context"])
-    row("postgres", status["postgres"]["addr"], status["postgres"])
+    pg = status["postgres"]
+    if pg.get("mode") == "ha":
+        for m in pg["members"]:
+            role = m["role"] or ""
+            alive = {"pid": m["pid"], "alive": m["pid"] is not None}
+            row(m["name"], m["addr"], alive, f"{role} sync" if m["sync"] else role)
+        row("etcd", pg["etcd"]["addr"], pg["etcd"])
+    else:
+        row("postgres", pg["addr"], pg)
     row("gateway", status["gateway"]["url"], status["gateway"])
     row("context-api", status["context_api"]["url"], status["context_api"])
     for name, proc in status.get("alerting", {}).items():
@@ -82,6 +90,11 @@ def up(
     with_alerting: bool = typer.Option(
         False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
     ),
+    postgres_ha: bool = typer.Option(
+        False,
+        "--postgres-ha",
+        help="PostgreSQL as a Patroni cluster (etcd + 2 nodes, synchronous standby, automatic failover).",
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -89,7 +102,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(alerting=with_alerting, timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout, postgres_ha=postgres_ha)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -260,6 +273,11 @@ def bench(
     port_offset: int = typer.Option(
         300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
     ),
+    postgres_ha: bool = typer.Option(
+        False,
+        "--postgres-ha",
+        help="Its stack's PostgreSQL as the Patroni cluster (Context-API reads a standby).",
+    ),
 ) -> None:
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
     from kubernaut.bench import BENCHMARKS
@@ -278,6 +296,9 @@ def bench(
         err_console.print(f"[dim]{msg}[/]", highlight=False)
 
     try:
+        if postgres_ha:
+            progress("starting the Patroni cluster")
+            stack.up(services=False, postgres_ha=True, timeout=120)
         report = BENCHMARKS[name](stack, quick=quick, log=progress)
     except (BenchError, TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
@@ -308,10 +329,15 @@ def drill(
     from kubernaut.drill.faults import SCENARIOS
     from kubernaut.drill.runner import DrillReport, run_drill
 
-    names = list(SCENARIOS) if scenario == "all" else [scenario]
     if scenario != "all" and scenario not in SCENARIOS:
         raise fail(f"unknown scenario {scenario!r}; choose one of: all, {', '.join(SCENARIOS)}")
     stack = _stack(run_dir, port_offset, quiet=True)
+    names = [n for n, s in SCENARIOS.items() if s.runs_on(stack)] if scenario == "all" else [scenario]
+    if scenario != "all" and not SCENARIOS[scenario].runs_on(stack):
+        mode = (
+            "`kubernaut up --postgres-ha`" if SCENARIOS[scenario].postgres == "ha" else "a single PostgreSQL"
+        )
+        raise fail(f"scenario {scenario!r} needs a stack with {mode}")
     st = stack.status()
     if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
         raise fail("the local stack is not running: start it with `kubernaut up`")

@@ -102,6 +102,8 @@ RedisSettings = Annotated[
 
 class PostgresSettings(Section):
     dsn: SecretStr = SecretStr("postgresql://kubernaut@127.0.0.1:15432/kubernaut")
+    # The Context-API's reads (a standby, e.g. CloudNativePG's -ro Service); writes always use ``dsn``.
+    read_dsn: SecretStr | None = None
     min_pool: Annotated[int, Field(ge=1)] = 2
     max_pool: Annotated[int, Field(ge=1)] = 10
     command_timeout_s: PositiveSeconds = 5.0

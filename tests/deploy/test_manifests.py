@@ -1,9 +1,10 @@
 """Every overlay renders, and every rendered object validates offline.
 
 Built-in kinds: strictly (unknown fields refused) against the Kubernetes 1.30 schemas that the PyPI
-package kubernetes-validate ships. The Prometheus Operator's kinds (ServiceMonitor, PrometheusRule) are
-CRDs with no schema there: they validate against tests/deploy/schemas/, which types every field these
-manifests use as the operator's CRD does and refuses any other.
+package kubernetes-validate ships. The Prometheus Operator's kinds (ServiceMonitor, PrometheusRule) and
+CloudNativePG's (Cluster, ScheduledBackup) are CRDs with no schema there: they validate against
+tests/deploy/schemas/, which types every field these manifests use as the operator's CRD does and
+refuses any other.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from referencing import Registry, Resource
 from tests.deploy.manifests import NAMESPACE, OVERLAYS, Obj, render
 
 KUBERNETES_VERSION = "1.30.0"
-CRD_GROUP = "monitoring.coreos.com/"
+CRD_GROUPS = ("monitoring.coreos.com/", "postgresql.cnpg.io/")
 SCHEMAS = Path(__file__).parent / "schemas"
-CRD_SCHEMAS = {"ServiceMonitor": "servicemonitor.json", "PrometheusRule": "prometheusrule.json"}
+CRD_SCHEMAS = {
+    "ServiceMonitor": "servicemonitor.json",
+    "PrometheusRule": "prometheusrule.json",
+    "Cluster": "cnpg-cluster.json",
+    "ScheduledBackup": "cnpg-scheduledbackup.json",
+}
 
 
 def crd_validator(kind: str) -> jsonschema.Draft202012Validator:
@@ -35,7 +41,7 @@ def crd_validator(kind: str) -> jsonschema.Draft202012Validator:
 
 
 def validate(obj: Obj) -> None:
-    if obj["apiVersion"].startswith(CRD_GROUP):
+    if obj["apiVersion"].startswith(CRD_GROUPS):
         crd_validator(obj["kind"]).validate(obj)
     else:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -76,6 +82,11 @@ def test_strict_validation_refuses_what_it_should() -> None:
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
     with pytest.raises(jsonschema.ValidationError):
         validate(monitor)
+
+    cluster = copy.deepcopy(rendered.get("Cluster", "kubernaut-postgres"))
+    cluster["spec"]["postgresql"]["synchronous"]["method"] = "all"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(cluster)
 
     rule = copy.deepcopy(rendered.get("PrometheusRule", "gateway-redis"))
     rule["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"

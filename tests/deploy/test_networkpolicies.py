@@ -20,12 +20,19 @@ def ns_labels(namespace: str) -> dict[str, str]:
     return {"kubernetes.io/metadata.name": namespace}
 
 
+# A CloudNativePG Cluster's instance pods (the operator labels them and names their ports).
+CNPG_PORTS = {"postgresql": 5432, "status": 8000, "metrics": 9187}
+
+
 def workload_pods(rendered: Rendered) -> dict[str, Pod]:
     pods = {}
     for w in rendered.workloads():
         ports = {p["name"]: int(p["containerPort"]) for c in containers(w) for p in c.get("ports", [])}
         name = w["metadata"]["name"]
         pods[name] = Pod(name, NAMESPACE, pod_labels(w), ns_labels(NAMESPACE), ports)
+    for cluster in rendered.of_kind("Cluster"):
+        labels = {"cnpg.io/cluster": cluster["metadata"]["name"]}
+        pods["postgres"] = Pod("postgres", NAMESPACE, labels, ns_labels(NAMESPACE), dict(CNPG_PORTS))
     return pods
 
 
@@ -34,6 +41,9 @@ OUTSIDERS = [
     Pod("stranger", NAMESPACE, {"app": "debug-shell"}, ns_labels(NAMESPACE)),
     Pod("gateway-elsewhere", "default", {"app": "gateway"}, ns_labels("default")),
     Pod("prometheus-lookalike", NAMESPACE, PROMETHEUS_LABELS, ns_labels(NAMESPACE)),
+    Pod(
+        "cnpg-operator", "cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}, ns_labels("cnpg-system")
+    ),
 ]
 
 # target -> port name -> the clients admitted
@@ -45,7 +55,13 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "sentinel-metrics": {"prometheus"},
     },
     "redis": {"redis": {"context-api"}, "redis-metrics": {"prometheus"}},
-    "postgres": {"postgres": {"gateway", "context-api"}},
+    "postgres": {
+        "postgres": {"gateway", "context-api"},
+        # production's CloudNativePG instances: replication among themselves, the operator, Prometheus
+        "postgresql": {"gateway", "context-api", "postgres"},
+        "status": {"cnpg-operator"},
+        "metrics": {"prometheus"},
+    },
 }
 # The services' HTTP ports stay open: Alertmanager and the Context-API's consumers live elsewhere.
 OPEN = {"gateway": "http", "context-api": "http"}

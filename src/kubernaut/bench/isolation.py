@@ -185,7 +185,16 @@ def _pin(stack: LocalStack, running: Running, setup: Setup) -> list[str]:
         placement[node.name] = setup.master_core if node.port == running.master[1] else CORE_GATEWAY
     for s in stack.sentinels():
         placement[s.name] = CORE_GATEWAY
-    placement["gateway"] = placement["postgres"] = CORE_GATEWAY
+    placement["gateway"] = CORE_GATEWAY
+    if stack.postgres_ha:
+        # The primary takes the gateway's writes; the standby serves the Context-API's reads (read_dsn).
+        primary = stack.pg_ha.primary()
+        for pg_node in stack.pg_ha.nodes():
+            on_gateway = primary is not None and pg_node.name == primary.name
+            placement[pg_node.name] = CORE_GATEWAY if on_gateway else CORE_CONTEXT
+        placement["etcd"] = CORE_GATEWAY
+    else:
+        placement["postgres"] = CORE_GATEWAY
     seen = []
     for name, cpus in placement.items():
         rec = running.context_api.record if name == running.context_api.name else stack.record(name)

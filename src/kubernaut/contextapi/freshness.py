@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -62,8 +63,16 @@ def tags_for(payload: str) -> list[str] | None:
 
 
 class RequestChangeListener:
-    def __init__(self, dsn: str, cache: TieredCache, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        cache: TieredCache,
+        *,
+        timeout_s: float,
+        before_invalidate: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._before = before_invalidate
         self._cache = cache
         self._timeout_s = timeout_s
         self._tags: set[str] = set()
@@ -110,6 +119,8 @@ class RequestChangeListener:
             self._dirty.clear()
             everything, tags = self._everything, self._tags
             self._everything, self._tags = False, set()
+            if self._before is not None:
+                await self._before()  # e.g. the standby fence: a refill must see the change
             if everything:
                 await self._cache.invalidate_everything(Origin.POSTGRES)
             elif tags:
@@ -148,6 +159,8 @@ class RequestChangeListener:
         conn.add_termination_listener(lambda _conn: closed.set())
         await conn.add_listener(CHANNEL, self._on_notification)
         # Whatever was committed before LISTEN took effect was never announced to this replica.
+        if self._before is not None:
+            await self._before()
         await self._cache.invalidate_everything(Origin.POSTGRES)
         self.listening = True
         self._resynced.set()

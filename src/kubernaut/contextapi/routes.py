@@ -43,10 +43,12 @@ def _not_found(request: Request, headers: dict[str, str] | None = None) -> Respo
     return problem(404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers)
 
 
-async def _l3(api: ContextApi, name: str, run: Callable[[queries.Conn], Awaitable[Any]]) -> Any:
+async def _l3(
+    api: ContextApi, name: str, run: Callable[[queries.Conn], Awaitable[Any]], *, write: bool = False
+) -> Any:
+    """A read goes to a standby when ``postgres.read_dsn`` is set (fenced, see standby.py)."""
     with api.metrics.l3(name):
-        async with api.pool.acquire() as conn:
-            return await run(conn)
+        return await (api.reads.write(run) if write else api.reads.read(run))
 
 
 async def _cached(
@@ -129,7 +131,9 @@ async def record_outcome(request: Request) -> Response:
         return raw
     body = OutcomeBody.parse(raw)
     api = _api(request)
-    result = await _l3(api, "record_outcome", lambda conn: queries.record_outcome(conn, incident_id, body))
+    result = await _l3(
+        api, "record_outcome", lambda conn: queries.record_outcome(conn, incident_id, body), write=True
+    )
     if result.status == "not_found":
         return _not_found(request)
     if result.status == "conflict":
@@ -144,7 +148,7 @@ async def record_outcome(request: Request) -> Response:
     if result.status == "recorded":
         assert result.namespace is not None
         await api.cache.invalidate([incident_tag(incident_id), namespace_tag(result.namespace), ALL_TAG])
-    fresh = await _l3(api, "incident", lambda conn: queries.get_incident(conn, incident_id))
+    fresh = await _l3(api, "incident", lambda conn: queries.get_incident(conn, incident_id), write=True)
     return Response(fresh, media_type=JSON)
 
 

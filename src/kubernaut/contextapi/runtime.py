@@ -18,6 +18,7 @@ from kubernaut.contextapi.cache.l2 import LocalCache
 from kubernaut.contextapi.freshness import RequestChangeListener
 from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 from kubernaut.contextapi.queries import STORE_ERRORS
+from kubernaut.contextapi.standby import ReadRouter
 from kubernaut.redis import RedisHandle, connect
 from kubernaut.store.migrate import migrate_dsn
 
@@ -29,6 +30,7 @@ class ContextApi:
     settings: Settings
     metrics: ContextApiMetrics
     pool: asyncpg.Pool
+    reads: ReadRouter
     cache: TieredCache
     redis: RedisHandle | None
     listener: InvalidationListener | None
@@ -46,12 +48,22 @@ class ContextApi:
             # JIT compilation costs more than it saves on these short queries.
             server_settings={"jit": "off"},
         )
+        read_pool: asyncpg.Pool | None = None
         redis: RedisHandle | None = None
         l1: RedisTier | None = None
         listener: InvalidationListener | None = None
         changes: RequestChangeListener | None = None
         try:
             await migrate_dsn(pg.dsn.get_secret_value())
+            if pg.read_dsn is not None:
+                read_pool = await asyncpg.create_pool(
+                    pg.read_dsn.get_secret_value(),
+                    min_size=min(pg.min_pool, pg.max_pool),
+                    max_size=pg.max_pool,
+                    command_timeout=pg.command_timeout_s,
+                    server_settings={"jit": "off"},
+                )
+            reads = ReadRouter(pool, read_pool, timeout_s=pg.command_timeout_s)
             l2 = LocalCache(cfg.l2.max_entries, cfg.l2.max_bytes, cfg.l2.ttl_s)
             if cfg.l1.enabled:
                 redis = connect(cfg.redis, client_name="kubernaut-context-api")
@@ -76,7 +88,12 @@ class ContextApi:
             else:
                 metrics.l1_available.set(0)
             cache = TieredCache(l2, l1, metrics, unavailable=STORE_ERRORS)
-            changes = RequestChangeListener(pg.dsn.get_secret_value(), cache, timeout_s=pg.command_timeout_s)
+            changes = RequestChangeListener(
+                pg.dsn.get_secret_value(),
+                cache,
+                timeout_s=pg.command_timeout_s,
+                before_invalidate=reads.fence_after_change,
+            )
             await changes.start(wait_s=pg.command_timeout_s)
         except BaseException:
             if changes is not None:
@@ -85,11 +102,13 @@ class ContextApi:
                 await listener.stop()
             if l1 is not None:
                 await l1.aclose()
+            if read_pool is not None:
+                await read_pool.close()
             await pool.close()
             if redis is not None:
                 await redis.aclose()
             raise
-        return cls(settings, metrics, pool, cache, redis, listener, changes)
+        return cls(settings, metrics, pool, reads, cache, redis, listener, changes)
 
     async def close(self) -> None:
         await self.changes.stop()
@@ -100,8 +119,11 @@ class ContextApi:
             await self.cache.l1.aclose()
         if self.redis is not None:
             await self.redis.aclose()
-        try:
-            async with asyncio.timeout(5):
-                await self.pool.close()
-        except TimeoutError:  # a connection still checked out must not hold the shutdown forever
-            self.pool.terminate()
+        for pool in (self.pool, self.reads.standby):
+            if pool is None:
+                continue
+            try:
+                async with asyncio.timeout(5):
+                    await pool.close()
+            except TimeoutError:  # a connection still checked out must not hold the shutdown forever
+                pool.terminate()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from kubernaut.drill.postgres_faults import POSTGRES_HA_SCENARIOS
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack import redis_servers as rs
 from kubernaut.localstack.processes import wait_until
@@ -31,6 +32,7 @@ class FaultLog:
     healed_at: float | None = None
     old_master: str | None = None
     new_master: str | None = None
+    postgres_failover_at: float | None = None
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -38,6 +40,12 @@ class FaultLog:
         if self.fault_at is None or self.new_master_at is None:
             return None
         return round(self.new_master_at - self.fault_at, 3)
+
+    @property
+    def postgres_failover_s(self) -> float | None:
+        if self.fault_at is None or self.postgres_failover_at is None:
+            return None
+        return round(self.postgres_failover_at - self.fault_at, 3)
 
 
 def _master_node(stack: LocalStack) -> tuple[str, tuple[str, int]]:
@@ -133,6 +141,10 @@ class Scenario:
     name: str
     summary: str
     inject: Callable[[LocalStack, FaultLog], None]
+    postgres: str = "any"  # "single" | "ha": the PostgreSQL mode the scenario needs; "any" for both
+
+    def runs_on(self, stack: LocalStack) -> bool:
+        return self.postgres == "any" or (self.postgres == "ha") == stack.postgres_ha
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -155,6 +167,7 @@ SCENARIOS: dict[str, Scenario] = {
             old_master_returns,
         ),
         Scenario("context-redis-kill", "kill the Context-API's Redis, restart it", context_redis_kill),
-        Scenario("postgres-restart", "stop PostgreSQL, start it again", postgres_restart),
+        Scenario("postgres-restart", "stop PostgreSQL, start it again", postgres_restart, "single"),
+        *(Scenario(name, summary, inject, "ha") for name, summary, inject in POSTGRES_HA_SCENARIOS),
     )
 }

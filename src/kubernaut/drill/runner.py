@@ -31,6 +31,7 @@ MAX_DURATION_S = 180.0
 class DrillReport:
     scenario: str
     sentinel_failover_s: float | None
+    postgres_failover_s: float | None
     gateway_blackout_s: float
     sent: int
     accepted: int
@@ -119,6 +120,7 @@ async def run_drill(stack: LocalStack, scenario: str, *, rate_per_s: float = 20.
     return DrillReport(
         scenario=scenario,
         sentinel_failover_s=log.sentinel_failover_s,
+        postgres_failover_s=log.postgres_failover_s,
         gateway_blackout_s=blackout_s(exchanges),
         sent=len(exchanges),
         accepted=len(accepted),

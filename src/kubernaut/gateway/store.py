@@ -98,6 +98,8 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.OperatorInterventionError,
     # asyncpg's protocol state can be left mid-operation when the server goes away under it.
     asyncpg.exceptions.InternalClientError,
+    # A node demoted under an open connection (a PostgreSQL switchover): reconnect to the new primary.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 _PROBE_INTERVAL_S = 0.5
 

@@ -25,6 +25,7 @@ import yaml
 
 from kubernaut.config import Settings, load_settings
 from kubernaut.localstack import alerting, postgres, redis_servers
+from kubernaut.localstack.postgres_ha import ETCD, PostgresHA
 from kubernaut.localstack.processes import (
     ProcessRecord,
     ProcessTable,
@@ -72,6 +73,12 @@ class LocalStack:
         self.run = RunDir((run_dir or default_run_dir()).resolve())
         self.table = ProcessTable(self.run.state_file)
         self._log = log or (lambda _msg: None)
+        self.pg_ha = PostgresHA(self.run, self.topology, self.table, self._spawn)
+
+    @property
+    def postgres_ha(self) -> bool:
+        """Whether this run directory's PostgreSQL is the Patroni cluster (``up(postgres_ha=True)``)."""
+        return self.run.postgres_ha_marker.exists()
 
     # -- names and addresses -------------------------------------------------------------------------
 
@@ -84,10 +91,19 @@ class LocalStack:
     def sentinels(self) -> list[Endpoint]:
         return [Endpoint(f"sentinel-{i}", p, "sentinel") for i, p in enumerate(self.topology.sentinel_ports)]
 
+    def postgres_endpoints(self) -> list[Endpoint]:
+        t = self.topology
+        if not self.postgres_ha:
+            return [Endpoint("postgres", t.postgres_port, "postgres")]
+        return [
+            *(Endpoint(n.name, n.pg_port, "postgres") for n in self.pg_ha.nodes()),
+            Endpoint(ETCD, t.etcd_client_port, "etcd"),
+        ]
+
     def endpoints(self) -> list[Endpoint]:
         t = self.topology
         return [
-            Endpoint("postgres", t.postgres_port, "postgres"),
+            *self.postgres_endpoints(),
             *self.nodes(),
             *self.sentinels(),
             Endpoint("redis-context", t.redis_context_port, "redis-context"),
@@ -119,7 +135,17 @@ class LocalStack:
 
     @property
     def postgres_dsn(self) -> str:
+        """The primary's DSN; with HA every node's, and libpq's ``target_session_attrs=read-write``."""
+        if self.postgres_ha:
+            return self.pg_ha.dsn(self.postgres_password)
         return postgres.dsn(self.topology.host, self.topology.postgres_port, self.postgres_password)
+
+    @property
+    def postgres_read_dsn(self) -> str | None:
+        """With HA: every node, a standby preferred (the Context-API's reads); else None."""
+        if not self.postgres_ha:
+            return None
+        return self.pg_ha.dsn(self.postgres_password, attrs="prefer-standby")
 
     def url(self, service: str) -> str:
         return f"http://{self.topology.host}:{self.endpoint(service).port}"
@@ -129,9 +155,25 @@ class LocalStack:
 
     # -- up ------------------------------------------------------------------------------------------
 
-    def up(self, *, services: bool = True, alerting: bool = False, timeout: float = 60.0) -> None:
+    def up(
+        self,
+        *,
+        services: bool = True,
+        alerting: bool = False,
+        timeout: float = 60.0,
+        postgres_ha: bool = False,
+    ) -> None:
+        """Start what is not running. ``postgres_ha`` makes this run directory's PostgreSQL the Patroni
+        cluster for good; a directory already holding the single instance's data refuses it."""
         for d in (self.run.root, self.run.secrets, self.run.logs):
             d.mkdir(parents=True, exist_ok=True)
+        if postgres_ha and not self.postgres_ha:
+            if (self.run.component_dir("postgres")).exists():
+                raise RuntimeError(
+                    f"{self.run.root} holds a single PostgreSQL instance: `kubernaut down --purge` it or "
+                    "use another --run-dir for --postgres-ha"
+                )
+            self.run.postgres_ha_marker.write_text("patroni\n")
         self._write_secrets()
         self._write_service_config()
         self._start_postgres()
@@ -168,7 +210,10 @@ class LocalStack:
                 "http": {"host": t.host, "port": t.context_http},
                 "redis": {"host": t.host, "port": t.redis_context_port},
             },
-            "postgres": {"dsn": self.postgres_dsn},
+            "postgres": {
+                "dsn": self.postgres_dsn,
+                **({"read_dsn": self.postgres_read_dsn} if self.postgres_ha else {}),
+            },
         }
         self.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.run.config_file.chmod(0o600)
@@ -179,6 +224,9 @@ class LocalStack:
         self._log(f"started {name} (pid {rec.pid})")
 
     def _start_postgres(self) -> None:
+        if self.postgres_ha:
+            self.pg_ha.start(self.postgres_password)
+            return
         if self.record("postgres") is not None:
             return
         comp = self.run.component_dir("postgres")
@@ -263,14 +311,29 @@ class LocalStack:
                 return False
         return True
 
-    def _wait_infrastructure(self, timeout: float) -> None:
+    def _wait_postgres(self, timeout: float) -> None:
         t = self.topology
+        if self.postgres_ha:
+            self.pg_ha.wait_ready(timeout, self.run.logs)
+
+            def database() -> bool:
+                primary = self.pg_ha.primary()
+                return primary is not None and postgres.ensure_database(
+                    t.host, primary.pg_port, self.postgres_password
+                )
+
+            wait_until(database, timeout=timeout, interval=0.2, what="the project's database on the primary")
+            return
         wait_until(
             lambda: postgres.ensure_database(t.host, t.postgres_port, self.postgres_password),
             timeout=timeout,
             interval=0.2,
             what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
         )
+
+    def _wait_infrastructure(self, timeout: float) -> None:
+        t = self.topology
+        self._wait_postgres(timeout)
         wait_until(
             lambda: redis_servers.ping(t.host, t.redis_context_port),
             timeout=timeout,
@@ -328,8 +391,12 @@ class LocalStack:
             "redis-context",
             "postgres",
         ]
-        extra = [name for name in self.table.load() if name not in order]  # e.g. a benchmark's own processes
-        return self._stop([*extra, *order])
+        ha = {n.name for n in self.pg_ha.nodes()} | {ETCD}
+        extra = [n for n in self.table.load() if n not in order and n not in ha]  # e.g. a benchmark's own
+        stopped = self._stop([*extra, *order])
+        if self.postgres_ha:
+            stopped += self.pg_ha.stop_all(self._log)
+        return stopped
 
     def _stop(self, names: list[str]) -> list[str]:
         records = self.table.load()
@@ -349,6 +416,7 @@ class LocalStack:
     def destroy(self) -> list[str]:
         """``down``, then delete the run directory and any data directory kept outside it."""
         stopped = self.down()
+        self.pg_ha.purge()
         comp = self.run.component_dir("postgres")
         if comp.exists():
             data = postgres.data_dir_for(comp)
@@ -408,11 +476,7 @@ class LocalStack:
                 "quorum": int(info["quorum"]) if info else QUORUM,
             },
             "redis_context": {"addr": t.addr(t.redis_context_port), **self._proc("redis-context")},
-            "postgres": {
-                "dsn": self.postgres_dsn if has_secrets else None,
-                "addr": t.addr(t.postgres_port),
-                **self._proc("postgres"),
-            },
+            "postgres": self.postgres_status(with_dsn=has_secrets),
             "gateway": {
                 "url": self.url("gateway"),
                 "token": self.gateway_token if self.run.gateway_tokens_file.exists() else None,
@@ -420,6 +484,37 @@ class LocalStack:
             },
             "context_api": {"url": self.url("context-api"), **self._proc("context-api")},
             **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
+        }
+
+    def postgres_status(self, *, with_dsn: bool = True) -> dict[str, Any]:
+        """``mode`` (single | ha), ``members`` (name, addr, pid, role primary|standby, sync), ``primary``
+        (its addr); ``addr``/``pid``/``alive`` are the primary's."""
+        t = self.topology
+        if not self.postgres_ha:
+            proc = self._proc("postgres")
+            addr = t.addr(t.postgres_port)
+            member = {"name": "postgres", "addr": addr, "pid": proc["pid"], "role": "primary", "sync": False}
+            return {
+                "mode": "single",
+                "dsn": self.postgres_dsn if with_dsn else None,
+                "read_dsn": None,
+                "addr": addr,
+                "primary": addr if proc["alive"] else None,
+                "members": [member] if proc["alive"] else [],
+                **proc,
+            }
+        members = self.pg_ha.members()
+        primary = next((m for m in members if m["role"] == "primary"), None)
+        return {
+            "mode": "ha",
+            "dsn": self.postgres_dsn if with_dsn else None,
+            "read_dsn": self.postgres_read_dsn if with_dsn else None,
+            "addr": primary["addr"] if primary else None,
+            "primary": primary["addr"] if primary else None,
+            "members": members,
+            "etcd": {"addr": t.addr(t.etcd_client_port), **self._proc(ETCD)},
+            "pid": primary["pid"] if primary else None,
+            "alive": primary is not None,
         }
 
     # -- alerting (Prometheus, Alertmanager and the signal source their rules read) ----------------------

@@ -46,6 +46,24 @@ class Topology:
     def postgres_port(self) -> int:
         return self._p(15432)
 
+    # HA PostgreSQL (``kubernaut up --postgres-ha``): base ports whose last two digits differ from every
+    # other base port, so stacks at offsets 100 apart never collide.
+    @property
+    def postgres_ha_ports(self) -> tuple[int, ...]:
+        return tuple(self._p(p) for p in (15441, 15442))
+
+    @property
+    def patroni_rest_ports(self) -> tuple[int, ...]:
+        return tuple(self._p(p) for p in (15451, 15452))
+
+    @property
+    def etcd_client_port(self) -> int:
+        return self._p(15461)
+
+    @property
+    def etcd_peer_port(self) -> int:
+        return self._p(15462)
+
     @property
     def prometheus_port(self) -> int:
         return self._p(9090)
@@ -87,6 +105,15 @@ class RunDir:
     @property
     def postgres_password_file(self) -> Path:
         return self.secrets / "postgres-password"
+
+    @property
+    def postgres_replication_password_file(self) -> Path:
+        return self.secrets / "postgres-replication-password"
+
+    @property
+    def postgres_ha_marker(self) -> Path:
+        """Present when this run directory's PostgreSQL is the Patroni cluster."""
+        return self.root / "postgres-ha"
 
     @property
     def gateway_tokens_file(self) -> Path:

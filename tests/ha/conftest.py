@@ -1,0 +1,30 @@
+"""The HA PostgreSQL stack (``kubernaut up --postgres-ha``), started once per session for tests/ha."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kubernaut.localstack import LocalStack, Topology
+from tests.conftest import TEST_PORT_OFFSET
+
+# Beside the plain test stack: a whole stack of its own (Redis group included) 300 ports further on.
+HA_PORT_OFFSET = TEST_PORT_OFFSET + 300
+
+
+@pytest.fixture(scope="session")
+def ha_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """etcd + two Patroni nodes, the gateway's Redis group, the Context-API's Redis and both services."""
+    s = LocalStack(tmp_path_factory.mktemp("ha-stack"), Topology(offset=HA_PORT_OFFSET))
+    try:
+        s.up(postgres_ha=True, timeout=120)
+        yield s
+    finally:
+        if request.session.testsfailed:
+            s.down()
+            print(f"\nthe HA test stack's logs are kept in {s.run.logs}")
+        else:
+            s.destroy()
