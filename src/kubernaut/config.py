@@ -169,8 +169,16 @@ class BreakerSettings(Section):
 CONTEXT_REDIS_TIMEOUTS = RedisTimeouts(connect_s=0.1, socket_s=0.05)
 
 
+class ContextApiAuthSettings(Section):
+    """Bearer tokens with a scope each: ``read`` answers GET, ``write`` also records outcomes."""
+
+    enabled: bool = True
+    tokens_file: Path | None = None
+
+
 class ContextApiSettings(Section):
     http: HttpSettings = HttpSettings(port=8091)
+    auth: ContextApiAuthSettings = ContextApiAuthSettings()
     redis: RedisSettings = StandaloneRedis(port=16390, timeouts=CONTEXT_REDIS_TIMEOUTS)
     key_prefix: str = "ctx:"
     allow_shared_redis: bool = False

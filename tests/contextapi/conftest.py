@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from kubernaut.config import Settings
 from kubernaut.contextapi.app import create_app
+from kubernaut.contextapi.auth import load_tokens
 from kubernaut.contextapi.runtime import ContextApi
 from kubernaut.contextapi.seed import seed_history
 from kubernaut.localstack import LocalStack, postgres
@@ -103,9 +104,17 @@ def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) 
         "redis": {"host": stack.topology.host, "port": stack.topology.redis_context_port},
         "key_prefix": prefix,
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
+        "auth": {"tokens_file": str(stack.run.context_api_tokens_file)},
     }
     section.update(context_api)
     return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 4, "max_pool": 10})
+
+
+def write_token(settings: Settings) -> str:
+    """A write-scope token of the replica's tokens file (the test client reads and records outcomes)."""
+    assert settings.context_api.auth.tokens_file is not None
+    tokens = load_tokens(settings.context_api.auth.tokens_file)
+    return next(t.secret.decode() for t in tokens if t.scope == "write")
 
 
 @asynccontextmanager
@@ -113,7 +122,12 @@ async def open_replica(settings: Settings) -> AsyncIterator[Replica]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://context-api") as client:
+        headers = (
+            {"authorization": f"Bearer {write_token(settings)}"} if settings.context_api.auth.enabled else {}
+        )
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://context-api", headers=headers
+        ) as client:
             # Start-up waits a bounded time for the notification listener's first resync, which
             # invalidates everything cached; on a loaded machine it can come later: wait for it here.
             async def listening() -> bool:

@@ -31,7 +31,8 @@ async def test_service_process_serves_metrics_and_stops(
     monkeypatch.setenv("KUBERNAUT_CONTEXT_API__KEY_PREFIX", prefix)
     stack.start_service("context-api", timeout=30)
     try:
-        async with httpx.AsyncClient(base_url=stack.url("context-api")) as c:
+        headers = {"authorization": f"Bearer {stack.context_api_read_token}"}
+        async with httpx.AsyncClient(base_url=stack.url("context-api"), headers=headers) as c:
             first = await c.get("/api/v1/incidents", params={"limit": 3})
             again = await c.get("/api/v1/incidents", params={"limit": 3})
             assert (first.status_code, first.headers["x-cache"]) == (200, "l3")

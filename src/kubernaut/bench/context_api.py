@@ -125,9 +125,12 @@ def measure(
     how = f"paced at {rate_per_s:,.0f}/s" if rate_per_s else "maximum rate"
     log(f"{row} ({target.name}): {how}, {warmup_s:g}s warm-up + {load.duration_s:g}s")
     if warmup_s > 0:
-        get_keys(target.url, key_file, Load(warmup_s, load.connections, load.threads), rate_per_s=rate_per_s)
+        warm = Load(warmup_s, load.connections, load.threads)
+        get_keys(target.url, key_file, warm, rate_per_s=rate_per_s, headers=target.auth)
     before = target.counters()
-    result = get_keys(target.url, key_file, load, rate_per_s=rate_per_s, salt=f"{len(row):04x}")
+    result = get_keys(
+        target.url, key_file, load, rate_per_s=rate_per_s, salt=f"{len(row):04x}", headers=target.auth
+    )
     return _row(row, target, result, target.counters() - before, rate_per_s)
 
 

@@ -209,7 +209,9 @@ def _phase(
     """The Context-API's paced run, alone or inside a storm that opens before it and ends after it."""
     load = Load(duration_s, CONTEXT_CONNECTIONS, threads=1)
     url = running.context_api.url
-    get_keys(url, key_file, Load(2, CONTEXT_CONNECTIONS, 1), rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
+    auth = running.context_api.auth
+    warm = Load(2, CONTEXT_CONNECTIONS, 1)
+    get_keys(url, key_file, warm, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT, headers=auth)
     # From before the storm: its first request, announced by PostgreSQL, invalidates cached answers.
     failures, counters = running.context_api.l1_failures(), running.context_api.counters()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="storm") as pool:
@@ -225,7 +227,7 @@ def _phase(
                 storming.result()  # raises what ended the storm's load early
         log(f"{setup.name}, gateway {'storm' if storm else 'idle'}: Context-API at {CONTEXT_RATE_PER_S}/s")
         before = command_calls(*running.master), command_calls(*running.context_redis, only="mget")
-        result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
+        result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT, headers=auth)
         master_calls = command_calls(*running.master) - before[0]
         l1_reads = command_calls(*running.context_redis, only="mget") - before[1]
         failures = running.context_api.l1_failures() - failures

@@ -38,6 +38,9 @@ from kubernaut.localstack.signal_source import Signal, write_signals
 from kubernaut.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
 
 GATEWAY_TOKEN_NAME = "local"
+# The Context-API's local tokens: one that may record outcomes, one that may only read.
+CONTEXT_WRITE_TOKEN_NAME = "local"
+CONTEXT_READ_TOKEN_NAME = "local-read"
 SERVICES = ("gateway", "context-api")
 ALERTING = ("prometheus", "alertmanager", "signal-source")
 _SERVICE_MODULES = {"gateway": "kubernaut.gateway.app", "context-api": "kubernaut.contextapi.app"}
@@ -117,6 +120,19 @@ class LocalStack:
         tokens = yaml.safe_load(self.run.gateway_tokens_file.read_text())
         return str(tokens[GATEWAY_TOKEN_NAME])
 
+    def _context_token(self, name: str) -> str:
+        tokens = yaml.safe_load(self.run.context_api_tokens_file.read_text())
+        return str(tokens[name]["token"])
+
+    @property
+    def context_api_token(self) -> str:
+        """The Context-API token with the write scope (it reads too)."""
+        return self._context_token(CONTEXT_WRITE_TOKEN_NAME)
+
+    @property
+    def context_api_read_token(self) -> str:
+        return self._context_token(CONTEXT_READ_TOKEN_NAME)
+
     @property
     def postgres_dsn(self) -> str:
         return postgres.dsn(self.topology.host, self.topology.postgres_port, self.postgres_password)
@@ -155,6 +171,13 @@ class LocalStack:
                 yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
             )
             self.run.gateway_tokens_file.chmod(0o600)
+        if not self.run.context_api_tokens_file.exists():
+            tokens = {
+                CONTEXT_WRITE_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "write"},
+                CONTEXT_READ_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "read"},
+            }
+            self.run.context_api_tokens_file.write_text(yaml.safe_dump(tokens))
+            self.run.context_api_tokens_file.chmod(0o600)
 
     def _write_service_config(self) -> None:
         t = self.topology
@@ -167,6 +190,7 @@ class LocalStack:
             "context_api": {
                 "http": {"host": t.host, "port": t.context_http},
                 "redis": {"host": t.host, "port": t.redis_context_port},
+                "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
             },
             "postgres": {"dsn": self.postgres_dsn},
         }
@@ -397,6 +421,7 @@ class LocalStack:
                 {"addr": t.addr(n.port), "role": rep.get("role") if rep else None, **self._proc(n.name)}
             )
         has_secrets = self.run.postgres_password_file.exists()
+        has_context_tokens = self.run.context_api_tokens_file.exists()
         return {
             "run_dir": str(self.run.root),
             "redis_gateway": {
@@ -418,7 +443,12 @@ class LocalStack:
                 "token": self.gateway_token if self.run.gateway_tokens_file.exists() else None,
                 **self._proc("gateway"),
             },
-            "context_api": {"url": self.url("context-api"), **self._proc("context-api")},
+            "context_api": {
+                "url": self.url("context-api"),
+                "token": self.context_api_token if has_context_tokens else None,
+                "read_token": self.context_api_read_token if has_context_tokens else None,
+                **self._proc("context-api"),
+            },
             **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
         }
 

@@ -93,6 +93,10 @@ class RunDir:
         return self.secrets / "gateway-tokens"
 
     @property
+    def context_api_tokens_file(self) -> Path:
+        return self.secrets / "context-api-tokens"
+
+    @property
     def alertmanager_token_file(self) -> Path:
         """The gateway token alone, for Alertmanager's ``credentials_file``."""
         return self.secrets / "alertmanager-gateway-token"
