@@ -101,7 +101,7 @@ def prefix() -> str:
 
 def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) -> Settings:
     section: dict[str, Any] = {
-        "redis": {"host": stack.topology.host, "port": stack.topology.redis_context_port},
+        "redis": stack.redis_auth(stack.topology.redis_context_port),
         "key_prefix": prefix,
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
         "auth": {"tokens_file": str(stack.run.context_api_tokens_file)},
@@ -156,7 +156,7 @@ def redis_context(stack: LocalStack) -> Iterator[LocalStack]:
     finally:
         stack.signal_component("redis-context", signal.SIGCONT)
         stack.start_redis_context()
-        assert rs.ping(stack.topology.host, stack.topology.redis_context_port)
+        assert rs.ping(stack.topology.host, stack.topology.redis_context_port, stack.redis_context_password)
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:

@@ -77,7 +77,7 @@ async def test_unknown_repeated_and_blank_tokens_are_refused(stack: LocalStack, 
         assert_problem(await c.get("/api/v1/incidents", headers={"authorization": "Bearer "}), 401)
         assert_problem(await c.get("/api/v1/incidents", headers={"authorization": f"Basic {good}"}), 401)
         # Only SP/HTAB are stripped: a token followed by U+00A0 is another token.
-        nbsp = {"authorization": f"Bearer {good}\u00a0".encode()}
+        nbsp = [(b"authorization", f"Bearer {good}\u00a0".encode())]
         assert_problem(await c.get("/api/v1/incidents", headers=nbsp), 401)
         assert (await c.get("/api/v1/incidents", headers=bearer(f"{good} \t"))).status_code == 200
     metrics = await replica.client.get("/metrics")

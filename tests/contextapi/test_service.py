@@ -53,7 +53,7 @@ async def test_service_refuses_a_redis_owned_by_the_gateway(
     stack: LocalStack, context_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
-    redis = Redis(host=stack.topology.host, port=stack.topology.redis_context_port)
+    redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
     log = stack.run.log("context-api")
     seen = log.stat().st_size if log.exists() else 0
     try:

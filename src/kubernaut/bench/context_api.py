@@ -171,11 +171,21 @@ def _served_check(row: CacheRow, tier: str) -> str | None:
     return None
 
 
-def _reference_incr(host: str, port: int, requests: int) -> EvalshaRow:
-    with redis.Redis(host=host, port=port) as r:
+def _reference_incr(host: str, port: int, password: str, requests: int) -> EvalshaRow:
+    with redis.Redis(host=host, port=port, password=password) as r:
         sha = str(r.script_load(REFERENCE_SCRIPT))
     keys = ["bench:__rand_int__"]
-    return evalsha(host, port, script="reference", sha=sha, keys=keys, args=[], pipeline=1, requests=requests)
+    return evalsha(
+        host,
+        port,
+        script="reference",
+        sha=sha,
+        keys=keys,
+        args=[],
+        pipeline=1,
+        requests=requests,
+        password=password,
+    )
 
 
 def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport:
@@ -193,7 +203,9 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     workdir.mkdir(exist_ok=True)
     key_file = workdir / "context-api.keys"
     write_key_file(key_file, mix)
-    reference = _reference_incr(t.host, t.redis_context_port, 50_000 if quick else 200_000)
+    reference = _reference_incr(
+        t.host, t.redis_context_port, stack.redis_context_password, 50_000 if quick else 200_000
+    )
 
     with ExitStack() as running:
         replicas = {
@@ -216,7 +228,11 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
             failures = warm.l1_failures()
             log(f"{warm.name} had an L1 failure while warming; walking every key again")
             warm_s, walks = warm_s + walk_all(warm, key_file, len(mix), log), walks + 1
-        held = l1_entries((t.host, t.redis_context_port), stack.settings().context_api.key_prefix)
+        held = l1_entries(
+            (t.host, t.redis_context_port),
+            stack.settings().context_api.key_prefix,
+            stack.redis_context_password,
+        )
 
         def row(name: str, on: str, warmup: float = warmup_s, rate_per_s: float | None = None) -> CacheRow:
             return measure(

@@ -206,7 +206,7 @@ def walk_all(
     return seconds
 
 
-def l1_entries(server: tuple[str, int], prefix: str) -> int:
+def l1_entries(server: tuple[str, int], prefix: str, password: str | None) -> int:
     """Cache entries (not tag sets) under ``prefix`` on a Redis server."""
-    with redis.Redis(*server, socket_timeout=10) as r:
+    with redis.Redis(*server, password=password, socket_timeout=10) as r:
         return sum(1 for _ in r.scan_iter(match=f"{prefix}c:*", count=10_000))

@@ -116,6 +116,37 @@ class LocalStack:
         return self.run.postgres_password_file.read_text().strip()
 
     @property
+    def redis_gateway_password(self) -> str:
+        return self.run.redis_gateway_password_file.read_text().strip()
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return self.run.redis_sentinel_password_file.read_text().strip()
+
+    @property
+    def redis_context_password(self) -> str:
+        return self.run.redis_context_password_file.read_text().strip()
+
+    def _probe_password(self, file: Path) -> str | None:
+        """For probes and status, which also run on a run directory without secrets (yet)."""
+        return file.read_text().strip() if file.exists() else None
+
+    def redis_password(self, port: int) -> str:
+        """The password of the stack's Redis server or sentinel listening on ``port``."""
+        t = self.topology
+        if port in t.redis_gateway_ports:
+            return self.redis_gateway_password
+        if port in t.sentinel_ports:
+            return self.redis_sentinel_password
+        if port == t.redis_context_port:
+            return self.redis_context_password
+        raise KeyError(f"no Redis of this stack listens on port {port}")
+
+    def redis_auth(self, port: int) -> dict[str, Any]:
+        """``host``, ``port`` and ``password`` for a redis-py client of the stack's server on ``port``."""
+        return {"host": self.topology.host, "port": port, "password": self.redis_password(port)}
+
+    @property
     def gateway_token(self) -> str:
         tokens = yaml.safe_load(self.run.gateway_tokens_file.read_text())
         return str(tokens[GATEWAY_TOKEN_NAME])
@@ -163,9 +194,15 @@ class LocalStack:
 
     def _write_secrets(self) -> None:
         self.run.secrets.chmod(0o700)
-        if not self.run.postgres_password_file.exists():
-            self.run.postgres_password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.run.postgres_password_file.chmod(0o600)
+        for file in (
+            self.run.postgres_password_file,
+            self.run.redis_gateway_password_file,
+            self.run.redis_sentinel_password_file,
+            self.run.redis_context_password_file,
+        ):
+            if not file.exists():
+                file.write_text(secrets.token_urlsafe(24) + "\n")
+                file.chmod(0o600)
         if not self.run.gateway_tokens_file.exists():
             self.run.gateway_tokens_file.write_text(
                 yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
@@ -184,12 +221,21 @@ class LocalStack:
         config: dict[str, Any] = {
             "gateway": {
                 "http": {"host": t.host, "port": t.gateway_http},
-                "redis": {"sentinels": [t.addr(p) for p in t.sentinel_ports], "master_name": MASTER_NAME},
+                "redis": {
+                    "sentinels": [t.addr(p) for p in t.sentinel_ports],
+                    "master_name": MASTER_NAME,
+                    "password": self.redis_gateway_password,
+                    "sentinel_password": self.redis_sentinel_password,
+                },
                 "auth": {"enabled": True, "tokens_file": str(self.run.gateway_tokens_file)},
             },
             "context_api": {
                 "http": {"host": t.host, "port": t.context_http},
-                "redis": {"host": t.host, "port": t.redis_context_port},
+                "redis": {
+                    "host": t.host,
+                    "port": t.redis_context_port,
+                    "password": self.redis_context_password,
+                },
                 "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
             },
             "postgres": {"dsn": self.postgres_dsn},
@@ -217,14 +263,16 @@ class LocalStack:
     def current_master(self) -> tuple[str, int] | None:
         """The master most sentinels name, else a live node that says it is master."""
         votes: dict[tuple[str, int], int] = {}
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
         for s in self.sentinels():
-            m = redis_servers.sentinel_master(self.topology.host, s.port)
+            m = redis_servers.sentinel_master(self.topology.host, s.port, sentinel_pw)
             if m is not None:
                 votes[m] = votes.get(m, 0) + 1
         if votes:
             return max(votes, key=lambda m: votes[m])
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
         for n in self.nodes():
-            info = redis_servers.replication(self.topology.host, n.port)
+            info = redis_servers.replication(self.topology.host, n.port, node_pw)
             if info is not None and info.get("role") == "master":
                 return (self.topology.host, n.port)
         return None
@@ -245,8 +293,11 @@ class LocalStack:
             # Sentinel rewrites its own file with what it learns: keep it, unless it was written for other
             # ports (the same run directory used with another --port-offset).
             known_ports = {n.port for n in self.nodes()}
-            if not conf.exists() or not redis_servers.sentinel_conf_matches(conf, s.port, known_ports):
-                conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master))
+            passwords = (self.redis_sentinel_password, self.redis_gateway_password)
+            if not conf.exists() or not redis_servers.sentinel_conf_matches(
+                conf, s.port, known_ports, *passwords
+            ):
+                conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master, *passwords))
             self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
 
     def start_node(self, name: str, master: tuple[str, int] | None = None) -> None:
@@ -258,7 +309,9 @@ class LocalStack:
         workdir.mkdir(exist_ok=True)
         conf = workdir / "redis.conf"
         replica_of = None if master == (host, node.port) else master
-        conf.write_text(redis_servers.gateway_node_conf(host, node.port, workdir, replica_of))
+        conf.write_text(
+            redis_servers.gateway_node_conf(host, node.port, workdir, replica_of, self.redis_gateway_password)
+        )
         self._spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
 
     def _start_context_redis(self) -> None:
@@ -268,19 +321,22 @@ class LocalStack:
         workdir = self.run.component_dir("redis-context")
         workdir.mkdir(exist_ok=True)
         conf = workdir / "redis.conf"
-        conf.write_text(redis_servers.context_conf(self.topology.host, port, workdir))
+        conf.write_text(
+            redis_servers.context_conf(self.topology.host, port, workdir, self.redis_context_password)
+        )
         self._spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
 
     def group_ready(self) -> bool:
         """Replication linked (2 online replicas) and every sentinel agrees on the master and its peers."""
         host = self.topology.host
         master = self.current_master()
-        if master is None or redis_servers.online_replicas(*master) < 2:
+        if master is None or redis_servers.online_replicas(*master, self.redis_gateway_password) < 2:
             return False
+        sentinel_pw = self.redis_sentinel_password
         for s in self.sentinels():
-            if redis_servers.sentinel_master(host, s.port) != master:
+            if redis_servers.sentinel_master(host, s.port, sentinel_pw) != master:
                 return False
-            info = redis_servers.sentinel_master_info(host, s.port)
+            info = redis_servers.sentinel_master_info(host, s.port, sentinel_pw)
             if info is None or "down" in info.get("flags", "down"):
                 return False
             if int(info.get("num-slaves", 0)) < 2 or int(info.get("num-other-sentinels", 0)) < 2:
@@ -296,7 +352,7 @@ class LocalStack:
             what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
         )
         wait_until(
-            lambda: redis_servers.ping(t.host, t.redis_context_port),
+            lambda: redis_servers.ping(t.host, t.redis_context_port, self.redis_context_password),
             timeout=timeout,
             what=f"the Context-API's Redis on {t.addr(t.redis_context_port)}",
         )
@@ -396,7 +452,10 @@ class LocalStack:
         """(Re)start the Context-API's Redis unless running, and wait until it answers."""
         self._start_context_redis()
         host, port = self.topology.host, self.topology.redis_context_port
-        wait_until(lambda: redis_servers.ping(host, port), timeout=timeout, what=f"Redis on {host}:{port}")
+        pw = self.redis_context_password
+        wait_until(
+            lambda: redis_servers.ping(host, port, pw), timeout=timeout, what=f"Redis on {host}:{port}"
+        )
 
     # -- status --------------------------------------------------------------------------------------
 
@@ -406,21 +465,22 @@ class LocalStack:
 
     def status(self) -> dict[str, Any]:
         t = self.topology
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
         master = self.current_master()
         info = None
         for s in self.sentinels():
-            info = redis_servers.sentinel_master_info(t.host, s.port)
+            info = redis_servers.sentinel_master_info(t.host, s.port, sentinel_pw)
             if info is not None:
                 break
         replicas = []
         for n in self.nodes():
             if master is not None and n.port == master[1]:
                 continue
-            rep = redis_servers.replication(t.host, n.port)
+            rep = redis_servers.replication(t.host, n.port, node_pw)
             replicas.append(
                 {"addr": t.addr(n.port), "role": rep.get("role") if rep else None, **self._proc(n.name)}
             )
-        has_secrets = self.run.postgres_password_file.exists()
         has_context_tokens = self.run.context_api_tokens_file.exists()
         return {
             "run_dir": str(self.run.root),
@@ -431,10 +491,16 @@ class LocalStack:
                 "nodes": {n.name: {"addr": t.addr(n.port), **self._proc(n.name)} for n in self.nodes()},
                 "sentinels": [{"addr": t.addr(s.port), **self._proc(s.name)} for s in self.sentinels()],
                 "quorum": int(info["quorum"]) if info else QUORUM,
+                "password": node_pw,
+                "sentinel_password": sentinel_pw,
             },
-            "redis_context": {"addr": t.addr(t.redis_context_port), **self._proc("redis-context")},
+            "redis_context": {
+                "addr": t.addr(t.redis_context_port),
+                "password": self._probe_password(self.run.redis_context_password_file),
+                **self._proc("redis-context"),
+            },
             "postgres": {
-                "dsn": self.postgres_dsn if has_secrets else None,
+                "dsn": self.postgres_dsn if self.run.postgres_password_file.exists() else None,
                 "addr": t.addr(t.postgres_port),
                 **self._proc("postgres"),
             },

@@ -93,6 +93,19 @@ class RunDir:
         return self.secrets / "gateway-tokens"
 
     @property
+    def redis_gateway_password_file(self) -> Path:
+        """The gateway group's nodes: clients, replication (masterauth) and the sentinels' auth-pass."""
+        return self.secrets / "redis-gateway-password"
+
+    @property
+    def redis_sentinel_password_file(self) -> Path:
+        return self.secrets / "redis-sentinel-password"
+
+    @property
+    def redis_context_password_file(self) -> Path:
+        return self.secrets / "redis-context-password"
+
+    @property
     def context_api_tokens_file(self) -> Path:
         return self.secrets / "context-api-tokens"
 
