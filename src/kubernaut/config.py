@@ -100,11 +100,25 @@ RedisSettings = Annotated[
 ]
 
 
+ServiceName = Literal["gateway", "context_api"]
+
+
 class PostgresSettings(Section):
+    # The schema owner's DSN: migrations and tools. A service connects with its own role's DSN when set.
     dsn: SecretStr = SecretStr("postgresql://kubernaut@127.0.0.1:15432/kubernaut")
+    gateway_dsn: SecretStr | None = None
+    context_api_dsn: SecretStr | None = None
+    # True: a service applies pending migrations with ``dsn`` at start. False: it only checks the schema is
+    # current (its own role cannot change it) and refuses to start otherwise; `kubernaut migrate` applies.
+    migrate_on_start: bool = True
     min_pool: Annotated[int, Field(ge=1)] = 2
     max_pool: Annotated[int, Field(ge=1)] = 10
     command_timeout_s: PositiveSeconds = 5.0
+
+    def for_service(self, service: ServiceName) -> PostgresSettings:
+        """These settings with ``dsn`` replaced by the service's own role's DSN, when one is set."""
+        own = self.gateway_dsn if service == "gateway" else self.context_api_dsn
+        return self if own is None else self.model_copy(update={"dsn": own})
 
 
 class StormSettings(Section):

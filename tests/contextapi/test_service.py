@@ -28,6 +28,7 @@ async def test_service_process_serves_metrics_and_stops(
     stack: LocalStack, context_db: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
+    monkeypatch.setenv("KUBERNAUT_POSTGRES__CONTEXT_API_DSN", context_db)
     monkeypatch.setenv("KUBERNAUT_CONTEXT_API__KEY_PREFIX", prefix)
     stack.start_service("context-api", timeout=30)
     try:
@@ -53,6 +54,7 @@ async def test_service_refuses_a_redis_owned_by_the_gateway(
     stack: LocalStack, context_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
+    monkeypatch.setenv("KUBERNAUT_POSTGRES__CONTEXT_API_DSN", context_db)
     redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
     log = stack.run.log("context-api")
     seen = log.stat().st_size if log.exists() else 0

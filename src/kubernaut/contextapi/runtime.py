@@ -19,7 +19,7 @@ from kubernaut.contextapi.freshness import RequestChangeListener
 from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.redis import RedisHandle, connect
-from kubernaut.store.migrate import migrate_dsn
+from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ class ContextApi:
     @classmethod
     async def open(cls, settings: Settings, metrics: ContextApiMetrics) -> ContextApi:
         cfg = settings.context_api
-        pg = settings.postgres
+        pg = settings.postgres.for_service("context_api")
         pool = await asyncpg.create_pool(
             pg.dsn.get_secret_value(),
             min_size=min(pg.min_pool, pg.max_pool),
@@ -51,7 +51,7 @@ class ContextApi:
         listener: InvalidationListener | None = None
         changes: RequestChangeListener | None = None
         try:
-            await migrate_dsn(pg.dsn.get_secret_value())
+            await prepare_schema(settings.postgres, "context_api")
             l2 = LocalCache(cfg.l2.max_entries, cfg.l2.max_bytes, cfg.l2.ttl_s)
             if cfg.l1.enabled:
                 redis = connect(cfg.redis, client_name="kubernaut-context-api")

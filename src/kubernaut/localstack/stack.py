@@ -7,6 +7,7 @@ processes recorded in the run directory, by PID.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import secrets
@@ -36,6 +37,8 @@ from kubernaut.localstack.processes import (
 )
 from kubernaut.localstack.signal_source import Signal, write_signals
 from kubernaut.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
+from kubernaut.store import roles
+from kubernaut.store.migrate import migrate_dsn
 
 GATEWAY_TOKEN_NAME = "local"
 # The Context-API's local tokens: one that may record outcomes, one that may only read.
@@ -164,8 +167,22 @@ class LocalStack:
     def context_api_read_token(self) -> str:
         return self._context_token(CONTEXT_READ_TOKEN_NAME)
 
+    def postgres_role_passwords(self) -> dict[str, str]:
+        roles_ = (roles.OWNER, *roles.SERVICE_ROLES)
+        return {r: self.run.postgres_role_password_file(r).read_text().strip() for r in roles_}
+
+    def postgres_role_dsn(self, role: str) -> str:
+        password = self.run.postgres_role_password_file(role).read_text().strip()
+        return postgres.dsn(self.topology.host, self.topology.postgres_port, password, user=role)
+
     @property
     def postgres_dsn(self) -> str:
+        """The schema owner's DSN (migrations, tools; no superuser): ``postgres.dsn`` of the config."""
+        return self.postgres_role_dsn(roles.OWNER)
+
+    @property
+    def postgres_admin_dsn(self) -> str:
+        """The bootstrap superuser's DSN, for creating databases and roles only."""
         return postgres.dsn(self.topology.host, self.topology.postgres_port, self.postgres_password)
 
     def url(self, service: str) -> str:
@@ -196,6 +213,7 @@ class LocalStack:
         self.run.secrets.chmod(0o700)
         for file in (
             self.run.postgres_password_file,
+            *(self.run.postgres_role_password_file(r) for r in (roles.OWNER, *roles.SERVICE_ROLES)),
             self.run.redis_gateway_password_file,
             self.run.redis_sentinel_password_file,
             self.run.redis_context_password_file,
@@ -238,7 +256,13 @@ class LocalStack:
                 },
                 "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
             },
-            "postgres": {"dsn": self.postgres_dsn},
+            "postgres": {
+                "dsn": self.postgres_dsn,
+                "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+                "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+                # `up` migrates as the owner before it starts the services; their roles cannot.
+                "migrate_on_start": False,
+            },
         }
         self.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.run.config_file.chmod(0o600)
@@ -346,11 +370,14 @@ class LocalStack:
     def _wait_infrastructure(self, timeout: float) -> None:
         t = self.topology
         wait_until(
-            lambda: postgres.ensure_database(t.host, t.postgres_port, self.postgres_password),
+            lambda: postgres.ensure_database(
+                t.host, t.postgres_port, self.postgres_password, self.postgres_role_passwords()
+            ),
             timeout=timeout,
             interval=0.2,
             what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
         )
+        asyncio.run(migrate_dsn(self.postgres_dsn))  # as the owner; this also grants the service roles
         wait_until(
             lambda: redis_servers.ping(t.host, t.redis_context_port, self.redis_context_password),
             timeout=timeout,
@@ -463,6 +490,16 @@ class LocalStack:
         rec = self.table.get(name)
         return {"pid": rec.pid if rec else None, "alive": bool(rec and is_alive(rec))}
 
+    def _postgres_dsns(self) -> dict[str, str | None]:
+        if not self.run.postgres_role_password_file(roles.CONTEXT_API).exists():
+            return dict.fromkeys(("dsn", "gateway_dsn", "context_api_dsn", "admin_dsn"))
+        return {
+            "dsn": self.postgres_dsn,
+            "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+            "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+            "admin_dsn": self.postgres_admin_dsn,
+        }
+
     def status(self) -> dict[str, Any]:
         t = self.topology
         sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
@@ -500,7 +537,7 @@ class LocalStack:
                 **self._proc("redis-context"),
             },
             "postgres": {
-                "dsn": self.postgres_dsn if self.run.postgres_password_file.exists() else None,
+                **self._postgres_dsns(),
                 "addr": t.addr(t.postgres_port),
                 **self._proc("postgres"),
             },

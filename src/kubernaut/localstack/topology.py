@@ -92,6 +92,10 @@ class RunDir:
     def gateway_tokens_file(self) -> Path:
         return self.secrets / "gateway-tokens"
 
+    def postgres_role_password_file(self, role: str) -> Path:
+        """A login role's password (owner, services); postgres_password_file is the superuser's."""
+        return self.secrets / f"postgres-{role}-password"
+
     @property
     def redis_gateway_password_file(self) -> Path:
         """The gateway group's nodes: clients, replication (masterauth) and the sentinels' auth-pass."""

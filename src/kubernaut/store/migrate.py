@@ -10,6 +10,7 @@ from importlib import resources
 
 import asyncpg
 
+from kubernaut.config import PostgresSettings, ServiceName
 from kubernaut.store.roles import apply_grants
 
 _LOCK_ID = 0x6B75626E  # "kubn"
@@ -75,6 +76,18 @@ async def check_current(conn: asyncpg.Connection) -> None:
             f"the database schema lacks migrations {', '.join(missing)}: run `kubernaut migrate` with the"
             " schema owner's DSN (postgres.dsn)"
         )
+
+
+async def prepare_schema(postgres: PostgresSettings, service: ServiceName) -> None:
+    """A service's start: migrate with the owner's DSN, or check the schema with the service's own."""
+    if postgres.migrate_on_start:
+        await migrate_dsn(postgres.dsn.get_secret_value())
+        return
+    conn = await asyncpg.connect(postgres.for_service(service).dsn.get_secret_value())
+    try:
+        await check_current(conn)
+    finally:
+        await conn.close()
 
 
 async def migrate_dsn(dsn: str) -> list[Migration]:

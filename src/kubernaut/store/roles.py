@@ -32,6 +32,8 @@ GRANTS: dict[str, dict[str, str]] = {
         "schema_migrations": "SELECT",
     },
 }
+# Tables no service role may touch (the owner's alone); every table is in GRANTS or here.
+NOT_GRANTED: tuple[str, ...] = ()
 # Sequences behind identity/serial columns the service inserts into.
 SEQUENCE_USERS = {GATEWAY: ("remediation_requests",)}
 
