@@ -38,15 +38,34 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ServerTls(Section):
+    """HTTPS for a service's listener (e.g. Alertmanager -> gateway, which carries the bearer token)."""
+
+    certfile: Path
+    keyfile: Path
+    # When set, clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+
 class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 8080
+    tls: ServerTls | None = None
 
 
 class RedisTimeouts(Section):
     connect_s: PositiveSeconds = 0.5
     # The gateway's defaults: long enough for a loaded 2-core host, short against Sentinel's 5 s detection.
     socket_s: PositiveSeconds = 1.0
+
+
+class RedisTls(Section):
+    """TLS to Redis (and to the sentinels of a Sentinel group): present means on."""
+
+    ca_file: Path | None = None  # None: the system's trust store
+    certfile: Path | None = None  # a client certificate, when the server asks for one
+    keyfile: Path | None = None
+    check_hostname: bool = True
 
 
 class StandaloneRedis(Section):
@@ -56,10 +75,12 @@ class StandaloneRedis(Section):
     port: Port = 6379
     db: Annotated[int, Field(ge=0, le=15)] = 0
     password: SecretStr | None = None
+    tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
 
     def describe(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 class SentinelRedis(Section):
@@ -70,6 +91,7 @@ class SentinelRedis(Section):
     db: Annotated[int, Field(ge=0, le=15)] = 0
     password: SecretStr | None = None
     sentinel_password: SecretStr | None = None
+    tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
 
     @field_validator("sentinels")

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kubernaut import tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
@@ -110,4 +111,5 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        **tls.uvicorn_options(http),
     )

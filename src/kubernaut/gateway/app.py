@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from kubernaut import tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
@@ -248,4 +249,5 @@ def serve(settings: Settings) -> None:
         log_level="info",
         server_header=False,
         proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
+        **tls.uvicorn_options(http),
     )

@@ -278,9 +278,19 @@ class LocalStack:
         comp = self.run.component_dir("postgres")
         comp.mkdir(exist_ok=True)
         data = postgres.data_dir_for(comp)
+        initialised = comp / "initdb.done"
+        if (
+            (data / "PG_VERSION").exists()
+            and not initialised.exists()
+            and not data.is_relative_to(self.run.root)
+        ):
+            # Left in /var/tmp by an earlier run directory at this path (kept after a failed test session):
+            # its superuser has another password.
+            shutil.rmtree(data.parent, ignore_errors=True)
         if not (data / "PG_VERSION").exists():
             self._log("initialising PostgreSQL data directory")
             postgres.initdb(data, self.run.postgres_password_file, self.run.log("postgres"))
+            initialised.write_text("")
         argv = postgres.server_argv(data, self.topology.host, self.topology.postgres_port)
         self._spawn("postgres", argv, marker=str(data), user=postgres.service_user(), cwd=data)
 
