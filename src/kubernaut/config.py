@@ -238,6 +238,9 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    # Refuse to start with auth off or a placeholder secret (kubernaut.production); the production
+    # overlay sets KUBERNAUT_PRODUCTION=true.
+    production: bool = False
     gateway: GatewaySettings = GatewaySettings()
     context_api: ContextApiSettings = ContextApiSettings()
     postgres: PostgresSettings = PostgresSettings()

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubernaut import tls
+from kubernaut import production, tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
@@ -66,6 +66,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     """One replica: its own L2, metrics registry, pools; opened and closed by the ASGI lifespan."""
+    production.check(settings, "context_api")
     metrics = ContextApiMetrics()
     auth = settings.context_api.auth
     check: TokenCheck | None = None

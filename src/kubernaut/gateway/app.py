@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kubernaut import tls
+from kubernaut import production, tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
@@ -51,6 +51,7 @@ class Gateway:
         gw = settings.gateway
         self.settings = settings
         self.metrics = GatewayMetrics()
+        production.check(settings, "gateway")
         self.auth: TokenAuth | None = None
         if gw.auth.enabled:
             if gw.auth.tokens_file is None:
