@@ -74,6 +74,7 @@ class StandaloneRedis(Section):
     host: str = "127.0.0.1"
     port: Port = 6379
     db: Annotated[int, Field(ge=0, le=15)] = 0
+    username: str | None = None  # an ACL user; None: the default user
     password: SecretStr | None = None
     tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
@@ -89,7 +90,9 @@ class SentinelRedis(Section):
     sentinels: Annotated[list[str], Field(min_length=1)]
     master_name: str
     db: Annotated[int, Field(ge=0, le=15)] = 0
+    username: str | None = None  # the nodes' ACL user; None: the default user
     password: SecretStr | None = None
+    sentinel_username: str | None = None  # the sentinels' ACL user
     sentinel_password: SecretStr | None = None
     tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()

@@ -69,3 +69,34 @@ def test_the_seed_check_runs_with_the_sentinel_password_from_status(stack: Local
     )
     assert "flags" in fields
     assert "down" not in fields["flags"], "the sentinels reach the nodes with auth-pass"
+
+
+def test_each_service_user_runs_only_its_commands(stack: LocalStack) -> None:
+    t = stack.topology
+    master = stack.current_master()
+    assert master is not None
+    status = stack.status()
+    gw_pw = status["redis_gateway"]["users"]["gateway"]
+    ctx_pw = status["redis_context"]["users"]["context-api"]
+    with redis.Redis(host=t.host, port=master[1], username="gateway", password=gw_pw) as gw:
+        assert gw.ping()
+        assert gw.script_load("return redis.call('TIME')[1]")
+        for refused in ["FLUSHALL", "CONFIG GET maxmemory", "KEYS *", "SHUTDOWN", "REPLICAOF NO ONE"]:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                gw.execute_command(*refused.split())
+    with redis.Redis(host=t.host, port=t.redis_context_port, username="context-api", password=ctx_pw) as ctx:
+        assert ctx.set("ctx-acl-probe", "1", ex=5)
+        for refused in ["FLUSHALL", "CONFIG SET maxmemory 1", "KEYS *", "DEBUG SLEEP 0"]:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                ctx.execute_command(*refused.split())
+    # Isolation: neither service's user exists on the other service's Redis.
+    with (
+        pytest.raises(redis.AuthenticationError),
+        redis.Redis(host=t.host, port=t.redis_context_port, username="gateway", password=gw_pw) as r,
+    ):
+        r.ping()
+    with (
+        pytest.raises(redis.AuthenticationError),
+        redis.Redis(host=t.host, port=master[1], username="context-api", password=ctx_pw) as r,
+    ):
+        r.ping()

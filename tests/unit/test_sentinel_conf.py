@@ -44,9 +44,12 @@ def test_a_config_without_the_current_passwords_does_not_match(tmp_path: Path) -
 
 
 def test_every_server_config_requires_a_password(tmp_path: Path) -> None:
-    node = rs.gateway_node_conf("127.0.0.1", 16380, tmp_path, ("127.0.0.1", 16379), "pw")
+    node = rs.gateway_node_conf("127.0.0.1", 16380, tmp_path, ("127.0.0.1", 16379), "pw", "gw-pw")
     assert 'requirepass "pw"' in node
     assert 'masterauth "pw"' in node
-    assert 'requirepass "pw"' in rs.context_conf("127.0.0.1", 16390, tmp_path, "pw")
+    assert f"user gateway on >gw-pw ~* resetchannels &* {rs.GATEWAY_COMMANDS}" in node
+    ctx = rs.context_conf("127.0.0.1", 16390, tmp_path, "pw", "ctx-pw")
+    assert 'requirepass "pw"' in ctx
+    assert "user context-api on >ctx-pw" in ctx
     with pytest.raises(ValueError, match="password"):
-        rs.context_conf("127.0.0.1", 16390, tmp_path, "a b")
+        rs.context_conf("127.0.0.1", 16390, tmp_path, "pw", "a b")

@@ -16,6 +16,22 @@ from kubernaut.localstack.topology import (
     QUORUM,
 )
 
+# Each service's ACL user may run only the commands its code and Lua scripts use (Redis checks the
+# commands a script runs against the caller's user). deploy/kubernetes uses the same lists; the key
+# patterns there are the services' prefixes, here every key (tests give each run a prefix of its own).
+_CONNECT = "+ping +select +client|setname"  # redis-py's CLIENT SETINFO may fail: it ignores that
+GATEWAY_COMMANDS = (
+    f"-@all {_CONNECT} +evalsha +script|load +get +set +sadd "
+    "+del +exists +getdel +getex +hgetall +hincrby +hmget +hset +pexpire +rename +time "
+    "+zadd +zcard +zcount +zrangebyscore +zrem +zremrangebyrank +zremrangebyscore"
+)
+CONTEXT_API_COMMANDS = (
+    f"-@all {_CONNECT} +evalsha +eval +script|load +get +mget +set +sadd +smembers +scan +expire "
+    "+unlink +del +incr +publish +subscribe"
+)
+GATEWAY_USER = "gateway"
+CONTEXT_API_USER = "context-api"
+
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_SENTINEL = "/usr/bin/redis-sentinel"
 
@@ -47,24 +63,38 @@ def _conf(host: str, port: int, workdir: Path, *settings: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quoted(value: str) -> str:
-    """A config-file value: the generated secrets are URL-safe, so quoting only guards the syntax."""
+def _checked(value: str) -> str:
+    """A password for a config line: the generated secrets are URL-safe; refuse what would break it."""
     if not value or any(c in value for c in "\"'\\ \t\n"):
         raise ValueError("a Redis password must be non-empty, without quotes, backslashes or blanks")
-    return f'"{value}"'
+    return value
+
+
+def _quoted(value: str) -> str:
+    return f'"{_checked(value)}"'
+
+
+def acl_user(name: str, password: str, commands: str) -> str:
+    return f"user {name} on >{_checked(password)} ~* resetchannels &* {commands}"
 
 
 def gateway_node_conf(
-    host: str, port: int, workdir: Path, replica_of: tuple[str, int] | None, password: str
+    host: str,
+    port: int,
+    workdir: Path,
+    replica_of: tuple[str, int] | None,
+    password: str,
+    gateway_password: str,
 ) -> str:
     """A node of the gateway's group: RDB snapshots, no eviction, writes refused without a replica; one
-    password for clients, for its replication link (masterauth) and for the sentinels."""
+    password for tools, its replication link (masterauth) and the sentinels, the gateway's ACL user."""
     return _conf(
         host,
         port,
         workdir,
         f"requirepass {_quoted(password)}",
         f"masterauth {_quoted(password)}",
+        acl_user(GATEWAY_USER, gateway_password, GATEWAY_COMMANDS),
         "dbfilename dump.rdb",
         "save 900 1 300 10 60 10000",
         "appendonly no",
@@ -78,13 +108,15 @@ def gateway_node_conf(
     )
 
 
-def context_conf(host: str, port: int, workdir: Path, password: str) -> str:
-    """The Context-API's cache: no persistence, bounded memory, evicting only keys with a TTL."""
+def context_conf(host: str, port: int, workdir: Path, password: str, context_api_password: str) -> str:
+    """The Context-API's cache: no persistence, bounded memory, evicting only keys with a TTL; the
+    password for tools, the Context-API's ACL user."""
     return _conf(
         host,
         port,
         workdir,
         f"requirepass {_quoted(password)}",
+        acl_user(CONTEXT_API_USER, context_api_password, CONTEXT_API_COMMANDS),
         'save ""',
         "appendonly no",
         "maxmemory 256mb",

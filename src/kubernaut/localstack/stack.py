@@ -41,6 +41,7 @@ from kubernaut.store import roles
 from kubernaut.store.migrate import migrate_dsn
 
 GATEWAY_TOKEN_NAME = "local"
+GW_USER, CTX_USER = redis_servers.GATEWAY_USER, redis_servers.CONTEXT_API_USER
 # The Context-API's local tokens: one that may record outcomes, one that may only read.
 CONTEXT_WRITE_TOKEN_NAME = "local"
 CONTEXT_READ_TOKEN_NAME = "local-read"
@@ -130,6 +131,9 @@ class LocalStack:
     def redis_context_password(self) -> str:
         return self.run.redis_context_password_file.read_text().strip()
 
+    def redis_user_password(self, user: str) -> str:
+        return self.run.redis_user_password_file(user).read_text().strip()
+
     def _probe_password(self, file: Path) -> str | None:
         """For probes and status, which also run on a run directory without secrets (yet)."""
         return file.read_text().strip() if file.exists() else None
@@ -217,6 +221,8 @@ class LocalStack:
             self.run.redis_gateway_password_file,
             self.run.redis_sentinel_password_file,
             self.run.redis_context_password_file,
+            self.run.redis_user_password_file(redis_servers.GATEWAY_USER),
+            self.run.redis_user_password_file(redis_servers.CONTEXT_API_USER),
         ):
             if not file.exists():
                 file.write_text(secrets.token_urlsafe(24) + "\n")
@@ -242,7 +248,8 @@ class LocalStack:
                 "redis": {
                     "sentinels": [t.addr(p) for p in t.sentinel_ports],
                     "master_name": MASTER_NAME,
-                    "password": self.redis_gateway_password,
+                    "username": redis_servers.GATEWAY_USER,
+                    "password": self.redis_user_password(redis_servers.GATEWAY_USER),
                     "sentinel_password": self.redis_sentinel_password,
                 },
                 "auth": {"enabled": True, "tokens_file": str(self.run.gateway_tokens_file)},
@@ -252,7 +259,8 @@ class LocalStack:
                 "redis": {
                     "host": t.host,
                     "port": t.redis_context_port,
-                    "password": self.redis_context_password,
+                    "username": redis_servers.CONTEXT_API_USER,
+                    "password": self.redis_user_password(redis_servers.CONTEXT_API_USER),
                 },
                 "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
             },
@@ -344,7 +352,14 @@ class LocalStack:
         conf = workdir / "redis.conf"
         replica_of = None if master == (host, node.port) else master
         conf.write_text(
-            redis_servers.gateway_node_conf(host, node.port, workdir, replica_of, self.redis_gateway_password)
+            redis_servers.gateway_node_conf(
+                host,
+                node.port,
+                workdir,
+                replica_of,
+                self.redis_gateway_password,
+                self.redis_user_password(redis_servers.GATEWAY_USER),
+            )
         )
         self._spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
 
@@ -356,7 +371,13 @@ class LocalStack:
         workdir.mkdir(exist_ok=True)
         conf = workdir / "redis.conf"
         conf.write_text(
-            redis_servers.context_conf(self.topology.host, port, workdir, self.redis_context_password)
+            redis_servers.context_conf(
+                self.topology.host,
+                port,
+                workdir,
+                self.redis_context_password,
+                self.redis_user_password(redis_servers.CONTEXT_API_USER),
+            )
         )
         self._spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
 
@@ -540,10 +561,12 @@ class LocalStack:
                 "quorum": int(info["quorum"]) if info else QUORUM,
                 "password": node_pw,
                 "sentinel_password": sentinel_pw,
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [GW_USER]},
             },
             "redis_context": {
                 "addr": t.addr(t.redis_context_port),
                 "password": self._probe_password(self.run.redis_context_password_file),
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [CTX_USER]},
                 **self._proc("redis-context"),
             },
             "postgres": {

@@ -101,6 +101,10 @@ class RunDir:
         """The gateway group's nodes: clients, replication (masterauth) and the sentinels' auth-pass."""
         return self.secrets / "redis-gateway-password"
 
+    def redis_user_password_file(self, user: str) -> Path:
+        """A service's ACL user on its Redis (``gateway`` on the group's nodes, ``context-api``)."""
+        return self.secrets / f"redis-user-{user}-password"
+
     @property
     def redis_sentinel_password_file(self) -> Path:
         return self.secrets / "redis-sentinel-password"

@@ -60,6 +60,7 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
     common = {
         "retry": no_retry(),
         "db": settings.db,
+        "username": settings.username,
         "password": _secret(settings.password),
         "socket_connect_timeout": t.connect_s,
         "socket_timeout": t.socket_s,
@@ -73,6 +74,7 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses(),
         sentinel_kwargs={
+            "username": settings.sentinel_username,
             "password": _secret(settings.sentinel_password),
             "socket_connect_timeout": t.connect_s,
             "socket_timeout": t.socket_s,
