@@ -86,7 +86,7 @@ def test_each_service_user_runs_only_its_commands(stack: LocalStack) -> None:
                 gw.execute_command(*refused.split())
     with redis.Redis(host=t.host, port=t.redis_context_port, username="context-api", password=ctx_pw) as ctx:
         assert ctx.set("ctx-acl-probe", "1", ex=5)
-        for refused in ["FLUSHALL", "CONFIG SET maxmemory 1", "KEYS *", "DEBUG SLEEP 0"]:
+        for refused in ["FLUSHALL", "CONFIG SET maxmemory 1", "KEYS *", "ACL LIST", "SHUTDOWN"]:
             with pytest.raises(redis.exceptions.NoPermissionError):
                 ctx.execute_command(*refused.split())
     # Isolation: neither service's user exists on the other service's Redis.
