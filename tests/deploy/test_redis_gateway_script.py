@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.sentinel import Sentinel
 
 from kubernaut.localstack import redis_servers as rs
 from kubernaut.localstack.processes import wait_until
@@ -286,6 +287,26 @@ def test_acl_users_on_the_group_allow_only_their_commands(group: Group) -> None:
         ]:
             with pytest.raises(redis.exceptions.NoPermissionError):
                 sentinel.execute_command(*refused.split())
+
+    # The gateway's own client path: redis-py's Sentinel with user gateway on both sides.
+    sentinel_client = Sentinel(  # type: ignore[no-untyped-call]
+        [(h, SENTINEL_PORT) for h in HOSTS],
+        sentinel_kwargs={"username": "gateway", "password": gw_password, "socket_timeout": 2},
+        username="gateway",
+        password=gw_password,
+        socket_timeout=2,
+    )
+    discovered = sentinel_client.discover_master(group.master_name)  # type: ignore[no-untyped-call]
+    assert discovered == (HOSTS[master], REDIS_PORT)
+    assert len(sentinel_client.discover_slaves(group.master_name)) == 2  # type: ignore[no-untyped-call]
+    with sentinel_client.master_for(group.master_name) as via_sentinel:  # type: ignore[no-untyped-call]
+        assert via_sentinel.set("gw:via-sentinel", "1")
+    with (
+        redis.Redis(HOSTS[master], SENTINEL_PORT, username="gateway", password=gw_password) as s,
+        s.pubsub() as pubsub,
+    ):
+        pubsub.subscribe("+switch-master")  # what the gateway follows failovers with
+        assert pubsub.get_message(timeout=2) is not None
 
     def replicas_online() -> bool:  # right after the previous test's failover they may still be syncing
         with group.redis(master) as admin:
