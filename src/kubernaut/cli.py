@@ -408,7 +408,10 @@ def context_api(config: Path | None = ConfigOption) -> None:
     """Serve the Context-API (remediation history through the L1/L2/L3 cache)."""
     from kubernaut.contextapi.app import serve
 
-    serve(settings_or_exit(config))
+    try:
+        serve(settings_or_exit(config))
+    except ConfigError as err:
+        raise fail(str(err)) from None
 
 
 @app.command("seed-history")

@@ -38,9 +38,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ServerTls(Section):
+    """HTTPS for a service's listener (e.g. Alertmanager -> gateway, which carries the bearer token)."""
+
+    certfile: Path
+    keyfile: Path
+    # When set, clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+
 class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 8080
+    tls: ServerTls | None = None
 
 
 class RedisTimeouts(Section):
@@ -49,17 +59,29 @@ class RedisTimeouts(Section):
     socket_s: PositiveSeconds = 1.0
 
 
+class RedisTls(Section):
+    """TLS to Redis (and to the sentinels of a Sentinel group): present means on."""
+
+    ca_file: Path | None = None  # None: the system's trust store
+    certfile: Path | None = None  # a client certificate, when the server asks for one
+    keyfile: Path | None = None
+    check_hostname: bool = True
+
+
 class StandaloneRedis(Section):
     """The seed's shape: one Redis server (the Context-API's cache)."""
 
     host: str = "127.0.0.1"
     port: Port = 6379
     db: Annotated[int, Field(ge=0, le=15)] = 0
+    username: str | None = None  # an ACL user; None: the default user
     password: SecretStr | None = None
+    tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
 
     def describe(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 class SentinelRedis(Section):
@@ -68,8 +90,11 @@ class SentinelRedis(Section):
     sentinels: Annotated[list[str], Field(min_length=1)]
     master_name: str
     db: Annotated[int, Field(ge=0, le=15)] = 0
+    username: str | None = None  # the nodes' ACL user; None: the default user
     password: SecretStr | None = None
+    sentinel_username: str | None = None  # the sentinels' ACL user
     sentinel_password: SecretStr | None = None
+    tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
 
     @field_validator("sentinels")
@@ -100,13 +125,27 @@ RedisSettings = Annotated[
 ]
 
 
+ServiceName = Literal["gateway", "context_api"]
+
+
 class PostgresSettings(Section):
+    # The schema owner's DSN: migrations and tools. A service connects with its own role's DSN when set.
     dsn: SecretStr = SecretStr("postgresql://kubernaut@127.0.0.1:15432/kubernaut")
     # The Context-API's reads (a standby, e.g. CloudNativePG's -ro Service); writes always use ``dsn``.
     read_dsn: SecretStr | None = None
+    gateway_dsn: SecretStr | None = None
+    context_api_dsn: SecretStr | None = None
+    # True: a service applies pending migrations with ``dsn`` at start. False: it only checks the schema is
+    # current (its own role cannot change it) and refuses to start otherwise; `kubernaut migrate` applies.
+    migrate_on_start: bool = True
     min_pool: Annotated[int, Field(ge=1)] = 2
     max_pool: Annotated[int, Field(ge=1)] = 10
     command_timeout_s: PositiveSeconds = 5.0
+
+    def for_service(self, service: ServiceName) -> PostgresSettings:
+        """These settings with ``dsn`` replaced by the service's own role's DSN, when one is set."""
+        own = self.gateway_dsn if service == "gateway" else self.context_api_dsn
+        return self if own is None else self.model_copy(update={"dsn": own})
 
 
 class StormSettings(Section):
@@ -171,8 +210,16 @@ class BreakerSettings(Section):
 CONTEXT_REDIS_TIMEOUTS = RedisTimeouts(connect_s=0.1, socket_s=0.05)
 
 
+class ContextApiAuthSettings(Section):
+    """Bearer tokens with a scope each: ``read`` answers GET, ``write`` also records outcomes."""
+
+    enabled: bool = True
+    tokens_file: Path | None = None
+
+
 class ContextApiSettings(Section):
     http: HttpSettings = HttpSettings(port=8091)
+    auth: ContextApiAuthSettings = ContextApiAuthSettings()
     redis: RedisSettings = StandaloneRedis(port=16390, timeouts=CONTEXT_REDIS_TIMEOUTS)
     key_prefix: str = "ctx:"
     allow_shared_redis: bool = False
@@ -196,6 +243,9 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    # Refuse to start with auth off or a placeholder secret (kubernaut.production); the production
+    # overlay sets KUBERNAUT_PRODUCTION=true.
+    production: bool = False
     gateway: GatewaySettings = GatewaySettings()
     context_api: ContextApiSettings = ContextApiSettings()
     postgres: PostgresSettings = PostgresSettings()

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from kubernaut.config import Settings
 from kubernaut.contextapi.app import create_app
+from kubernaut.contextapi.auth import load_tokens
 from kubernaut.contextapi.runtime import ContextApi
 from kubernaut.contextapi.seed import seed_history
 from kubernaut.localstack import LocalStack, postgres
@@ -100,12 +101,20 @@ def prefix() -> str:
 
 def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) -> Settings:
     section: dict[str, Any] = {
-        "redis": {"host": stack.topology.host, "port": stack.topology.redis_context_port},
+        "redis": stack.redis_auth(stack.topology.redis_context_port),
         "key_prefix": prefix,
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
+        "auth": {"tokens_file": str(stack.run.context_api_tokens_file)},
     }
     section.update(context_api)
     return Settings(context_api=section, postgres={"dsn": dsn, "min_pool": 4, "max_pool": 10})
+
+
+def write_token(settings: Settings) -> str:
+    """A write-scope token of the replica's tokens file (the test client reads and records outcomes)."""
+    assert settings.context_api.auth.tokens_file is not None
+    tokens = load_tokens(settings.context_api.auth.tokens_file)
+    return next(t.secret.decode() for t in tokens if t.scope == "write")
 
 
 @asynccontextmanager
@@ -113,7 +122,12 @@ async def open_replica(settings: Settings) -> AsyncIterator[Replica]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://context-api") as client:
+        headers = (
+            {"authorization": f"Bearer {write_token(settings)}"} if settings.context_api.auth.enabled else {}
+        )
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://context-api", headers=headers
+        ) as client:
             # Start-up waits a bounded time for the notification listener's first resync, which
             # invalidates everything cached; on a loaded machine it can come later: wait for it here.
             async def listening() -> bool:
@@ -142,7 +156,7 @@ def redis_context(stack: LocalStack) -> Iterator[LocalStack]:
     finally:
         stack.signal_component("redis-context", signal.SIGCONT)
         stack.start_redis_context()
-        assert rs.ping(stack.topology.host, stack.topology.redis_context_port)
+        assert rs.ping(stack.topology.host, stack.topology.redis_context_port, stack.redis_context_password)
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:

@@ -137,7 +137,7 @@ async def test_l1_value_cap_and_ttl(stack: LocalStack, context_db: str, prefix: 
         await a.api.cache.idle()
         assert (await b.get("/api/v1/incidents", limit=500)).headers["x-cache"] == "l3"  # too big for L1
         assert (await b.get("/api/v1/incidents/2")).headers["x-cache"] == "l1"
-        redis = Redis(host=stack.topology.host, port=stack.topology.redis_context_port)
+        redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
         try:
             keys = [k async for k in redis.scan_iter(match=f"{prefix}c:*")]
             assert keys

@@ -114,7 +114,7 @@ async def test_redis_killed_then_restarted(redis_context: LocalStack, context_db
         await _wait_state(a, breaker=0, available=1)
         await _wait_state(b, breaker=0, available=1)
         await _l1_serves(a, b, "/api/v1/incidents", namespace="search", limit=7)
-        redis = Redis(host=stack.topology.host, port=stack.topology.redis_context_port)
+        redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
         try:
             assert await redis.get(OWNER_KEY) == b"context-api"  # re-claimed on the fresh server
         finally:
@@ -224,7 +224,7 @@ async def test_redis_back_but_owned_by_the_gateway_is_not_used(
 ) -> None:
     stack = redis_context
     settings = _settings(stack, context_db, prefix, breaker={"failure_threshold": 3, "reset_timeout_s": 5})
-    redis = Redis(host=stack.topology.host, port=stack.topology.redis_context_port)
+    redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
     try:
         async with open_replica(settings) as a:
             assert await _state(a) == (0, 1)

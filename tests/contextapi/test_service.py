@@ -28,10 +28,12 @@ async def test_service_process_serves_metrics_and_stops(
     stack: LocalStack, context_db: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
+    monkeypatch.setenv("KUBERNAUT_POSTGRES__CONTEXT_API_DSN", context_db)
     monkeypatch.setenv("KUBERNAUT_CONTEXT_API__KEY_PREFIX", prefix)
     stack.start_service("context-api", timeout=30)
     try:
-        async with httpx.AsyncClient(base_url=stack.url("context-api")) as c:
+        headers = {"authorization": f"Bearer {stack.context_api_read_token}"}
+        async with httpx.AsyncClient(base_url=stack.url("context-api"), headers=headers) as c:
             first = await c.get("/api/v1/incidents", params={"limit": 3})
             again = await c.get("/api/v1/incidents", params={"limit": 3})
             assert (first.status_code, first.headers["x-cache"]) == (200, "l3")
@@ -52,7 +54,8 @@ async def test_service_refuses_a_redis_owned_by_the_gateway(
     stack: LocalStack, context_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
-    redis = Redis(host=stack.topology.host, port=stack.topology.redis_context_port)
+    monkeypatch.setenv("KUBERNAUT_POSTGRES__CONTEXT_API_DSN", context_db)
+    redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
     log = stack.run.log("context-api")
     seen = log.stat().st_size if log.exists() else 0
     try:

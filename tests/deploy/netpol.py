@@ -1,7 +1,8 @@
-"""Kubernetes NetworkPolicy ingress semantics, for the rendered manifests (no CNI here to ask).
+"""Kubernetes NetworkPolicy semantics (ingress and egress), for the rendered manifests (no CNI here to ask).
 
-Implements what the manifests use and refuses what they do not (ipBlock, endPort, non-TCP), so a
-policy using something unmodelled fails the test instead of being silently misread.
+Implements what the manifests use and refuses what they do not (ipBlock, endPort, SCTP), so a policy
+using something unmodelled fails the test instead of being silently misread. A connection needs both the
+client's egress and the target's ingress to allow it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def selects(policy: dict[str, Any], pod: Pod) -> bool:
     )
 
 
+def _types(policy: dict[str, Any]) -> list[str]:
+    """policyTypes; when absent, Ingress always and Egress when the policy has egress rules."""
+    spec = policy["spec"]
+    return list(spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])])
+
+
 def _peer_matches(peer: dict[str, Any], policy_namespace: str, client: Pod) -> bool:
     if "ipBlock" in peer:
         raise ValueError("ipBlock peers are not modelled")
@@ -60,9 +67,12 @@ def _peer_matches(peer: dict[str, Any], policy_namespace: str, client: Pod) -> b
     return pod_sel is None or selector_matches(pod_sel, client.labels)
 
 
-def _port_matches(rule_port: dict[str, Any], target: Pod, port: int) -> bool:
-    if rule_port.get("protocol", "TCP") != "TCP" or "endPort" in rule_port:
+def _port_matches(rule_port: dict[str, Any], target: Pod, port: int, protocol: str = "TCP") -> bool:
+    rule_protocol = rule_port.get("protocol", "TCP")
+    if rule_protocol not in ("TCP", "UDP") or "endPort" in rule_port:
         raise ValueError(f"port rule {rule_port} is not modelled")
+    if rule_protocol != protocol:
+        return False
     want = rule_port.get("port")
     if want is None:
         return True
@@ -71,21 +81,50 @@ def _port_matches(rule_port: dict[str, Any], target: Pod, port: int) -> bool:
     return int(want) == port
 
 
-def allowed(policies: list[dict[str, Any]], client: Pod, target: Pod, port: int) -> bool:
-    """May ``client`` open a TCP connection to ``target`` on ``port``?"""
-    relevant = [
-        p for p in policies if selects(p, target) and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
-    ]
+def ingress_allowed(
+    policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
+) -> bool:
+    """Do the policies selecting ``target`` let ``client`` in on ``port``?"""
+    relevant = [p for p in policies if selects(p, target) and "Ingress" in _types(p)]
     if not relevant:
         return True
     for policy in relevant:
         namespace = policy["metadata"]["namespace"]
-        for rule in policy["spec"].get("ingress", []):
+        for rule in policy["spec"].get("ingress") or []:
             peers = rule.get("from")
             if peers and not any(_peer_matches(peer, namespace, client) for peer in peers):
                 continue
             ports = rule.get("ports")
-            if ports and not any(_port_matches(p, target, port) for p in ports):
+            if ports and not any(_port_matches(p, target, port, protocol) for p in ports):
                 continue
             return True
     return False
+
+
+def egress_allowed(
+    policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
+) -> bool:
+    """Do the policies selecting ``client`` let it out to ``target`` on ``port``?"""
+    relevant = [p for p in policies if selects(p, client) and "Egress" in _types(p)]
+    if not relevant:
+        return True
+    for policy in relevant:
+        namespace = policy["metadata"]["namespace"]
+        for rule in policy["spec"].get("egress") or []:
+            peers = rule.get("to")
+            if peers and not any(_peer_matches(peer, namespace, target) for peer in peers):
+                continue
+            ports = rule.get("ports")
+            if ports and not any(_port_matches(p, target, port, protocol) for p in ports):
+                continue
+            return True
+    return False
+
+
+def allowed(
+    policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
+) -> bool:
+    """May ``client`` open a connection to ``target`` on ``port``: its egress and the target's ingress?"""
+    return egress_allowed(policies, client, target, port, protocol) and ingress_allowed(
+        policies, client, target, port, protocol
+    )

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kubernaut.config import SentinelRedis, Settings, StandaloneRedis, load_settings
+from kubernaut.config import SentinelRedis, ServiceName, Settings, StandaloneRedis, load_settings
+from kubernaut.store import roles
 from tests.deploy.manifests import (
     NAMESPACE,
     OVERLAYS,
@@ -65,11 +66,13 @@ def test_gateway_config_loads_with_sentinel_and_secrets(
     assert redis.master_name == "gateway-master"
     for host, port in redis.sentinel_addresses():
         service_port(r, host, port)
+    # its own ACL user on the nodes and on the sentinels
+    assert (redis.username, redis.sentinel_username) == ("gateway", "gateway")
     assert redis.password is not None
-    assert redis.password.get_secret_value() == r.secret_value("redis-gateway-auth", "redis-password")
+    assert redis.password.get_secret_value() == r.secret_value("redis-gateway-auth", "gateway-password")
     assert redis.sentinel_password is not None
     assert redis.sentinel_password.get_secret_value() == r.secret_value(
-        "redis-gateway-auth", "sentinel-password"
+        "redis-gateway-auth", "gateway-password"
     )
 
     deployment = r.get("Deployment", "gateway")
@@ -100,8 +103,11 @@ def test_context_api_config_loads_with_its_own_standalone_redis(
     assert isinstance(redis, StandaloneRedis)
     assert (redis.host, redis.port, redis.db) == ("redis.kubernaut-system.svc.cluster.local", 6379, 0)
     service_port(r, redis.host, redis.port)
+    assert redis.username == "context-api"
     assert redis.password is not None
-    assert redis.password.get_secret_value() == r.secret_value("redis-auth", "password")
+    assert redis.password.get_secret_value() == r.secret_value("redis-auth", "context-api-password")
+    assert s.context_api.auth.enabled
+    assert s.context_api.auth.tokens_file is not None
     assert s.context_api.http.port == container_port(
         container(r.get("Deployment", "context-api"), "context-api"), "http"
     )
@@ -112,9 +118,13 @@ def test_context_api_config_loads_with_its_own_standalone_redis(
 def test_postgres_dsn_reaches_the_bundled_database_with_its_password(
     overlay: str, service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each service connects as its own role (created by the bundled database's init script, with the
+    password the script gets), never as the superuser, and checks the schema instead of migrating."""
     r = render(overlay)
     s = load_as_the_pod_would(r, service, tmp_path, monkeypatch)
-    dsn = urlsplit(s.postgres.dsn.get_secret_value())
+    key: ServiceName = "gateway" if service == "gateway" else "context_api"
+    assert s.postgres.migrate_on_start is False
+    dsn = urlsplit(s.postgres.for_service(key).dsn.get_secret_value())
     assert dsn.hostname is not None
     assert dsn.port is not None
     clusters = r.of_kind("Cluster")
@@ -130,14 +140,56 @@ def test_postgres_dsn_reaches_the_bundled_database_with_its_password(
     service_port(r, dsn.hostname, dsn.port)
     postgres = container(r.get("StatefulSet", "postgres"), "postgres")
     env = resolve_env(r, postgres)
-    assert dsn.username == env["POSTGRES_USER"]
-    assert dsn.password == env["POSTGRES_PASSWORD"]
+    assert dsn.username == {"gateway": roles.GATEWAY, "context-api": roles.CONTEXT_API}[service]
+    assert dsn.username != env["POSTGRES_USER"]
+    assert (
+        dsn.password == env[{"gateway": "GATEWAY_PASSWORD", "context-api": "CONTEXT_API_PASSWORD"}[service]]
+    )
     assert dsn.path == "/" + env["POSTGRES_DB"]
+    init = r.config_file("postgres-init", "init-roles.sh")
+    assert f"CREATE ROLE {dsn.username} LOGIN NOSUPERUSER" in init
 
 
-def test_secrets_hold_placeholders_only() -> None:
-    for secret in render("production").of_kind("Secret"):
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migrations_run_as_the_owner_in_an_init_container(
+    overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = render(overlay)
+    deployment = r.get("Deployment", "gateway")
+    [init] = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][0] == "migrate"
+    env = resolve_env(r, init)
+    owner = urlsplit(env["KUBERNAUT_POSTGRES__DSN"])
+    assert owner.username == roles.OWNER
+    assert (
+        owner.password
+        == resolve_env(r, container(r.get("StatefulSet", "postgres"), "postgres"))["OWNER_PASSWORD"]
+    )
+    # the owner's DSN reaches no long-running container
+    for c in deployment["spec"]["template"]["spec"]["containers"]:
+        assert "owner-dsn" not in str(c.get("env"))
+
+
+def test_dev_secrets_hold_placeholders_only() -> None:
+    secrets = render("dev").of_kind("Secret")
+    assert secrets
+    for secret in secrets:
         for key, value in secret["stringData"].items():
             if key == "username":  # a basic-auth Secret's user name (CloudNativePG's owner) is no secret
                 continue
             assert "change-me" in value, f"{secret['metadata']['name']}/{key} looks like a real value"
+
+
+def test_production_applies_no_secret_and_runs_in_production_mode() -> None:
+    """The committed placeholders never reach a production cluster: the operator creates the Secrets,
+    and the services, in production mode, refuse any value still holding a placeholder."""
+    r = render("production")
+    assert r.of_kind("Secret") == []
+    for service in ("gateway", "context-api"):
+        env = resolve_env(r, container(r.get("Deployment", service), service))
+        assert env["KUBERNAUT_PRODUCTION"] == "true"
+    dev = render("dev")
+    for service in ("gateway", "context-api"):
+        assert "KUBERNAUT_PRODUCTION" not in resolve_env(
+            dev, container(dev.get("Deployment", service), service)
+        )

@@ -1,8 +1,9 @@
-"""NetworkPolicies protect the pods they mean to and admit exactly the intended clients.
+"""NetworkPolicies protect the pods they mean to, admit exactly the intended clients, and let each
+workload out to exactly what it needs (default-deny both ways for the whole namespace).
 
 Every rendered workload is a client and a target, beside pods that must be refused: a stranger in the
 namespace, a pod labelled app=gateway in another namespace, and a Prometheus look-alike outside the
-monitoring namespace.
+monitoring namespace; egress is also tried towards the cluster DNS and an address outside the cluster.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.manifests import NAMESPACE, OVERLAYS, Rendered, containers, pod_labels, render
-from tests.deploy.netpol import Pod, allowed, selector_matches, selects
+from tests.deploy.netpol import Pod, allowed, egress_allowed, selector_matches, selects
 
 MONITORING = "monitoring"
 PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}
@@ -63,8 +64,25 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "metrics": {"prometheus"},
     },
 }
-# The services' HTTP ports stay open: Alertmanager and the Context-API's consumers live elsewhere.
+# The services' HTTP ports stay open to clients outside the namespace (Alertmanager, the Context-API's
+# consumers, Prometheus); nothing inside the namespace calls them.
 OPEN = {"gateway": "http", "context-api": "http"}
+DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, ns_labels("kube-system"), {"dns": 53})
+INTERNET = Pod("example.com", "internet", {}, {}, {"https": 443})
+DNS_QUERIES = {("kube-dns", 53, "UDP"), ("kube-dns", 53, "TCP")}
+# client -> (target, port, protocol) it may open, among the workloads, DNS and an outside address
+EXPECTED_EGRESS: dict[str, set[tuple[str, int, str]]] = {
+    "gateway": {
+        *DNS_QUERIES,
+        ("redis-gateway", 6379, "TCP"),
+        ("redis-gateway", 26379, "TCP"),
+        ("postgres", 5432, "TCP"),
+    },
+    "context-api": {*DNS_QUERIES, ("redis", 6379, "TCP"), ("postgres", 5432, "TCP")},
+    "redis-gateway": {*DNS_QUERIES, ("redis-gateway", 6379, "TCP"), ("redis-gateway", 26379, "TCP")},
+    "redis": set(),
+    "postgres": set(),
+}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -75,9 +93,15 @@ def test_each_policy_selects_exactly_the_workload_it_protects(overlay: str) -> N
     protected = {}
     for policy in policies:
         matched = [name for name, pod in pods.items() if selects(policy, pod)]
+        if policy["metadata"]["name"] == "default-deny":
+            assert set(matched) == set(pods), "default-deny must select every pod"
+            assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+            assert "ingress" not in policy["spec"]
+            assert "egress" not in policy["spec"]
+            continue
         assert len(matched) == 1, f"{policy['metadata']['name']} selects {matched}"
         protected[policy["metadata"]["name"]] = matched[0]
-    assert set(protected.values()) == set(EXPECTED)
+    assert set(protected.values()) == set(pods) == set(EXPECTED) | set(OPEN)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -92,9 +116,29 @@ def test_only_the_intended_clients_get_in(overlay: str) -> None:
             admitted = {c.name for c in clients if allowed(policies, c, target, port)}
             if expected is None:
                 assert port_name == OPEN[target_name], f"{target_name}:{port_name} is unprotected"
-                assert admitted == {c.name for c in clients}
+                assert admitted == {c.name for c in OUTSIDERS if c.namespace != NAMESPACE}
             else:
                 assert admitted == expected[port_name], f"{target_name}:{port_name} ({port})"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_workload_gets_out_only_to_what_it_needs(overlay: str) -> None:
+    r = render(overlay)
+    pods = workload_pods(r)
+    policies = r.of_kind("NetworkPolicy")
+    targets = [*pods.values(), DNS, INTERNET]
+    for name, client in pods.items():
+        reached = {
+            (t.name, port, protocol)
+            for t in targets
+            for port in t.ports.values()
+            for protocol in ("TCP", "UDP")
+            if egress_allowed(policies, client, t, port, protocol)
+        }
+        assert reached == EXPECTED_EGRESS[name], name
+    # The stranger in the namespace is shut in by default-deny: not even DNS.
+    stranger = next(p for p in OUTSIDERS if p.name == "stranger")
+    assert not egress_allowed(policies, stranger, DNS, 53, "UDP")
 
 
 def test_the_model_reads_selectors_like_kubernetes() -> None:

@@ -7,6 +7,7 @@ three pods' names (NODE_HOSTS), with Debian's redis-server and redis-sentinel.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.sentinel import Sentinel
 
+from kubernaut.localstack import redis_servers as rs
 from kubernaut.localstack.processes import wait_until
 from tests.conftest import TEST_PORT_OFFSET
 from tests.deploy.manifests import container, render, resolve_env
@@ -43,8 +46,7 @@ class Group:
             for k, v in resolve_env(rendered, container(sts, "redis")).items()
             if k not in ("HEADLESS_DOMAIN", "REDISCLI_AUTH")
         }
-        self.password = self.base_env["REDIS_PASSWORD"]
-        self.sentinel_password = self.base_env["SENTINEL_PASSWORD"]
+        self.password = self.base_env["ADMIN_PASSWORD"]  # user admin, on the nodes and the sentinels
         self.master_name = self.base_env["MASTER_NAME"]
         self.procs: dict[tuple[int, str], subprocess.Popen[bytes]] = {}
 
@@ -110,7 +112,12 @@ class Group:
 
     def redis(self, i: int) -> redis.Redis:
         return redis.Redis(
-            HOSTS[i], REDIS_PORT, password=self.password, socket_timeout=2, decode_responses=True
+            HOSTS[i],
+            REDIS_PORT,
+            username="admin",
+            password=self.password,
+            socket_timeout=2,
+            decode_responses=True,
         )
 
     def role(self, i: int) -> str | None:
@@ -125,7 +132,8 @@ class Group:
             with redis.Redis(
                 HOSTS[i],
                 SENTINEL_PORT,
-                password=self.sentinel_password,
+                username="admin",
+                password=self.password,
                 socket_timeout=2,
                 decode_responses=True,
             ) as s:
@@ -136,7 +144,12 @@ class Group:
 
     def sentinel_info(self, i: int) -> dict[str, str]:
         with redis.Redis(
-            HOSTS[i], SENTINEL_PORT, password=self.sentinel_password, socket_timeout=2, decode_responses=True
+            HOSTS[i],
+            SENTINEL_PORT,
+            username="admin",
+            password=self.password,
+            socket_timeout=2,
+            decode_responses=True,
         ) as s:
             raw = s.execute_command("SENTINEL", "master", self.master_name)
         if isinstance(raw, dict):
@@ -235,3 +248,76 @@ def test_prestop_hands_mastership_to_a_replica(group: Group) -> None:
         what="sentinels naming the new master",
     )
     assert len(group.masters()) == 1
+
+
+def test_acl_users_on_the_group_allow_only_their_commands(group: Group) -> None:
+    """The rendered ACL users, on the running group: the default user is off, the gateway runs its
+    commands on its keys only, the exporter only reads, replication runs on its own user."""
+    env = group.base_env
+    master = HOSTS.index(group.agreed_master() or "")
+    with (
+        pytest.raises(redis.AuthenticationError),
+        redis.Redis(HOSTS[master], REDIS_PORT, socket_timeout=2) as r,
+    ):
+        r.ping()
+    gw_password = env["GATEWAY_PASSWORD"]
+    with redis.Redis(
+        HOSTS[master], REDIS_PORT, username="gateway", password=gw_password, socket_timeout=2
+    ) as gw:
+        sha = gw.script_load("return redis.call('SET', 'gw:acl-probe', '1')")
+        assert gw.evalsha(sha, 0) == b"OK"
+        for refused in ["FLUSHALL", "CONFIG GET maxmemory", "KEYS *", "GET other:key", "REPLICAOF NO ONE"]:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                gw.execute_command(*refused.split())
+        with pytest.raises(redis.ResponseError, match="can't access"):
+            gw.evalsha(gw.script_load("return redis.call('SET', 'other:key', '1')"), 0)
+    with redis.Redis(
+        HOSTS[master], REDIS_PORT, username="exporter", password=env["EXPORTER_PASSWORD"], socket_timeout=2
+    ) as exporter:
+        assert "role" in exporter.info("replication")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            exporter.set("gw:x", "1")
+    with redis.Redis(
+        HOSTS[master], SENTINEL_PORT, username="gateway", password=env["GATEWAY_PASSWORD"], socket_timeout=2
+    ) as sentinel:
+        assert sentinel.execute_command("SENTINEL", "get-master-addr-by-name", group.master_name)
+        for refused in [
+            f"SENTINEL FAILOVER {group.master_name}",
+            f"SENTINEL SET {group.master_name} quorum 1",
+        ]:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                sentinel.execute_command(*refused.split())
+
+    # The gateway's own client path: redis-py's Sentinel with user gateway on both sides.
+    sentinel_client = Sentinel(  # type: ignore[no-untyped-call]
+        [(h, SENTINEL_PORT) for h in HOSTS],
+        sentinel_kwargs={"username": "gateway", "password": gw_password, "socket_timeout": 2},
+        username="gateway",
+        password=gw_password,
+        socket_timeout=2,
+    )
+    discovered = sentinel_client.discover_master(group.master_name)  # type: ignore[no-untyped-call]
+    assert discovered == (HOSTS[master], REDIS_PORT)
+    assert len(sentinel_client.discover_slaves(group.master_name)) == 2  # type: ignore[no-untyped-call]
+    with sentinel_client.master_for(group.master_name) as via_sentinel:  # type: ignore[no-untyped-call]
+        assert via_sentinel.set("gw:via-sentinel", "1")
+    with (
+        redis.Redis(HOSTS[master], SENTINEL_PORT, username="gateway", password=gw_password) as s,
+        s.pubsub() as pubsub,
+    ):
+        pubsub.subscribe("+switch-master")  # what the gateway follows failovers with
+        assert pubsub.get_message(timeout=2) is not None
+
+    def replicas_online() -> bool:  # right after the previous test's failover they may still be syncing
+        with group.redis(master) as admin:
+            replicas = [v for k, v in admin.info("replication").items() if k.startswith("slave")]
+        return len(replicas) == 2 and all(r["state"] == "online" for r in replicas)
+
+    wait_until(replicas_online, timeout=60, interval=0.2, what="both replicas online with user replication")
+
+
+def test_the_acl_command_lists_match_the_local_stack() -> None:
+    """One list per client: the local stack's ACL users run the same commands as the manifests'."""
+    script = render("dev").config_file("redis-gateway-config", SCRIPT).replace("\\\n", "")
+    found = dict(re.findall(r'^([A-Z_]+_COMMANDS)="([^"]*)"', script, flags=re.MULTILINE))
+    assert found["GATEWAY_COMMANDS"] == rs.GATEWAY_COMMANDS

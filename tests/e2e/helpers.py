@@ -27,11 +27,12 @@ class ContextApi:
 
     def __init__(self, stack: LocalStack) -> None:
         self.base = stack.url("context-api")
+        self.headers = {"authorization": f"Bearer {stack.context_api_read_token}"}
 
     def _get(self, path: str, params: dict[str, str | int] | None = None) -> Json | None:
         """The answer's JSON, or None while the service cannot answer (e.g. PostgreSQL restarting)."""
         try:
-            resp = httpx.get(self.base + path, params=params, timeout=5)
+            resp = httpx.get(self.base + path, params=params, headers=self.headers, timeout=5)
         except httpx.HTTPError:
             return None
         if resp.status_code != 200:

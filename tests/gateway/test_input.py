@@ -45,7 +45,7 @@ async def _state(stack: LocalStack, settings: Settings, name: str) -> tuple[int,
         await db.close()
     master = stack.current_master()
     assert master is not None
-    r = aioredis.Redis(host=master[0], port=master[1])
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
         keys = sorted([k async for k in r.scan_iter(match=f"{settings.gateway.key_prefix}*")])
     finally:

@@ -36,7 +36,7 @@ async def _requests(stack: LocalStack, name: str) -> list[dict[str, Any]]:
 async def _dedup_keys(stack: LocalStack, prefix: str) -> list[bytes]:
     master = stack.current_master()
     assert master is not None
-    r = aioredis.Redis(host=master[0], port=master[1])
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
         return [k async for k in r.scan_iter(match=f"{prefix}dd:*")]
     finally:

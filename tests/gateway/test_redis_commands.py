@@ -71,7 +71,7 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
     ]
     master_addr = stack.current_master()
     assert master_addr is not None
-    master = aioredis.Redis(host=master_addr[0], port=master_addr[1])
+    master = aioredis.Redis(**stack.redis_auth(master_addr[1]))
     headers = {"Authorization": f"Bearer {stack.gateway_token}"}
     figures = {}
     try:

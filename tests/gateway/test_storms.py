@@ -143,7 +143,7 @@ async def test_after_inactivity_a_new_alert_opens_a_new_request(stack: LocalStac
         assert accepted[-1]["outcome"] == "storm_aggregated"
         master = stack.current_master()
         assert master is not None
-        r = aioredis.Redis(host=master[0], port=master[1])
+        r = aioredis.Redis(**stack.redis_auth(master[1]))
         try:
             window = f"{prefix}storm:{len(namespace)}:{namespace}:{name}"
             assert await r.exists(window)

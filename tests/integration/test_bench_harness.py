@@ -76,7 +76,8 @@ def test_wrk_failure_is_one_line(tmp_path: Path) -> None:
 def test_evalsha_counts_redis_commands_per_call(stack: LocalStack) -> None:
     master = stack.current_master()
     assert master is not None
-    with redis.Redis(*master) as r:
+    password = stack.redis_password(master[1])
+    with redis.Redis(*master, password=password) as r:
         sha = str(r.script_load("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"))
     row = evalsha(
         *master,
@@ -87,8 +88,19 @@ def test_evalsha_counts_redis_commands_per_call(stack: LocalStack) -> None:
         pipeline=4,
         requests=2000,
         clients=4,
+        password=password,
     )
     assert row.requests_per_s > 0
     assert row.redis_commands_per_call == pytest.approx(3.0, abs=0.05)
     with pytest.raises(BenchError, match="NOSCRIPT"):
-        evalsha(*master, script="x", sha="0" * 40, keys=["k"], args=[], pipeline=1, requests=10, clients=1)
+        evalsha(
+            *master,
+            script="x",
+            sha="0" * 40,
+            keys=["k"],
+            args=[],
+            pipeline=1,
+            requests=10,
+            clients=1,
+            password=password,
+        )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import TEST_PORT_OFFSET
 
@@ -58,12 +61,18 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert status["redis_context"]["addr"] == f"127.0.0.1:{16390 + OFFSET}"
         assert status["postgres"]["dsn"].endswith(f"@127.0.0.1:{15432 + OFFSET}/kubernaut")
 
-        # The seed's own verification, with Debian's redis-cli.
+        # The seed's own verification, with Debian's redis-cli and the sentinel password from `status`.
+        refused = subprocess.run(
+            ["redis-cli", "-p", str(16379 + OFFSET), "ping"], capture_output=True, text=True, check=False
+        )
+        assert "NOAUTH" in refused.stdout + refused.stderr
+        auth_env = {**os.environ, "REDISCLI_AUTH": gw["sentinel_password"]}
         seed_check = subprocess.run(
             ["redis-cli", "-p", str(26379 + OFFSET), "sentinel", "master", "gateway-master"],
             capture_output=True,
             text=True,
             check=True,
+            env=auth_env,
         ).stdout.split()
         fields = dict(zip(seed_check[::2], seed_check[1::2], strict=False))
         assert fields["num-slaves"] == "2"
@@ -71,6 +80,12 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert fields["quorum"] == "2"
         assert fields["down-after-milliseconds"] == "5000"
         assert fields["failover-timeout"] == "10000"
+
+        # Issue 13's check: the Context-API answers only with the token `status` shows.
+        incidents = status["context_api"]["url"] + "/api/v1/incidents"
+        assert httpx.get(incidents, timeout=10).status_code == 401
+        bearer = {"authorization": f"Bearer {status['context_api']['token']}"}
+        assert httpx.get(incidents, headers=bearer, timeout=10).status_code == 200
 
         again = kubernaut("up", run_dir=run_dir)
         assert again.returncode == 0, again.stderr

@@ -25,7 +25,7 @@ def test_status_reports_the_seed_topology(stack: LocalStack) -> None:
 
 def test_sentinels_verify_like_the_seed(stack: LocalStack) -> None:
     for port in stack.topology.sentinel_ports:
-        info = rs.sentinel_master_info(stack.topology.host, port)
+        info = rs.sentinel_master_info(stack.topology.host, port, stack.redis_sentinel_password)
         assert info is not None
         assert info["num-slaves"] == "2"
         assert info["num-other-sentinels"] == "2"
@@ -48,7 +48,7 @@ def test_up_is_idempotent_and_restarts_a_killed_replica_as_replica(stack: LocalS
     after = {name: rec.pid for name, rec in stack.table.load().items()}
     changed = {name for name in before if before[name] != after.get(name)}
     assert changed == {replica.name}, "up must start only what was missing"
-    info = rs.replication(stack.topology.host, replica.port)
+    info = rs.replication(stack.topology.host, replica.port, stack.redis_gateway_password)
     assert info is not None
     assert info["role"] == "slave"
     assert int(info["master_port"]) == master[1]

@@ -11,7 +11,7 @@ from kubernaut.redis.keys import CONTEXT_API, GATEWAY, OWNER_KEY, SHARERS_KEY
 
 
 async def test_gateway_refuses_the_context_api_redis(stack: LocalStack) -> None:
-    settings = StandaloneRedis(host=stack.topology.host, port=stack.topology.redis_context_port)
+    settings = StandaloneRedis(**stack.redis_auth(stack.topology.redis_context_port))
     handle = connect(settings, client_name="test")
     try:
         await handle.client.delete(OWNER_KEY, SHARERS_KEY)

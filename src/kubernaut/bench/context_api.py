@@ -125,9 +125,12 @@ def measure(
     how = f"paced at {rate_per_s:,.0f}/s" if rate_per_s else "maximum rate"
     log(f"{row} ({target.name}): {how}, {warmup_s:g}s warm-up + {load.duration_s:g}s")
     if warmup_s > 0:
-        get_keys(target.url, key_file, Load(warmup_s, load.connections, load.threads), rate_per_s=rate_per_s)
+        warm = Load(warmup_s, load.connections, load.threads)
+        get_keys(target.url, key_file, warm, rate_per_s=rate_per_s, headers=target.auth)
     before = target.counters()
-    result = get_keys(target.url, key_file, load, rate_per_s=rate_per_s, salt=f"{len(row):04x}")
+    result = get_keys(
+        target.url, key_file, load, rate_per_s=rate_per_s, salt=f"{len(row):04x}", headers=target.auth
+    )
     return _row(row, target, result, target.counters() - before, rate_per_s)
 
 
@@ -168,11 +171,21 @@ def _served_check(row: CacheRow, tier: str) -> str | None:
     return None
 
 
-def _reference_incr(host: str, port: int, requests: int) -> EvalshaRow:
-    with redis.Redis(host=host, port=port) as r:
+def _reference_incr(host: str, port: int, password: str, requests: int) -> EvalshaRow:
+    with redis.Redis(host=host, port=port, password=password) as r:
         sha = str(r.script_load(REFERENCE_SCRIPT))
     keys = ["bench:__rand_int__"]
-    return evalsha(host, port, script="reference", sha=sha, keys=keys, args=[], pipeline=1, requests=requests)
+    return evalsha(
+        host,
+        port,
+        script="reference",
+        sha=sha,
+        keys=keys,
+        args=[],
+        pipeline=1,
+        requests=requests,
+        password=password,
+    )
 
 
 def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport:
@@ -190,7 +203,9 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     workdir.mkdir(exist_ok=True)
     key_file = workdir / "context-api.keys"
     write_key_file(key_file, mix)
-    reference = _reference_incr(t.host, t.redis_context_port, 50_000 if quick else 200_000)
+    reference = _reference_incr(
+        t.host, t.redis_context_port, stack.redis_context_password, 50_000 if quick else 200_000
+    )
 
     with ExitStack() as running:
         replicas = {
@@ -213,7 +228,11 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
             failures = warm.l1_failures()
             log(f"{warm.name} had an L1 failure while warming; walking every key again")
             warm_s, walks = warm_s + walk_all(warm, key_file, len(mix), log), walks + 1
-        held = l1_entries((t.host, t.redis_context_port), stack.settings().context_api.key_prefix)
+        held = l1_entries(
+            (t.host, t.redis_context_port),
+            stack.settings().context_api.key_prefix,
+            stack.redis_context_password,
+        )
 
         def row(name: str, on: str, warmup: float = warmup_s, rate_per_s: float | None = None) -> CacheRow:
             return measure(

@@ -75,6 +75,12 @@ class Replica:
     url: str
     record: ProcessRecord
     log: Path
+    token: str  # a read-scope bearer token
+
+    @property
+    def auth(self) -> tuple[str, ...]:
+        """wrk's --header values."""
+        return (f"Authorization: Bearer {self.token}",)
 
     def l1_failures(self) -> int:
         """How often the replica stopped using its Redis (its breaker left CLOSED), from its log."""
@@ -135,7 +141,7 @@ def replica(stack: LocalStack, name: str, port: int, context_api: dict[str, Any]
 
     try:
         wait_until(ready, timeout=60, interval=0.1, what=f"{name} at {url}")
-        yield Replica(name, url, rec, stack.run.log(name))
+        yield Replica(name, url, rec, stack.run.log(name), stack.context_api_read_token)
     finally:
         stop(rec, sig=signal.SIGTERM)
         stack.table.remove(name)
@@ -185,7 +191,11 @@ def walk_all(
     position, seconds = 1, 0.0
     while position <= keys:
         result = get_keys(
-            target.url, key_file, Load(chunk_s, connections=WALK_CONNECTIONS, threads=1), walk_from=position
+            target.url,
+            key_file,
+            Load(chunk_s, connections=WALK_CONNECTIONS, threads=1),
+            walk_from=position,
+            headers=target.auth,
         )
         if result.position is None or result.position <= position:
             raise BenchError(f"warming {target.name} made no progress at key {position:,}")
@@ -196,7 +206,7 @@ def walk_all(
     return seconds
 
 
-def l1_entries(server: tuple[str, int], prefix: str) -> int:
+def l1_entries(server: tuple[str, int], prefix: str, password: str | None) -> int:
     """Cache entries (not tag sets) under ``prefix`` on a Redis server."""
-    with redis.Redis(*server, socket_timeout=10) as r:
+    with redis.Redis(*server, password=password, socket_timeout=10) as r:
         return sum(1 for _ in r.scan_iter(match=f"{prefix}c:*", count=10_000))

@@ -91,6 +91,7 @@ def redis_limit_rows(
 ) -> list[EvalshaRow]:
     """The reference INCR and, with the gateway, its ingest script for 1 and 50 alerts per call."""
     host, port = gateway_target.master(stack)
+    password = stack.redis_password(port)
     runs: list[tuple[str, bytes | str, list[str], list[str], int, int]] = [
         ("reference INCR", REFERENCE_SCRIPT, ["gw:bench:__rand_int__"], [], 1, requests),
         ("reference INCR", REFERENCE_SCRIPT, ["gw:bench:__rand_int__"], [], 16, 4 * requests),
@@ -106,11 +107,21 @@ def redis_limit_rows(
         ]
     rows = []
     for script, source, keys, args, pipeline, n in runs:
-        with redis.Redis(host=host, port=port) as r:
+        with redis.Redis(host=host, port=port, password=password) as r:
             sha = str(r.script_load(source))
         log(f"redis-benchmark: EVALSHA {script}, pipeline {pipeline}, {n:,} calls")
         rows.append(
-            evalsha(host, port, script=script, sha=sha, keys=keys, args=args, pipeline=pipeline, requests=n)
+            evalsha(
+                host,
+                port,
+                script=script,
+                sha=sha,
+                keys=keys,
+                args=args,
+                pipeline=pipeline,
+                requests=n,
+                password=password,
+            )
         )
     return rows
 

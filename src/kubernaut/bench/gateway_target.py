@@ -45,7 +45,7 @@ def master(stack: LocalStack) -> tuple[str, int]:
 @contextmanager
 def gateway(stack: LocalStack) -> Iterator[IngestTarget]:
     addr = master(stack)
-    with redis.Redis(*addr) as r:
+    with redis.Redis(*addr, password=stack.redis_password(addr[1])) as r:
         r.flushall()  # the gateway claims the group again when it starts
     asyncio.run(_empty_requests(stack.postgres_dsn))
     stack.start_service("gateway", timeout=60)
@@ -56,6 +56,7 @@ def gateway(stack: LocalStack) -> Iterator[IngestTarget]:
             webhook_v4,
             headers=(f"Authorization: Bearer {stack.gateway_token}",),
             redis=addr,
+            redis_password=stack.redis_password(addr[1]),
         )
     finally:
         stack.stop_component("gateway")

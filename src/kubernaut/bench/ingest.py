@@ -28,6 +28,7 @@ class IngestTarget:
     encode: Encoder
     headers: tuple[str, ...] = ()  # "Name: value", as wrk's --header takes them
     redis: tuple[str, int] | None = None  # the Redis it works on, to count its commands per alert
+    redis_password: str | None = None
 
 
 TargetFactory = Callable[[], AbstractContextManager[IngestTarget]]
@@ -97,11 +98,16 @@ def measure(
     _check_accepted(target, bodies)
     # A salt per measurement keeps never-seen alerts unseen across the rows of one run.
     salt = f"{next(_salts) % 0x10000:04x}"
-    calls_before = command_calls(*target.redis) if target.redis else 0
+    pw = target.redis_password
+    calls_before = command_calls(*target.redis, password=pw) if target.redis else 0
     result = run_wrk(target.url, body_file, load, headers=target.headers, rate_per_s=rate_per_s, salt=salt)
     alerts = result.requests * shape.alerts_per_request
     # Requests in flight at the end and background work (count flushes) make this a slight overestimate.
-    per_alert = (command_calls(*target.redis) - calls_before) / alerts if target.redis and alerts else None
+    per_alert = (
+        (command_calls(*target.redis, password=pw) - calls_before) / alerts
+        if target.redis and alerts
+        else None
+    )
     return IngestRow(
         target=target.name,
         shape=shape.name,

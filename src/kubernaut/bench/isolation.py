@@ -114,6 +114,8 @@ class Running:
     master: tuple[str, int]
     context_redis: tuple[str, int]
     refused: str | None  # the shared setup: what the Context-API said without allow_shared_redis
+    master_password: str
+    context_redis_password: str
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,9 @@ def _configure_gateway(stack: LocalStack, shared: bool) -> None:
     stack.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _flush(*servers: tuple[str, int]) -> None:
+def _flush(stack: LocalStack, *servers: tuple[str, int]) -> None:
     for host, port in servers:
-        with redis.Redis(host=host, port=port, socket_timeout=5) as r:
+        with redis.Redis(host=host, port=port, password=stack.redis_password(port), socket_timeout=5) as r:
             r.flushall()
 
 
@@ -159,7 +161,7 @@ def _services(stack: LocalStack, setup: Setup, log: Callable[[str], None]) -> It
     t = stack.topology
     master = gateway_target.master(stack)
     own = (t.host, t.redis_context_port)
-    _flush(master, own)
+    _flush(stack, master, own)
     _configure_gateway(stack, setup.shared)
     log(f"{setup.name}: starting the gateway (allow_shared_redis: {str(setup.shared).lower()})")
     stack.start_service("gateway", timeout=60)
@@ -168,12 +170,17 @@ def _services(stack: LocalStack, setup: Setup, log: Callable[[str], None]) -> It
         context_redis, refused = own, None
         if setup.shared:
             context_redis = master
-            section["redis"] = {"host": master[0], "port": master[1]}
+            section["redis"] = {
+                "host": master[0],
+                "port": master[1],
+                "password": stack.redis_password(master[1]),
+            }
             refused = refusal(stack, "bench-context-api-unshared", t.context_http, section, "refuses to use")
             log(f"shared: without allow_shared_redis the Context-API refused: {refused}")
             section["allow_shared_redis"] = True
         with replica(stack, "bench-context-api", t.context_http, section) as context_api:
-            yield Running(context_api, master, context_redis, refused)
+            passwords = stack.redis_password(master[1]), stack.redis_password(context_redis[1])
+            yield Running(context_api, master, context_redis, refused, *passwords)
     finally:
         stack.stop_component("gateway")
 
@@ -218,7 +225,9 @@ def _phase(
     """The Context-API's paced run, alone or inside a storm that opens before it and ends after it."""
     load = Load(duration_s, CONTEXT_CONNECTIONS, threads=1)
     url = running.context_api.url
-    get_keys(url, key_file, Load(2, CONTEXT_CONNECTIONS, 1), rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
+    auth = running.context_api.auth
+    warm = Load(2, CONTEXT_CONNECTIONS, 1)
+    get_keys(url, key_file, warm, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT, headers=auth)
     # From before the storm: its first request, announced by PostgreSQL, invalidates cached answers.
     failures, counters = running.context_api.l1_failures(), running.context_api.counters()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="storm") as pool:
@@ -233,10 +242,17 @@ def _phase(
             if storming.done():
                 storming.result()  # raises what ended the storm's load early
         log(f"{setup.name}, gateway {'storm' if storm else 'idle'}: Context-API at {CONTEXT_RATE_PER_S}/s")
-        before = command_calls(*running.master), command_calls(*running.context_redis, only="mget")
-        result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT)
-        master_calls = command_calls(*running.master) - before[0]
-        l1_reads = command_calls(*running.context_redis, only="mget") - before[1]
+
+        def master_total() -> int:
+            return command_calls(*running.master, password=running.master_password)
+
+        def l1_total() -> int:
+            return command_calls(*running.context_redis, only="mget", password=running.context_redis_password)
+
+        before = master_total(), l1_total()
+        result = get_keys(url, key_file, load, rate_per_s=CONTEXT_RATE_PER_S, cpus=CORE_CONTEXT, headers=auth)
+        master_calls = master_total() - before[0]
+        l1_reads = l1_total() - before[1]
         failures = running.context_api.l1_failures() - failures
         invalidations = (running.context_api.counters() - counters).postgres_invalidations
         storm_result = storming.result() if storming is not None else None
@@ -318,7 +334,7 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
             refused = running.refused or refused
             placements[setup.name] = "; ".join(_pin(stack, running, setup))
             walk_all(running.context_api, key_file, len(mix), log)
-            held[setup.name] = l1_entries(running.context_redis, prefix)
+            held[setup.name] = l1_entries(running.context_redis, prefix, running.context_redis_password)
             storm = Storm(stack.url("gateway") + WEBHOOK_PATH, storm_body, stack.gateway_token)
             idle = _phase(setup, running, None, key_file, duration_s, log)
             stormy = _phase(setup, running, storm, key_file, duration_s, log)

@@ -32,9 +32,9 @@ class EvalshaRow:
         return asdict(self)
 
 
-def _commandstats(host: str, port: int) -> dict[str, int]:
+def _commandstats(host: str, port: int, password: str | None) -> dict[str, int]:
     """Calls so far per command (``INFO commandstats``; subcommands under their command)."""
-    with redis.Redis(host=host, port=port, socket_timeout=5) as r:
+    with redis.Redis(host=host, port=port, password=password, socket_timeout=5) as r:
         stats: dict[str, dict[str, int]] = r.info("commandstats")
     calls: dict[str, int] = {}
     for name, s in stats.items():
@@ -43,9 +43,9 @@ def _commandstats(host: str, port: int) -> dict[str, int]:
     return calls
 
 
-def command_calls(host: str, port: int, only: str | None = None) -> int:
+def command_calls(host: str, port: int, only: str | None = None, *, password: str | None = None) -> int:
     """Commands the server has executed so far, the tools' own excluded; only ``only`` when given."""
-    calls = _commandstats(host, port)
+    calls = _commandstats(host, port, password)
     if only is not None:
         return calls.get(only, 0)
     return sum(n for command, n in calls.items() if command not in _TOOLING)
@@ -72,12 +72,15 @@ def evalsha(
     requests: int,
     clients: int = 50,
     keyspace: int = 100_000,
+    password: str | None = None,
 ) -> EvalshaRow:
     """``EVALSHA sha len(keys) *keys *args``; ``__rand_int__`` in keys/args ranges over ``keyspace``."""
-    before = command_calls(host, port)
+    before = command_calls(host, port, password=password)
     argv = [
         "redis-benchmark",
         *("-h", host, "-p", str(port), "-c", str(clients), "-n", str(requests)),
+        # A loopback stack's generated password; redis-benchmark reads it from no environment variable.
+        *(("-a", password) if password else ()),
         *("-r", str(keyspace), "-P", str(pipeline), "--csv"),
         *("EVALSHA", sha, str(len(keys)), *keys, *args),
     ]
@@ -85,5 +88,5 @@ def evalsha(
     if proc.returncode != 0:
         raise BenchError(f"redis-benchmark failed: {(proc.stderr or proc.stdout).strip()[:200]}")
     rps, p50, p99 = parse_csv(proc.stdout)
-    calls = command_calls(host, port) - before
+    calls = command_calls(host, port, password=password) - before
     return EvalshaRow(script, pipeline, clients, requests, rps, p50, p99, round(calls / requests, 2))

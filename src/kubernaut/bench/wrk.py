@@ -134,6 +134,7 @@ def get_keys(
     rate_per_s: float | None = None,
     salt: str = "0000",
     cpus: str | None = None,
+    headers: tuple[str, ...] = (),
 ) -> WrkResult:
     """GET paths of ``key_file`` (keymix.py) on ``base_url``: drawn with the file's probabilities, or walked
     in file order from line ``walk_from``; paced when ``rate_per_s``; pinned to ``cpus``.
@@ -146,4 +147,4 @@ def get_keys(
         raise ValueError("get.lua runs on one wrk thread")
     interval = load.interval_ms(rate_per_s) if rate_per_s else 0
     mode = ["walk" if walk_from is not None else "draw", f"{interval:.6f}", salt, str(walk_from or 1)]
-    return _run("get.lua", base_url, [str(key_file), *mode], load, (), cpus)
+    return _run("get.lua", base_url, [str(key_file), *mode], load, headers, cpus)

@@ -13,8 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubernaut.config import Settings
+from kubernaut import production, tls
+from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import queries, routes
+from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.problems import problem
@@ -64,7 +66,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     """One replica: its own L2, metrics registry, pools; opened and closed by the ASGI lifespan."""
+    production.check(settings, "context_api")
     metrics = ContextApiMetrics()
+    auth = settings.context_api.auth
+    check: TokenCheck | None = None
+    if auth.enabled:
+        if auth.tokens_file is None:
+            raise ConfigError("context_api.auth.tokens_file: required while context_api.auth.enabled is true")
+        check = TokenCheck(load_tokens(auth.tokens_file))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,6 +93,12 @@ def create_app(settings: Settings) -> Starlette:
             **dict.fromkeys(queries.STORE_ERRORS, routes.store_error),
         },
     )
+    if check is not None:
+
+        def refused(reason: str) -> None:
+            metrics.auth_failures.labels(reason).inc()
+
+        app.add_middleware(BearerAuth, check=check, on_failure=refused)
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
 
@@ -97,4 +112,5 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        **tls.uvicorn_options(http),
     )

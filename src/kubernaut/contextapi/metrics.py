@@ -59,6 +59,12 @@ class ContextApiMetrics:
         self.invalidations = Counter(
             "context_api_invalidations_total", "Tag invalidations applied.", ["origin"], registry=r
         )
+        self.auth_failures = Counter(
+            "context_api_auth_failures_total",
+            "Requests refused for a missing, unknown, repeated or under-scoped bearer token.",
+            ["reason"],
+            registry=r,
+        )
         for tier in ("l1", "l2"):
             self.cache_hits.labels(tier)
             self.cache_misses.labels(tier)

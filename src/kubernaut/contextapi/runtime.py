@@ -20,7 +20,7 @@ from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.contextapi.standby import ReadRouter
 from kubernaut.redis import RedisHandle, connect
-from kubernaut.store.migrate import migrate_dsn
+from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class ContextApi:
     @classmethod
     async def open(cls, settings: Settings, metrics: ContextApiMetrics) -> ContextApi:
         cfg = settings.context_api
-        pg = settings.postgres
+        pg = settings.postgres.for_service("context_api")
         pool = await asyncpg.create_pool(
             pg.dsn.get_secret_value(),
             min_size=min(pg.min_pool, pg.max_pool),
@@ -54,7 +54,7 @@ class ContextApi:
         listener: InvalidationListener | None = None
         changes: RequestChangeListener | None = None
         try:
-            await migrate_dsn(pg.dsn.get_secret_value())
+            await prepare_schema(settings.postgres, "context_api")
             if pg.read_dsn is not None:
                 read_pool = await asyncpg.create_pool(
                     pg.read_dsn.get_secret_value(),

@@ -256,7 +256,11 @@ class Demo:
         """What a downstream service sees: the namespace's incidents through the Context-API."""
         url = self.stack.url("context-api") + "/api/v1/incidents"
         try:
-            resp = await self._client.get(url, params={"namespace": self.state.namespace, "limit": 1})
+            resp = await self._client.get(
+                url,
+                params={"namespace": self.state.namespace, "limit": 1},
+                headers={"authorization": f"Bearer {self.stack.context_api_read_token}"},
+            )
         except httpx.HTTPError:
             return None
         return int(resp.json()["total"]) if resp.status_code == 200 else None

@@ -126,7 +126,8 @@ def summary(report: DemoReport, context_api_url: str) -> RenderableType:
         f"{report.refused_503} refused with 503 during the failover and retried",
         f"failover {report.old_master} -> {report.new_master}: Sentinel promoted in {sentinel}, "
         f"gateway blackout {report.gateway_blackout_s:.1f} s; stack healed: {healed}",
-        f"read them: curl -s '{context_api_url}/api/v1/incidents?namespace={report.namespace}'",
+        "read them: curl -s -H 'Authorization: Bearer <context_api.token of kubernaut status --json>' "
+        f"'{context_api_url}/api/v1/incidents?namespace={report.namespace}'",
     ]
     if not report.passed:
         lines.append(f"[red]not passed[/]: phases {report.phases}")

@@ -111,10 +111,10 @@ def old_master_returns(stack: LocalStack, log: FaultLog) -> None:
     name = _fail_over(stack, log, signal.SIGKILL)
     _heal(stack, log)
     port = stack.endpoint(name).port
-    info = rs.replication(stack.topology.host, port)
+    info = rs.replication(stack.topology.host, port, stack.redis_password(port))
     log.checks["old_master_is_replica"] = info is not None and info.get("role") == "slave"
     try:
-        with rs.client(stack.topology.host, port) as c:
+        with rs.client(stack.topology.host, port, stack.redis_password(port)) as c:
             c.set("gw:drill:write-probe", "1")
         log.checks["old_master_refuses_writes"] = False
     except redis.ReadOnlyError:

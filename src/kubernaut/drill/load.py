@@ -146,16 +146,22 @@ class ProbeResult:
 
 
 async def probe_steadily(
-    client: httpx.AsyncClient, url: str, rate_per_s: float, stop: asyncio.Event, max_requests: int
+    client: httpx.AsyncClient,
+    url: str,
+    token: str,
+    rate_per_s: float,
+    stop: asyncio.Event,
+    max_requests: int,
 ) -> list[ProbeResult]:
-    """Read ``url`` at a steady rate, one request at a time, until ``stop``."""
+    """Read ``url`` with bearer ``token`` at a steady rate, one request at a time, until ``stop``."""
+    headers = {"authorization": f"Bearer {token}"}
     results: list[ProbeResult] = []
     for _ in range(max_requests):
         if stop.is_set():
             break
         start = time.monotonic()
         try:
-            status = (await client.get(url)).status_code
+            status = (await client.get(url, headers=headers)).status_code
         except httpx.HTTPError:
             status = 0
         results.append(ProbeResult(start, status, time.monotonic() - start))

@@ -104,7 +104,12 @@ async def run_drill(stack: LocalStack, scenario: str, *, rate_per_s: float = 20.
         )
         probe = asyncio.create_task(
             probe_steadily(
-                client, stack.url("context-api") + "/api/v1/incidents?limit=5", 10.0, stop, max_requests
+                client,
+                stack.url("context-api") + "/api/v1/incidents?limit=5",
+                stack.context_api_read_token,
+                10.0,
+                stop,
+                max_requests,
             )
         )
         try:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from kubernaut import production, tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
@@ -30,7 +31,7 @@ from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import Signal, SourceType
 from kubernaut.gateway.store import RequestStore
-from kubernaut.store.migrate import migrate_dsn
+from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger("kubernaut.gateway")
 
@@ -50,6 +51,7 @@ class Gateway:
         gw = settings.gateway
         self.settings = settings
         self.metrics = GatewayMetrics()
+        production.check(settings, "gateway")
         self.auth: TokenAuth | None = None
         if gw.auth.enabled:
             if gw.auth.tokens_file is None:
@@ -57,7 +59,8 @@ class Gateway:
             self.auth = TokenAuth(load_tokens(gw.auth.tokens_file))
         instance_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.redis = RedisState(gw, self.metrics, instance_id)
-        self.store = RequestStore(settings.postgres, self.metrics, gw.storm.max_affected_resources)
+        pg = settings.postgres.for_service("gateway")
+        self.store = RequestStore(pg, self.metrics, gw.storm.max_affected_resources)
         self.pipeline = Pipeline(gw, self.redis, self.store, self.metrics)
         self.flusher = CountFlusher(self.redis, self.store, self.metrics, gw.count_flush_interval_s)
         self._flush_task: asyncio.Task[None] | None = None
@@ -66,7 +69,7 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await migrate_dsn(self.settings.postgres.dsn.get_secret_value())
+        await prepare_schema(self.settings.postgres, "gateway")
         await self.store.start()
         await self.redis.start(_STARTUP_TIMEOUT_S)
         self._flush_task = asyncio.create_task(self.flusher.run())
@@ -247,4 +250,5 @@ def serve(settings: Settings) -> None:
         log_level="info",
         server_header=False,
         proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
+        **tls.uvicorn_options(http),
     )

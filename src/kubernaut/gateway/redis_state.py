@@ -31,6 +31,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kubernaut import tls
 from kubernaut.config import GatewaySettings, SentinelRedis
 from kubernaut.gateway.autopipeline import AutoPipeline
 from kubernaut.gateway.metrics import GatewayMetrics
@@ -277,7 +278,9 @@ class RedisState:
             client = Redis(
                 host=host,
                 port=port,
+                username=settings.sentinel_username,
                 password=password,
+                **tls.redis_options(settings.tls),
                 socket_connect_timeout=settings.timeouts.connect_s,
                 retry=no_retry(),
             )

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kubernaut.localstack.postgres import DB_USER, pg_bin
+from kubernaut.localstack.postgres import SUPERUSER, pg_bin
 
 PATRONI = "/usr/bin/patroni"
 ETCD = "/usr/bin/etcd"
@@ -112,9 +112,9 @@ def node_config(
             "bin_dir": str(Path(pg_bin("postgres")).parent),
             "pgpass": str(work_dir / "pgpass"),
             "authentication": {
-                "superuser": {"username": DB_USER, "password": superuser_password},
+                "superuser": {"username": SUPERUSER, "password": superuser_password},
                 "replication": {"username": REPLICATION_USER, "password": replication_password},
-                "rewind": {"username": DB_USER, "password": superuser_password},
+                "rewind": {"username": SUPERUSER, "password": superuser_password},
             },
             "pg_hba": [
                 f"host replication {REPLICATION_USER} {host}/32 scram-sha-256",

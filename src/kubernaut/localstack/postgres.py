@@ -1,4 +1,7 @@
-"""The stack's PostgreSQL: its own data directory, loopback TCP only, password authentication."""
+"""The stack's PostgreSQL: its own data directory, loopback TCP only, password authentication.
+
+The bootstrap superuser (``postgres``) only creates roles and databases; the schema belongs to the owner
+role and each service logs in with its own (see kubernaut.store.roles)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from pathlib import Path
 
 import asyncpg
 
+from kubernaut.store import roles
+
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 DB_NAME = "kubernaut"
-DB_USER = "kubernaut"
+SUPERUSER = "postgres"
 
 
 def pg_bin(tool: str) -> str:
@@ -73,7 +78,7 @@ def initdb(data_dir: Path, password_file: Path, log: Path) -> None:
                     "-D",
                     str(data_dir),
                     "-U",
-                    DB_USER,
+                    SUPERUSER,
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "-E",
@@ -110,19 +115,23 @@ def server_argv(data_dir: Path, host: str, port: int) -> list[str]:
     ]
 
 
-def dsn(host: str, port: int, password: str, database: str = DB_NAME) -> str:
-    return f"postgresql://{DB_USER}:{password}@{host}:{port}/{database}"
+def dsn(host: str, port: int, password: str, database: str = DB_NAME, user: str = SUPERUSER) -> str:
+    """A DSN of the stack's server; the superuser's unless ``user`` names a role."""
+    return f"postgresql://{user}:{password}@{host}:{port}/{database}"
 
 
-async def _ensure_database(host: str, port: int, password: str) -> bool:
+async def _ensure_database(host: str, port: int, password: str, role_passwords: dict[str, str]) -> bool:
     try:
         conn = await asyncpg.connect(dsn(host, port, password, "postgres"), timeout=1)
+    except asyncpg.InvalidPasswordError as err:
+        raise RuntimeError(
+            f"PostgreSQL refuses the stack's superuser {SUPERUSER!r} ({err}): a data directory from an"
+            " older release; recreate it with `kubernaut down --purge`"
+        ) from None
     except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{DB_NAME}" OWNER "{DB_USER}"')
+        await roles.ensure_roles(conn, role_passwords, DB_NAME)  # CREATE DATABASE: no transaction
         return True
     except asyncpg.CannotConnectNowError:
         return False
@@ -130,6 +139,7 @@ async def _ensure_database(host: str, port: int, password: str) -> bool:
         await conn.close()
 
 
-def ensure_database(host: str, port: int, password: str) -> bool:
-    """True once the server accepts connections and the project's database exists."""
-    return asyncio.run(_ensure_database(host, port, password))
+def ensure_database(host: str, port: int, password: str, role_passwords: dict[str, str]) -> bool:
+    """True once the server accepts connections, the roles have ``role_passwords`` and the project's
+    database exists, owned by the owner role."""
+    return asyncio.run(_ensure_database(host, port, password, role_passwords))

@@ -50,10 +50,10 @@ class PostgresHA:
     def rest_ports(self) -> tuple[int, ...]:
         return self.topology.patroni_rest_ports
 
-    def dsn(self, password: str, *, attrs: str = "read-write") -> str:
+    def dsn(self, password: str, *, user: str = postgres.SUPERUSER, attrs: str = "read-write") -> str:
         """Every node, with libpq's ``target_session_attrs``: asyncpg tries them in turn."""
         hosts = ",".join(self.topology.addr(n.pg_port) for n in self.nodes())
-        return f"postgresql://{postgres.DB_USER}:{password}@{hosts}/{postgres.DB_NAME}?target_session_attrs={attrs}"
+        return f"postgresql://{user}:{password}@{hosts}/{postgres.DB_NAME}?target_session_attrs={attrs}"
 
     def cluster(self) -> dict[str, Any] | None:
         return patroni.cluster(self.topology.host, self.rest_ports())

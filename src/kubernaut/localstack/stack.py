@@ -7,6 +7,7 @@ processes recorded in the run directory, by PID.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import secrets
@@ -37,8 +38,14 @@ from kubernaut.localstack.processes import (
 )
 from kubernaut.localstack.signal_source import Signal, write_signals
 from kubernaut.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
+from kubernaut.store import roles
+from kubernaut.store.migrate import migrate_dsn
 
 GATEWAY_TOKEN_NAME = "local"
+GW_USER, CTX_USER = redis_servers.GATEWAY_USER, redis_servers.CONTEXT_API_USER
+# The Context-API's local tokens: one that may record outcomes, one that may only read.
+CONTEXT_WRITE_TOKEN_NAME = "local"
+CONTEXT_READ_TOKEN_NAME = "local-read"
 SERVICES = ("gateway", "context-api")
 ALERTING = ("prometheus", "alertmanager", "signal-source")
 _SERVICE_MODULES = {"gateway": "kubernaut.gateway.app", "context-api": "kubernaut.contextapi.app"}
@@ -129,23 +136,86 @@ class LocalStack:
         return self.run.postgres_password_file.read_text().strip()
 
     @property
+    def redis_gateway_password(self) -> str:
+        return self.run.redis_gateway_password_file.read_text().strip()
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return self.run.redis_sentinel_password_file.read_text().strip()
+
+    @property
+    def redis_context_password(self) -> str:
+        return self.run.redis_context_password_file.read_text().strip()
+
+    def redis_user_password(self, user: str) -> str:
+        return self.run.redis_user_password_file(user).read_text().strip()
+
+    def _probe_password(self, file: Path) -> str | None:
+        """For probes and status, which also run on a run directory without secrets (yet)."""
+        return file.read_text().strip() if file.exists() else None
+
+    def redis_password(self, port: int) -> str:
+        """The password of the stack's Redis server or sentinel listening on ``port``."""
+        t = self.topology
+        if port in t.redis_gateway_ports:
+            return self.redis_gateway_password
+        if port in t.sentinel_ports:
+            return self.redis_sentinel_password
+        if port == t.redis_context_port:
+            return self.redis_context_password
+        raise KeyError(f"no Redis of this stack listens on port {port}")
+
+    def redis_auth(self, port: int) -> dict[str, Any]:
+        """``host``, ``port`` and ``password`` for a redis-py client of the stack's server on ``port``."""
+        return {"host": self.topology.host, "port": port, "password": self.redis_password(port)}
+
+    @property
     def gateway_token(self) -> str:
         tokens = yaml.safe_load(self.run.gateway_tokens_file.read_text())
         return str(tokens[GATEWAY_TOKEN_NAME])
 
+    def _context_token(self, name: str) -> str:
+        tokens = yaml.safe_load(self.run.context_api_tokens_file.read_text())
+        return str(tokens[name]["token"])
+
+    @property
+    def context_api_token(self) -> str:
+        """The Context-API token with the write scope (it reads too)."""
+        return self._context_token(CONTEXT_WRITE_TOKEN_NAME)
+
+    @property
+    def context_api_read_token(self) -> str:
+        return self._context_token(CONTEXT_READ_TOKEN_NAME)
+
+    def postgres_role_passwords(self) -> dict[str, str]:
+        roles_ = (roles.OWNER, *roles.SERVICE_ROLES)
+        return {r: self.run.postgres_role_password_file(r).read_text().strip() for r in roles_}
+
+    def _pg_dsn(self, user: str, password: str, attrs: str = "read-write") -> str:
+        """The single server's DSN; with HA every node's, and libpq's ``target_session_attrs``."""
+        if self.postgres_ha:
+            return self.pg_ha.dsn(password, user=user, attrs=attrs)
+        return postgres.dsn(self.topology.host, self.topology.postgres_port, password, user=user)
+
+    def postgres_role_dsn(self, role: str, *, attrs: str = "read-write") -> str:
+        return self._pg_dsn(role, self.run.postgres_role_password_file(role).read_text().strip(), attrs)
+
     @property
     def postgres_dsn(self) -> str:
-        """The primary's DSN; with HA every node's, and libpq's ``target_session_attrs=read-write``."""
-        if self.postgres_ha:
-            return self.pg_ha.dsn(self.postgres_password)
-        return postgres.dsn(self.topology.host, self.topology.postgres_port, self.postgres_password)
+        """The schema owner's DSN (migrations, tools; no superuser): ``postgres.dsn`` of the config."""
+        return self.postgres_role_dsn(roles.OWNER)
+
+    @property
+    def postgres_admin_dsn(self) -> str:
+        """The bootstrap superuser's DSN, for creating databases and roles only."""
+        return self._pg_dsn(postgres.SUPERUSER, self.postgres_password)
 
     @property
     def postgres_read_dsn(self) -> str | None:
-        """With HA: every node, a standby preferred (the Context-API's reads); else None."""
+        """With HA: the Context-API's role on every node, a standby preferred (its reads); else None."""
         if not self.postgres_ha:
             return None
-        return self.pg_ha.dsn(self.postgres_password, attrs="prefer-standby")
+        return self.postgres_role_dsn(roles.CONTEXT_API, attrs="prefer-standby")
 
     def url(self, service: str) -> str:
         return f"http://{self.topology.host}:{self.endpoint(service).port}"
@@ -189,29 +259,61 @@ class LocalStack:
 
     def _write_secrets(self) -> None:
         self.run.secrets.chmod(0o700)
-        if not self.run.postgres_password_file.exists():
-            self.run.postgres_password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.run.postgres_password_file.chmod(0o600)
+        for file in (
+            self.run.postgres_password_file,
+            *(self.run.postgres_role_password_file(r) for r in (roles.OWNER, *roles.SERVICE_ROLES)),
+            self.run.redis_gateway_password_file,
+            self.run.redis_sentinel_password_file,
+            self.run.redis_context_password_file,
+            self.run.redis_user_password_file(redis_servers.GATEWAY_USER),
+            self.run.redis_user_password_file(redis_servers.CONTEXT_API_USER),
+        ):
+            if not file.exists():
+                file.write_text(secrets.token_urlsafe(24) + "\n")
+                file.chmod(0o600)
         if not self.run.gateway_tokens_file.exists():
             self.run.gateway_tokens_file.write_text(
                 yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
             )
             self.run.gateway_tokens_file.chmod(0o600)
+        if not self.run.context_api_tokens_file.exists():
+            tokens = {
+                CONTEXT_WRITE_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "write"},
+                CONTEXT_READ_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "read"},
+            }
+            self.run.context_api_tokens_file.write_text(yaml.safe_dump(tokens))
+            self.run.context_api_tokens_file.chmod(0o600)
 
     def _write_service_config(self) -> None:
         t = self.topology
         config: dict[str, Any] = {
             "gateway": {
                 "http": {"host": t.host, "port": t.gateway_http},
-                "redis": {"sentinels": [t.addr(p) for p in t.sentinel_ports], "master_name": MASTER_NAME},
+                "redis": {
+                    "sentinels": [t.addr(p) for p in t.sentinel_ports],
+                    "master_name": MASTER_NAME,
+                    "username": redis_servers.GATEWAY_USER,
+                    "password": self.redis_user_password(redis_servers.GATEWAY_USER),
+                    "sentinel_password": self.redis_sentinel_password,
+                },
                 "auth": {"enabled": True, "tokens_file": str(self.run.gateway_tokens_file)},
             },
             "context_api": {
                 "http": {"host": t.host, "port": t.context_http},
-                "redis": {"host": t.host, "port": t.redis_context_port},
+                "redis": {
+                    "host": t.host,
+                    "port": t.redis_context_port,
+                    "username": redis_servers.CONTEXT_API_USER,
+                    "password": self.redis_user_password(redis_servers.CONTEXT_API_USER),
+                },
+                "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
             },
             "postgres": {
                 "dsn": self.postgres_dsn,
+                "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+                "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+                # `up` migrates as the owner before it starts the services; their roles cannot.
+                "migrate_on_start": False,
                 **({"read_dsn": self.postgres_read_dsn} if self.postgres_ha else {}),
             },
         }
@@ -232,23 +334,35 @@ class LocalStack:
         comp = self.run.component_dir("postgres")
         comp.mkdir(exist_ok=True)
         data = postgres.data_dir_for(comp)
+        initialised = comp / "initdb.done"
+        if (
+            (data / "PG_VERSION").exists()
+            and not initialised.exists()
+            and not data.is_relative_to(self.run.root)
+        ):
+            # Left in /var/tmp by an earlier run directory at this path (kept after a failed test session):
+            # its superuser has another password.
+            shutil.rmtree(data.parent, ignore_errors=True)
         if not (data / "PG_VERSION").exists():
             self._log("initialising PostgreSQL data directory")
             postgres.initdb(data, self.run.postgres_password_file, self.run.log("postgres"))
+            initialised.write_text("")
         argv = postgres.server_argv(data, self.topology.host, self.topology.postgres_port)
         self._spawn("postgres", argv, marker=str(data), user=postgres.service_user(), cwd=data)
 
     def current_master(self) -> tuple[str, int] | None:
         """The master most sentinels name, else a live node that says it is master."""
         votes: dict[tuple[str, int], int] = {}
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
         for s in self.sentinels():
-            m = redis_servers.sentinel_master(self.topology.host, s.port)
+            m = redis_servers.sentinel_master(self.topology.host, s.port, sentinel_pw)
             if m is not None:
                 votes[m] = votes.get(m, 0) + 1
         if votes:
             return max(votes, key=lambda m: votes[m])
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
         for n in self.nodes():
-            info = redis_servers.replication(self.topology.host, n.port)
+            info = redis_servers.replication(self.topology.host, n.port, node_pw)
             if info is not None and info.get("role") == "master":
                 return (self.topology.host, n.port)
         return None
@@ -269,8 +383,11 @@ class LocalStack:
             # Sentinel rewrites its own file with what it learns: keep it, unless it was written for other
             # ports (the same run directory used with another --port-offset).
             known_ports = {n.port for n in self.nodes()}
-            if not conf.exists() or not redis_servers.sentinel_conf_matches(conf, s.port, known_ports):
-                conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master))
+            passwords = (self.redis_sentinel_password, self.redis_gateway_password)
+            if not conf.exists() or not redis_servers.sentinel_conf_matches(
+                conf, s.port, known_ports, *passwords
+            ):
+                conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master, *passwords))
             self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
 
     def start_node(self, name: str, master: tuple[str, int] | None = None) -> None:
@@ -282,7 +399,16 @@ class LocalStack:
         workdir.mkdir(exist_ok=True)
         conf = workdir / "redis.conf"
         replica_of = None if master == (host, node.port) else master
-        conf.write_text(redis_servers.gateway_node_conf(host, node.port, workdir, replica_of))
+        conf.write_text(
+            redis_servers.gateway_node_conf(
+                host,
+                node.port,
+                workdir,
+                replica_of,
+                self.redis_gateway_password,
+                self.redis_user_password(redis_servers.GATEWAY_USER),
+            )
+        )
         self._spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
 
     def _start_context_redis(self) -> None:
@@ -292,19 +418,28 @@ class LocalStack:
         workdir = self.run.component_dir("redis-context")
         workdir.mkdir(exist_ok=True)
         conf = workdir / "redis.conf"
-        conf.write_text(redis_servers.context_conf(self.topology.host, port, workdir))
+        conf.write_text(
+            redis_servers.context_conf(
+                self.topology.host,
+                port,
+                workdir,
+                self.redis_context_password,
+                self.redis_user_password(redis_servers.CONTEXT_API_USER),
+            )
+        )
         self._spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
 
     def group_ready(self) -> bool:
         """Replication linked (2 online replicas) and every sentinel agrees on the master and its peers."""
         host = self.topology.host
         master = self.current_master()
-        if master is None or redis_servers.online_replicas(*master) < 2:
+        if master is None or redis_servers.online_replicas(*master, self.redis_gateway_password) < 2:
             return False
+        sentinel_pw = self.redis_sentinel_password
         for s in self.sentinels():
-            if redis_servers.sentinel_master(host, s.port) != master:
+            if redis_servers.sentinel_master(host, s.port, sentinel_pw) != master:
                 return False
-            info = redis_servers.sentinel_master_info(host, s.port)
+            info = redis_servers.sentinel_master_info(host, s.port, sentinel_pw)
             if info is None or "down" in info.get("flags", "down"):
                 return False
             if int(info.get("num-slaves", 0)) < 2 or int(info.get("num-other-sentinels", 0)) < 2:
@@ -319,23 +454,26 @@ class LocalStack:
             def database() -> bool:
                 primary = self.pg_ha.primary()
                 return primary is not None and postgres.ensure_database(
-                    t.host, primary.pg_port, self.postgres_password
+                    t.host, primary.pg_port, self.postgres_password, self.postgres_role_passwords()
                 )
 
             wait_until(database, timeout=timeout, interval=0.2, what="the project's database on the primary")
-            return
-        wait_until(
-            lambda: postgres.ensure_database(t.host, t.postgres_port, self.postgres_password),
-            timeout=timeout,
-            interval=0.2,
-            what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
-        )
+        else:
+            wait_until(
+                lambda: postgres.ensure_database(
+                    t.host, t.postgres_port, self.postgres_password, self.postgres_role_passwords()
+                ),
+                timeout=timeout,
+                interval=0.2,
+                what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
+            )
+        asyncio.run(migrate_dsn(self.postgres_dsn))  # as the owner; this also grants the service roles
 
     def _wait_infrastructure(self, timeout: float) -> None:
         t = self.topology
         self._wait_postgres(timeout)
         wait_until(
-            lambda: redis_servers.ping(t.host, t.redis_context_port),
+            lambda: redis_servers.ping(t.host, t.redis_context_port, self.redis_context_password),
             timeout=timeout,
             what=f"the Context-API's Redis on {t.addr(t.redis_context_port)}",
         )
@@ -440,7 +578,10 @@ class LocalStack:
         """(Re)start the Context-API's Redis unless running, and wait until it answers."""
         self._start_context_redis()
         host, port = self.topology.host, self.topology.redis_context_port
-        wait_until(lambda: redis_servers.ping(host, port), timeout=timeout, what=f"Redis on {host}:{port}")
+        pw = self.redis_context_password
+        wait_until(
+            lambda: redis_servers.ping(host, port, pw), timeout=timeout, what=f"Redis on {host}:{port}"
+        )
 
     # -- status --------------------------------------------------------------------------------------
 
@@ -448,23 +589,36 @@ class LocalStack:
         rec = self.table.get(name)
         return {"pid": rec.pid if rec else None, "alive": bool(rec and is_alive(rec))}
 
+    def _postgres_dsns(self) -> dict[str, str | None]:
+        if not self.run.postgres_role_password_file(roles.CONTEXT_API).exists():
+            return dict.fromkeys(("dsn", "read_dsn", "gateway_dsn", "context_api_dsn", "admin_dsn"))
+        return {
+            "dsn": self.postgres_dsn,
+            "read_dsn": self.postgres_read_dsn,
+            "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+            "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+            "admin_dsn": self.postgres_admin_dsn,
+        }
+
     def status(self) -> dict[str, Any]:
         t = self.topology
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
         master = self.current_master()
         info = None
         for s in self.sentinels():
-            info = redis_servers.sentinel_master_info(t.host, s.port)
+            info = redis_servers.sentinel_master_info(t.host, s.port, sentinel_pw)
             if info is not None:
                 break
         replicas = []
         for n in self.nodes():
             if master is not None and n.port == master[1]:
                 continue
-            rep = redis_servers.replication(t.host, n.port)
+            rep = redis_servers.replication(t.host, n.port, node_pw)
             replicas.append(
                 {"addr": t.addr(n.port), "role": rep.get("role") if rep else None, **self._proc(n.name)}
             )
-        has_secrets = self.run.postgres_password_file.exists()
+        has_context_tokens = self.run.context_api_tokens_file.exists()
         return {
             "run_dir": str(self.run.root),
             "redis_gateway": {
@@ -474,19 +628,32 @@ class LocalStack:
                 "nodes": {n.name: {"addr": t.addr(n.port), **self._proc(n.name)} for n in self.nodes()},
                 "sentinels": [{"addr": t.addr(s.port), **self._proc(s.name)} for s in self.sentinels()],
                 "quorum": int(info["quorum"]) if info else QUORUM,
+                "password": node_pw,
+                "sentinel_password": sentinel_pw,
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [GW_USER]},
             },
-            "redis_context": {"addr": t.addr(t.redis_context_port), **self._proc("redis-context")},
-            "postgres": self.postgres_status(with_dsn=has_secrets),
+            "redis_context": {
+                "addr": t.addr(t.redis_context_port),
+                "password": self._probe_password(self.run.redis_context_password_file),
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [CTX_USER]},
+                **self._proc("redis-context"),
+            },
+            "postgres": {**self.postgres_status(), **self._postgres_dsns()},
             "gateway": {
                 "url": self.url("gateway"),
                 "token": self.gateway_token if self.run.gateway_tokens_file.exists() else None,
                 **self._proc("gateway"),
             },
-            "context_api": {"url": self.url("context-api"), **self._proc("context-api")},
+            "context_api": {
+                "url": self.url("context-api"),
+                "token": self.context_api_token if has_context_tokens else None,
+                "read_token": self.context_api_read_token if has_context_tokens else None,
+                **self._proc("context-api"),
+            },
             **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
         }
 
-    def postgres_status(self, *, with_dsn: bool = True) -> dict[str, Any]:
+    def postgres_status(self) -> dict[str, Any]:
         """``mode`` (single | ha), ``members`` (name, addr, pid, role primary|standby, sync), ``primary``
         (its addr); ``addr``/``pid``/``alive`` are the primary's."""
         t = self.topology
@@ -496,8 +663,6 @@ class LocalStack:
             member = {"name": "postgres", "addr": addr, "pid": proc["pid"], "role": "primary", "sync": False}
             return {
                 "mode": "single",
-                "dsn": self.postgres_dsn if with_dsn else None,
-                "read_dsn": None,
                 "addr": addr,
                 "primary": addr if proc["alive"] else None,
                 "members": [member] if proc["alive"] else [],
@@ -507,8 +672,6 @@ class LocalStack:
         primary = next((m for m in members if m["role"] == "primary"), None)
         return {
             "mode": "ha",
-            "dsn": self.postgres_dsn if with_dsn else None,
-            "read_dsn": self.postgres_read_dsn if with_dsn else None,
             "addr": primary["addr"] if primary else None,
             "primary": primary["addr"] if primary else None,
             "members": members,

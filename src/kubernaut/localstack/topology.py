@@ -119,6 +119,31 @@ class RunDir:
     def gateway_tokens_file(self) -> Path:
         return self.secrets / "gateway-tokens"
 
+    def postgres_role_password_file(self, role: str) -> Path:
+        """A login role's password (owner, services); postgres_password_file is the superuser's."""
+        return self.secrets / f"postgres-{role}-password"
+
+    @property
+    def redis_gateway_password_file(self) -> Path:
+        """The gateway group's nodes: clients, replication (masterauth) and the sentinels' auth-pass."""
+        return self.secrets / "redis-gateway-password"
+
+    def redis_user_password_file(self, user: str) -> Path:
+        """A service's ACL user on its Redis (``gateway`` on the group's nodes, ``context-api``)."""
+        return self.secrets / f"redis-user-{user}-password"
+
+    @property
+    def redis_sentinel_password_file(self) -> Path:
+        return self.secrets / "redis-sentinel-password"
+
+    @property
+    def redis_context_password_file(self) -> Path:
+        return self.secrets / "redis-context-password"
+
+    @property
+    def context_api_tokens_file(self) -> Path:
+        return self.secrets / "context-api-tokens"
+
     @property
     def alertmanager_token_file(self) -> Path:
         """The gateway token alone, for Alertmanager's ``credentials_file``."""

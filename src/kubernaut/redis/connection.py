@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from kubernaut import tls
 from kubernaut.config import SentinelRedis, StandaloneRedis
 
 
@@ -59,22 +60,26 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
     common = {
         "retry": no_retry(),
         "db": settings.db,
+        "username": settings.username,
         "password": _secret(settings.password),
         "socket_connect_timeout": t.connect_s,
         "socket_timeout": t.socket_s,
         "client_name": client_name,
         "health_check_interval": 0,
+        **tls.redis_options(settings.tls),
     }
     if isinstance(settings, StandaloneRedis):
-        client = Redis(host=settings.host, port=settings.port, **common)  # type: ignore[arg-type]
+        client = Redis(host=settings.host, port=settings.port, **common)
         return RedisHandle(client=client, sentinel=None, settings=settings)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses(),
         sentinel_kwargs={
+            "username": settings.sentinel_username,
             "password": _secret(settings.sentinel_password),
             "socket_connect_timeout": t.connect_s,
             "socket_timeout": t.socket_s,
             "retry": no_retry(),
+            **tls.redis_options(settings.tls),
         },
         **common,
     )

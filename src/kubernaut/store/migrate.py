@@ -10,6 +10,9 @@ from importlib import resources
 
 import asyncpg
 
+from kubernaut.config import PostgresSettings, ServiceName
+from kubernaut.store.roles import apply_grants
+
 _LOCK_ID = 0x6B75626E  # "kubn"
 
 
@@ -31,7 +34,8 @@ def available() -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply pending migrations; return those applied now."""
+    """Apply pending migrations, then the service roles' grants; return the migrations applied now.
+    ``conn`` must own the schema (the owner role, or a superuser)."""
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
@@ -49,9 +53,41 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name
                 )
             applied_now.append(m)
+        async with conn.transaction():
+            await apply_grants(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     return applied_now
+
+
+class SchemaBehind(Exception):
+    """The database lacks migrations this code needs; the message says how to apply them."""
+
+
+async def check_current(conn: asyncpg.Connection) -> None:
+    """For services that do not migrate: raise SchemaBehind unless every migration is applied."""
+    try:
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        done = set()
+    missing = [f"{m.version:03d}_{m.name}" for m in available() if m.version not in done]
+    if missing:
+        raise SchemaBehind(
+            f"the database schema lacks migrations {', '.join(missing)}: run `kubernaut migrate` with the"
+            " schema owner's DSN (postgres.dsn)"
+        )
+
+
+async def prepare_schema(postgres: PostgresSettings, service: ServiceName) -> None:
+    """A service's start: migrate with the owner's DSN, or check the schema with the service's own."""
+    if postgres.migrate_on_start:
+        await migrate_dsn(postgres.dsn.get_secret_value())
+        return
+    conn = await asyncpg.connect(postgres.for_service(service).dsn.get_secret_value())
+    try:
+        await check_current(conn)
+    finally:
+        await conn.close()
 
 
 async def migrate_dsn(dsn: str) -> list[Migration]:

@@ -11,7 +11,12 @@
 # only when no failover happens in time. So a restarted pod 0 never becomes a second master.
 #
 # Environment, set by the StatefulSet: POD_NAME (<statefulset>-<ordinal>), HEADLESS_DOMAIN, REPLICAS,
-# MASTER_NAME, QUORUM, REDIS_PASSWORD, SENTINEL_PASSWORD, REDIS_MAXMEMORY.
+# MASTER_NAME, QUORUM, REDIS_MAXMEMORY, and one password per ACL user (the default user is off):
+#   ADMIN_PASSWORD        admin: everything (this script, operators)
+#   GATEWAY_PASSWORD      gateway: its commands on its keys (gw:*, kubernaut:*), read-only on the sentinels
+#   REPLICATION_PASSWORD  replication: what a replica needs from its master
+#   SENTINEL_PASSWORD     sentinel: what Sentinel needs from the nodes; the sentinels among themselves
+#   EXPORTER_PASSWORD     exporter: read-only metrics commands
 # Defaults that the tests override to run the group on loopback: NODE_HOSTS (one host per ordinal,
 # instead of <pod>.<HEADLESS_DOMAIN>), REDIS_PORT, SENTINEL_PORT, BIND_ADDRESS, LOCAL_ADDRESS, DATA_DIR, RUN_DIR,
 # TEMPLATE_DIR, FAILOVER_WAIT_S, PRESTOP_S.
@@ -42,11 +47,44 @@ node_host() {
 SELF=$(node_host "$ORDINAL")
 
 local_redis() {
-    REDISCLI_AUTH=$REDIS_PASSWORD timeout 3 redis-cli --raw -h "$LOCAL_ADDRESS" -p "$REDIS_PORT" "$@"
+    REDISCLI_AUTH=$ADMIN_PASSWORD timeout 3 redis-cli --raw --user admin -h "$LOCAL_ADDRESS" -p "$REDIS_PORT" "$@"
 }
 
 local_sentinel() {
-    REDISCLI_AUTH=$SENTINEL_PASSWORD timeout 3 redis-cli --raw -h "$LOCAL_ADDRESS" -p "$SENTINEL_PORT" "$@"
+    REDISCLI_AUTH=$ADMIN_PASSWORD timeout 3 redis-cli --raw --user admin -h "$LOCAL_ADDRESS" -p "$SENTINEL_PORT" "$@"
+}
+
+# The ACL users' commands (src/kubernaut/localstack/redis_servers.py has the same lists; a test compares).
+GATEWAY_COMMANDS="-@all +ping +select +client|setname +evalsha +script|load +get +set +sadd \
++del +exists +getdel +getex +hgetall +hincrby +hmget +hset +pexpire +rename +time \
++zadd +zcard +zcount +zrangebyscore +zrem +zremrangebyrank +zremrangebyscore"
+REPLICATION_COMMANDS="-@all +psync +replconf +ping"
+# What Sentinel sends to a monitored node (Redis's Sentinel documentation).
+SENTINEL_NODE_COMMANDS="-@all +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role +publish \
++info +client|setname +client|kill +script|kill"
+EXPORTER_COMMANDS="-@all +ping +select +info +client|setname +client|list +config|get +slowlog|get +slowlog|len \
++latency|latest +memory|stats +scan +type +strlen +llen +scard +hlen +zcard +xlen +pfcount"
+GATEWAY_SENTINEL_COMMANDS="-@all +ping +client|setname +subscribe +sentinel|get-master-addr-by-name \
++sentinel|master +sentinel|masters +sentinel|sentinels +sentinel|slaves +sentinel|replicas"
+EXPORTER_SENTINEL_COMMANDS="-@all +ping +info +client|setname +sentinel|masters +sentinel|master \
++sentinel|sentinels +sentinel|slaves +sentinel|replicas +sentinel|ckquorum"
+
+node_acl() {
+    echo "user default off"
+    echo "user admin on >$ADMIN_PASSWORD ~* &* +@all"
+    echo "user gateway on >$GATEWAY_PASSWORD ~gw:* ~kubernaut:* resetchannels $GATEWAY_COMMANDS"
+    echo "user replication on >$REPLICATION_PASSWORD resetchannels $REPLICATION_COMMANDS"
+    echo "user sentinel on >$SENTINEL_PASSWORD resetchannels &__sentinel__:hello $SENTINEL_NODE_COMMANDS"
+    echo "user exporter on >$EXPORTER_PASSWORD ~* resetchannels $EXPORTER_COMMANDS"
+}
+
+sentinel_acl() {
+    echo "user default off"
+    echo "user admin on >$ADMIN_PASSWORD ~* &* +@all"
+    # Sentinel's peer protocol (hello messages, votes, failover) has no documented narrower set.
+    echo "user sentinel on >$SENTINEL_PASSWORD ~* &* +@all"
+    echo "user gateway on >$GATEWAY_PASSWORD resetchannels &+switch-master $GATEWAY_SENTINEL_COMMANDS"
+    echo "user exporter on >$EXPORTER_PASSWORD resetchannels $EXPORTER_SENTINEL_COMMANDS"
 }
 
 # Print "host port" as named by the other pods' sentinels when they agree; print nothing when none
@@ -58,7 +96,7 @@ sentinels_master() {
         i=0
         while [ "$i" -lt "$REPLICAS" ]; do
             if [ "$i" != "$ORDINAL" ]; then
-                answer=$(REDISCLI_AUTH=$SENTINEL_PASSWORD timeout 3 redis-cli --raw \
+                answer=$(REDISCLI_AUTH=$ADMIN_PASSWORD timeout 3 redis-cli --raw --user admin \
                     -h "$(node_host "$i")" -p "$SENTINEL_PORT" \
                     sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | tr '\n' ' ' || true)
                 # shellcheck disable=SC2086 # split the reply into host and port
@@ -127,8 +165,9 @@ start_redis() {
         echo "bind $BIND_ADDRESS"
         echo "port $REDIS_PORT"
         echo "dir $DATA_DIR"
-        echo "requirepass \"$REDIS_PASSWORD\""
-        echo "masterauth \"$REDIS_PASSWORD\""
+        node_acl
+        echo "masteruser replication"
+        echo "masterauth \"$REPLICATION_PASSWORD\""
         echo "replica-announce-ip $SELF"
         echo "maxmemory $REDIS_MAXMEMORY"
         cat "$TEMPLATE_DIR/redis.conf"
@@ -151,13 +190,16 @@ start_sentinel() {
         echo "bind $BIND_ADDRESS"
         echo "port $SENTINEL_PORT"
         echo "dir $RUN_DIR"
-        echo "requirepass \"$SENTINEL_PASSWORD\""
+        sentinel_acl
+        echo "sentinel sentinel-user sentinel"
+        echo "sentinel sentinel-pass \"$SENTINEL_PASSWORD\""
         echo "sentinel resolve-hostnames yes"
         echo "sentinel announce-hostnames yes"
         echo "sentinel announce-ip $SELF"
         echo "sentinel announce-port $SENTINEL_PORT"
         echo "sentinel monitor $MASTER_NAME $master $QUORUM"
-        echo "sentinel auth-pass $MASTER_NAME \"$REDIS_PASSWORD\""
+        echo "sentinel auth-user $MASTER_NAME sentinel"
+        echo "sentinel auth-pass $MASTER_NAME \"$SENTINEL_PASSWORD\""
         cat "$TEMPLATE_DIR/sentinel.conf"
     } >"$conf"
     log "starting sentinel monitoring $master"

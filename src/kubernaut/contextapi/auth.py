@@ -1,0 +1,139 @@
+"""Bearer tokens for the Context-API, each with a scope: ``read`` may GET, ``write`` may also POST.
+
+/healthz, /readyz and /metrics stay open (probes and Prometheus carry no token; they reveal no incident).
+The header parsing here is the Context-API's own until the services share one helper.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kubernaut.config import ConfigError
+from kubernaut.contextapi.problems import problem
+
+TokenScope = Literal["read", "write"]
+FailureReason = Literal["missing", "invalid", "duplicate", "forbidden"]
+SCOPES: tuple[TokenScope, ...] = ("read", "write")
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+_HTTP_WHITESPACE = " \t"  # RFC 9110 OWS: only SP and HTAB are stripped, nothing str.strip() also takes
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    secret: bytes
+    scope: TokenScope
+
+    def allows(self, method: str) -> bool:
+        return self.scope == "write" or method in READ_METHODS
+
+
+def load_tokens(path: Path) -> list[Token]:
+    """Read the tokens file (YAML ``name: {token: ..., scope: read|write}``); ConfigError names the fault."""
+    where = f"context-api tokens file {path}"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {where}: {err}".replace("\n", " ")) from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{where} must be a non-empty mapping name: {{token, scope}}")
+    tokens = []
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or set(entry) != {"token", "scope"}:
+            raise ConfigError(f"{where}: {name!r} must have exactly the keys token and scope")
+        secret, scope = entry["token"], entry["scope"]
+        if not isinstance(secret, str) or not secret or secret.strip(_HTTP_WHITESPACE) != secret:
+            raise ConfigError(f"{where}: token of {name!r} must be a non-empty string without blanks")
+        if scope not in SCOPES:
+            raise ConfigError(f"{where}: scope of {name!r} must be one of {', '.join(SCOPES)}")
+        tokens.append(Token(str(name), secret.encode(), scope))
+    return tokens
+
+
+class AuthFailure(Exception):
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(reason)
+        self.reason: FailureReason = reason
+
+
+def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The bearer token of the one Authorization header; two headers are refused, not picked from."""
+    values = [v for k, v in headers if k.lower() == b"authorization"]
+    if len(values) > 1:
+        raise AuthFailure("duplicate")
+    if not values:
+        raise AuthFailure("missing")
+    scheme, _, rest = values[0].partition(b" ")
+    token = rest.strip(_HTTP_WHITESPACE.encode())
+    if scheme.lower() != b"bearer" or not token:
+        raise AuthFailure("missing")
+    return token
+
+
+class TokenCheck:
+    def __init__(self, tokens: list[Token]) -> None:
+        self._tokens = tokens
+
+    def identify(self, headers: list[tuple[bytes, bytes]], method: str) -> Token:
+        """The token presented, allowed for ``method``; raise AuthFailure. Every token is compared."""
+        candidate = presented_token(headers)
+        found = None
+        for token in self._tokens:
+            if hmac.compare_digest(candidate, token.secret):
+                found = token
+        if found is None:
+            raise AuthFailure("invalid")
+        if not found.allows(method):
+            raise AuthFailure("forbidden")
+        return found
+
+
+_DETAILS: dict[FailureReason, str] = {
+    "missing": "an Authorization: Bearer token is required",
+    "invalid": "unknown token",
+    "duplicate": "more than one Authorization header",
+    "forbidden": "this token's scope is read; recording outcomes needs a write token",
+}
+
+
+class BearerAuth:
+    """ASGI middleware: every path but the open ones needs a token whose scope allows the method."""
+
+    def __init__(self, app: ASGIApp, check: TokenCheck, on_failure: Callable[[str], None]) -> None:
+        self.app = app
+        self._check = check
+        self._on_failure = on_failure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            self._check.identify(scope["headers"], scope["method"])
+        except AuthFailure as failure:
+            self._on_failure(failure.reason)
+            forbidden = failure.reason == "forbidden"
+            status = 403 if forbidden else 401
+            challenge = 'Bearer realm="context-api"'
+            if forbidden:
+                challenge += ', error="insufficient_scope", scope="write"'
+            response = problem(
+                status,
+                "forbidden" if forbidden else "unauthorized",
+                "Forbidden" if forbidden else "Unauthorized",
+                _DETAILS[failure.reason],
+                instance=scope["path"],
+                field="Authorization",
+                headers={"WWW-Authenticate": challenge},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,133 @@
+"""The bundled PostgreSQL's init script (ConfigMap postgres-init), run as the postgres image runs it on a
+fresh cluster of Debian's PostgreSQL: it creates the roles the services' DSNs name, the owner can then
+migrate, and each service role ends up with its grants only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from kubernaut.localstack import postgres
+from kubernaut.localstack.processes import spawn, stop, wait_until
+from kubernaut.store import roles
+from kubernaut.store.migrate import migrate_dsn
+from tests.conftest import TEST_PORT_OFFSET
+from tests.deploy.manifests import container, render, resolve_env
+
+HOST, PORT = "127.0.0.1", 15550 + TEST_PORT_OFFSET
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh PostgreSQL with the image's bootstrap done (superuser postgres, database kubernaut)."""
+    comp = tmp_path_factory.mktemp("postgres-init")
+    data = postgres.data_dir_for(comp)
+    if data.parent.exists() and not data.is_relative_to(comp):
+        shutil.rmtree(data.parent)
+    password = comp / "pw"
+    password.write_text("superuser-pw\n")
+    postgres.initdb(data, password, comp / "initdb.log")
+    rec = spawn(
+        "postgres-init-test",
+        postgres.server_argv(data, HOST, PORT),
+        marker=str(data),
+        log=comp / "postgres.log",
+        user=postgres.service_user(),
+        cwd=data,
+    )
+    admin = postgres.dsn(HOST, PORT, "superuser-pw", "postgres")
+
+    async def accepting() -> bool:
+        try:
+            conn = await asyncpg.connect(admin, timeout=1)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    try:
+        wait_until(lambda: asyncio.run(accepting()), timeout=60, interval=0.2, what="the test PostgreSQL")
+        yield "superuser-pw"
+    finally:
+        stop(rec, sig=signal.SIGINT)
+        if not data.is_relative_to(comp):
+            shutil.rmtree(data.parent, ignore_errors=True)
+
+
+async def _create_database(superuser_password: str) -> None:
+    conn = await asyncpg.connect(postgres.dsn(HOST, PORT, superuser_password, "postgres"))
+    try:
+        await conn.execute("CREATE DATABASE kubernaut")  # what POSTGRES_DB does before the init scripts
+    finally:
+        await conn.close()
+
+
+async def _privileges(dsn: str) -> dict[str, bool]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        checks = {
+            "gateway inserts requests": (
+                "has_table_privilege('kubernaut_gateway', 'remediation_requests', 'INSERT')"
+            ),
+            "gateway reads outcomes": (
+                "has_table_privilege('kubernaut_gateway', 'remediation_outcomes', 'SELECT')"
+            ),
+            "context-api records outcomes": (
+                "has_table_privilege('kubernaut_context_api', 'remediation_outcomes', 'INSERT')"
+            ),
+            "context-api inserts requests": (
+                "has_table_privilege('kubernaut_context_api', 'remediation_requests', 'INSERT')"
+            ),
+            "owner is superuser": "(SELECT rolsuper FROM pg_roles WHERE rolname = 'kubernaut')",
+            "owner owns the database": (
+                "(SELECT pg_get_userbyid(datdba) = 'kubernaut' FROM pg_database WHERE datname = 'kubernaut')"
+            ),
+        }
+        return {name: bool(await conn.fetchval(f"SELECT {sql}")) for name, sql in checks.items()}
+    finally:
+        await conn.close()
+
+
+def test_the_init_script_creates_the_roles_the_dsns_name(cluster: str, tmp_path: Path) -> None:
+    r = render("dev")
+    script = tmp_path / "init-roles.sh"
+    script.write_text(r.config_file("postgres-init", "init-roles.sh"))
+    env = resolve_env(r, container(r.get("StatefulSet", "postgres"), "postgres"))
+    asyncio.run(_create_database(cluster))
+    result = subprocess.run(
+        ["sh", str(script)],
+        env={
+            "PATH": os.environ["PATH"],
+            **{
+                k: env[k]
+                for k in ("POSTGRES_USER", "OWNER_PASSWORD", "GATEWAY_PASSWORD", "CONTEXT_API_PASSWORD")
+            },
+            "PGHOST": HOST,
+            "PGPORT": str(PORT),
+            "PGPASSWORD": cluster,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # The owner's DSN from the Secret, pointed at this server, migrates (and grants the services).
+    owner = f"postgresql://{roles.OWNER}:{env['OWNER_PASSWORD']}@{HOST}:{PORT}/kubernaut"
+    asyncio.run(migrate_dsn(owner))
+    assert asyncio.run(_privileges(owner)) == {
+        "gateway inserts requests": True,
+        "gateway reads outcomes": False,
+        "context-api records outcomes": True,
+        "context-api inserts requests": False,
+        "owner is superuser": False,
+        "owner owns the database": True,
+    }
