@@ -137,6 +137,20 @@ class StormJoin:
 
 
 @dataclass(slots=True)
+class Phase:
+    """A run of a webhook's signals with every firing before every resolution: new requests and storm
+    joins first, then the resolutions. A webhook is cut into phases where a firing follows a
+    resolution, so PostgreSQL sees its signals in batch order, as if they came one by one."""
+
+    singles: dict[str, NewRequest] = field(default_factory=dict)
+    storms: dict[str, StormJoin] = field(default_factory=dict)
+    resolves: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.singles or self.storms or self.resolves)
+
+
+@dataclass(slots=True)
 class Written:
     singles: dict[str, tuple[int, bool]]  # fingerprint -> (request id, inserted)
     storms: dict[str, tuple[int, bool, set[str]]]  # storm fingerprint -> (id, inserted, members added)
@@ -150,10 +164,9 @@ class _Work:
     signal_type: str
     source: str
     now: datetime
-    singles: Sequence[NewRequest]
-    storms: Sequence[StormJoin]
-    resolves: Sequence[str]
-    future: asyncio.Future[Written]
+    phases: Sequence[Phase]
+    counts: dict[int, int]  # duplicates of known requests (request id -> occurrences)
+    future: asyncio.Future[list[Written]]
 
 
 def _json(value: object) -> str:
@@ -237,14 +250,30 @@ class RequestStore:
         storms: Sequence[StormJoin],
         resolves: Sequence[str],
     ) -> Written:
-        """Apply one webhook's writes atomically; return once they are committed.
+        """One phase of writes (see :meth:`write_phases`)."""
+        phase = Phase(
+            {r.signal.fingerprint: r for r in singles}, {s.fingerprint: s for s in storms}, list(resolves)
+        )
+        return (await self.write_phases(signal_type=signal_type, source=source, now=now, phases=[phase]))[0]
+
+    async def write_phases(
+        self,
+        *,
+        signal_type: str,
+        source: str,
+        now: datetime,
+        phases: Sequence[Phase],
+        counts: dict[int, int] | None = None,
+    ) -> list[Written]:
+        """Apply one webhook's writes atomically, phase after phase, and add ``counts`` (its duplicates
+        of known requests); return once they are committed.
 
         Group commit: webhooks that arrive while a commit is in progress are written together in the
         next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
         webhook fails alone. Results are exactly those of running the webhooks one after another.
         """
         work = _Work(
-            signal_type, source, now, singles, storms, resolves, asyncio.get_running_loop().create_future()
+            signal_type, source, now, phases, counts or {}, asyncio.get_running_loop().create_future()
         )
         self._queue.append(work)
         self._wakeup.set()
@@ -266,7 +295,7 @@ class RequestStore:
                         work.future.set_exception(err)
 
     async def _commit(self, batch: list[_Work]) -> None:
-        outcomes: list[Written | BaseException] = []
+        outcomes: list[list[Written] | BaseException] = []
         try:
             async with self.pool.acquire() as conn, self._transaction(conn, batch):
                 for work in batch:
@@ -284,7 +313,7 @@ class RequestStore:
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.future.done():
                 continue  # the caller went away; its writes stand, as after any answer lost in transit
-            if isinstance(outcome, Written):
+            if isinstance(outcome, list):
                 work.future.set_result(outcome)
             elif isinstance(outcome, StoreUnavailable):
                 work.future.set_exception(outcome)
@@ -297,22 +326,31 @@ class RequestStore:
     ) -> contextlib.AbstractAsyncContextManager[object]:
         """One statement alone needs no explicit transaction (one round trip instead of three)."""
         work = batch[0]
-        if len(batch) == 1 and bool(work.singles) + len(work.storms) + bool(work.resolves) == 1:
-            return contextlib.nullcontext()
+        if len(batch) == 1 and len(work.phases) == 1 and not work.counts:
+            phase = work.phases[0]
+            if bool(phase.singles) + len(phase.storms) + bool(phase.resolves) == 1:
+                return contextlib.nullcontext()
         return conn.transaction()
 
-    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> Written:
-        """One webhook's statements. Rows are touched in fingerprint order (no deadlocks between
-        concurrent transactions)."""
-        written = Written({}, {}, {})
-        if work.singles:
-            await self._upsert_singles(conn, work.signal_type, work.source, work.now, work.singles, written)
-        for storm in sorted(work.storms, key=lambda s: s.fingerprint):
-            await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
-        if work.resolves:
-            rows = await conn.fetch(_RESOLVE, sorted(work.resolves), work.now)
-            written.resolved = {r["fingerprint"]: r["id"] for r in rows}
-        return written
+    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> list[Written]:
+        """One webhook's statements, phase after phase. Within a phase rows are touched in fingerprint
+        order (fewer deadlocks between concurrent transactions)."""
+        result = []
+        for phase in work.phases:
+            written = Written({}, {}, {})
+            if phase.singles:
+                singles = list(phase.singles.values())
+                await self._upsert_singles(conn, work.signal_type, work.source, work.now, singles, written)
+            for storm in sorted(phase.storms.values(), key=lambda s: s.fingerprint):
+                await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
+            if phase.resolves:
+                rows = await conn.fetch(_RESOLVE, sorted(set(phase.resolves)), work.now)
+                written.resolved = {r["fingerprint"]: r["id"] for r in rows}
+            result.append(written)
+        if work.counts:
+            ids = sorted(work.counts)
+            await conn.execute(_ADD_COUNTS, ids, [work.counts[i] for i in ids], work.now)
+        return result
 
     async def _upsert_singles(
         self,

@@ -11,13 +11,19 @@
 --  then per signal: status (f|r), fingerprint, name, namespace, resource
 --
 -- Dedup entry prefix..'dd:'..fingerprint holds the RemediationRequest id once PostgreSQL has it, or a
--- pending marker until then: 'p:<nonce>' (own request) or 'q:<nonce>:<start>:<type>' (storm member).
+-- pending marker until then: 'p:<nonce>:<i>' (own request) or 'q:<nonce>:<i>:<start>:<type>' (storm
+-- member); <i> is the signal's index, so a fingerprint re-opened later in the same webhook gets a marker
+-- of its own and a bind meant for the request closed before it cannot land on it.
 -- Pending entries send the signal to PostgreSQL again, whose unique index decides created vs duplicate;
 -- the marker is returned so that whichever webhook gets the id first binds it (bind.lua).
 --
 -- Reply: {limited (0, 1 limited, 2 would be limited in shadow mode), retry-after (ms)} then per signal
 -- {code, value}: 0 duplicate (request id), 1 own request (marker), 2 storm member (marker),
 -- 3 resolved (request id or '').
+--
+-- Duplicates are added to the count accumulator only when the whole webhook is decided here (every
+-- signal a duplicate): a webhook that also goes to PostgreSQL counts its duplicates in that
+-- transaction, so a webhook refused after this script ran (PostgreSQL down) has counted nothing.
 local prefix, nonce, source = ARGV[1], ARGV[2], ARGV[3]
 local rl_mode, rl_interval, rl_burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local dedup_ttl = tonumber(ARGV[7])
@@ -86,26 +92,33 @@ local function storm_window(name, namespace, resource, i)
   return window
 end
 
+local duplicates, decided = {}, true
 for i = 0, n - 1 do
   local b = BASE + i * FIELDS
   local dd = prefix .. 'dd:' .. ARGV[b + 2]
   if ARGV[b + 1] == 'r' then
     local v = redis.call('GETDEL', dd)
     push(3, (v and v:find('^%d')) and v or '')
+    decided = false
   else
     local v = redis.call('GETEX', dd, 'EX', dedup_ttl)
     if v and v:find('^%d') then
-      redis.call('HINCRBY', prefix .. 'counts', v, 1)
+      duplicates[#duplicates + 1] = v
       push(0, v)
     elseif v then
       push(v:sub(1, 2) == 'p:' and 1 or 2, v)
+      decided = false
     else
       local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], i)
-      local code, marker = 1, 'p:' .. nonce
-      if window then code, marker = 2, 'q:' .. nonce .. ':' .. window end
+      local code, marker = 1, 'p:' .. nonce .. ':' .. i
+      if window then code, marker = 2, 'q:' .. nonce .. ':' .. i .. ':' .. window end
       redis.call('SET', dd, marker, 'EX', dedup_ttl)
       push(code, marker)
+      decided = false
     end
   end
+end
+if decided then
+  for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
 end
 return out

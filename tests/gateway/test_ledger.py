@@ -1,0 +1,156 @@
+"""Issue 12 items 1 and 3: a webhook's outcomes follow its batch order exactly as if its alerts were sent
+one by one, and a refused webhook changes no count."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from kubernaut.localstack import LocalStack
+from tests.gateway.helpers import (
+    PROMETHEUS,
+    alert,
+    fetch_rows,
+    gateway_process,
+    in_process,
+    isolated,
+    unique,
+    webhook,
+)
+
+pytestmark = pytest.mark.stack
+
+OFF = {"mode": "off"}
+
+
+async def _rows(stack: LocalStack, name: str) -> list[dict[str, Any]]:
+    return await fetch_rows(
+        stack,
+        "SELECT id, fingerprint, occurrence_count, resolved_at IS NULL AS open FROM remediation_requests"
+        " WHERE signal_name = $1 ORDER BY id",
+        name,
+    )
+
+
+def _outcomes(resp: httpx.Response) -> list[tuple[str, int | None]]:
+    return [(s["outcome"], s["request_id"]) for s in resp.json()["signals"]]
+
+
+async def test_resolved_and_firing_of_one_fingerprint_in_one_webhook(stack: LocalStack) -> None:
+    """Item 1: `[a resolved, b firing]` where a and b differ only in a label the fingerprint ignores."""
+    name = unique("SameFp")
+    a = alert(name, container="app")
+    b_ = alert(name, container="sidecar")
+    a_resolved = {**a, "status": "resolved"}
+    async with in_process(isolated(stack, rate_limit=OFF), stack.gateway_token) as gw:
+        first = await gw.post(PROMETHEUS, json=webhook(a, b_))
+        assert [o for o, _ in _outcomes(first)] == ["created", "duplicate"]
+        x = _outcomes(first)[0][1]
+
+        mixed = await gw.post(PROMETHEUS, json=webhook(a_resolved, b_))
+        assert mixed.status_code == 201, mixed.text
+        (res, rid_res), (new, y) = _outcomes(mixed)
+        assert (res, rid_res) == ("resolved", x)
+        assert new == "created"
+        assert y != x
+
+        # Later repeats of b count onto the open request y, never onto the closed x.
+        for _ in range(3):
+            again = await gw.post(PROMETHEUS, json=webhook(b_))
+            assert _outcomes(again) == [("duplicate", y)]
+
+        # The same webhook again: y is closed, and a new request z is open afterwards.
+        resent = await gw.post(PROMETHEUS, json=webhook(a_resolved, b_))
+        (res2, rid2), (new2, z) = _outcomes(resent)
+        assert (res2, rid2) == ("resolved", y)
+        assert new2 == "created"
+        assert z not in (x, y)
+        assert _outcomes(await gw.post(PROMETHEUS, json=webhook(b_))) == [("duplicate", z)]
+        await _until(lambda rows: [r["occurrence_count"] for r in rows] == [2, 4, 2], stack, name)
+
+    rows = await _rows(stack, name)
+    assert [(r["id"], r["open"]) for r in rows] == [(x, False), (y, False), (z, True)]
+
+
+async def test_firing_resolved_firing_of_a_new_fingerprint_in_one_webhook(stack: LocalStack) -> None:
+    name = unique("FRF")
+    a = alert(name)
+    r = {**a, "status": "resolved"}
+    async with in_process(isolated(stack, rate_limit=OFF), stack.gateway_token) as gw:
+        resp = await gw.post(PROMETHEUS, json=webhook(a, a, r, a, r, a, a))
+        outs = _outcomes(resp)
+        assert [o for o, _ in outs] == [
+            "created",
+            "duplicate",
+            "resolved",
+            "created",
+            "resolved",
+            "created",
+            "duplicate",
+        ]
+        ids = [rid for _, rid in outs]
+        assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4] != ids[5] == ids[6]
+        # The open request is the last one, and the dedup entry points at it.
+        assert _outcomes(await gw.post(PROMETHEUS, json=webhook(a))) == [("duplicate", ids[5])]
+        await _until(lambda rows: [r["occurrence_count"] for r in rows] == [2, 1, 3], stack, name)
+    rows = await _rows(stack, name)
+    assert [(row["id"], row["open"]) for row in rows] == [(ids[0], False), (ids[3], False), (ids[5], True)]
+
+
+async def test_a_refused_webhook_counts_nothing(stack: LocalStack) -> None:
+    """Item 3: a webhook of known duplicates plus one new alert is refused (PostgreSQL stopped) after
+    the Redis script ran; the retry's counts are exactly the ones of one acceptance."""
+    name = unique("Refused")
+    port = stack.topology.gateway_http + 131
+    with gateway_process(stack, "gateway-refused", port, RATE_LIMIT__MODE="off") as url:
+        headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=15) as client:
+            first = await client.post(PROMETHEUS, json=webhook(alert(name, pod="old")))
+            assert first.status_code == 201
+            rid = _outcomes(first)[0][1]
+            # Wait until the repeat is a Redis-counted duplicate (its dedup entry is bound).
+            assert rid is not None
+            await _until_duplicate(client, name, rid)
+            await _until(lambda rows: [r["occurrence_count"] for r in rows] == [2], stack, name)
+
+            mixed = webhook(alert(name, pod="old"), alert(name, pod="old"), alert(name, pod="new"))
+            stack.stop_component("postgres", sig=signal.SIGINT)
+            try:
+                for _ in range(3):
+                    refused = await client.post(PROMETHEUS, json=mixed)
+                    assert refused.status_code == 503
+            finally:
+                await asyncio.to_thread(stack.up, services=False, timeout=90)
+            deadline = time.monotonic() + 30
+            while (await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            accepted = await client.post(PROMETHEUS, json=mixed)
+            assert accepted.status_code == 201, accepted.text
+            assert [o for o, _ in _outcomes(accepted)] == ["duplicate", "duplicate", "created"]
+            # old: 2 before + 2 in the accepted webhook; a count flush must add nothing more.
+            await _until(lambda rows: [r["occurrence_count"] for r in rows] == [4, 1], stack, name)
+            settle = await client.post(PROMETHEUS, json=webhook(alert(name, pod="old")))
+            assert _outcomes(settle) == [("duplicate", rid)]
+            await _until(lambda rows: [r["occurrence_count"] for r in rows] == [5, 1], stack, name)
+
+
+async def _until_duplicate(client: httpx.AsyncClient, name: str, rid: int) -> None:
+    """Repeat until a repeat is counted in Redis (bound entry); each repeat counts once either way."""
+    resp = await client.post(PROMETHEUS, json=webhook(alert(name, pod="old")))
+    assert _outcomes(resp) == [("duplicate", rid)]
+
+
+async def _until(check: Any, stack: LocalStack, name: str, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        rows = await _rows(stack, name)
+        if check(rows):
+            return
+        assert time.monotonic() < deadline, f"rows never matched: {rows}"
+        await asyncio.sleep(0.1)
