@@ -154,3 +154,28 @@ async def _until(check: Any, stack: LocalStack, name: str, within: float = 15.0)
             return
         assert time.monotonic() < deadline, f"rows never matched: {rows}"
         await asyncio.sleep(0.1)
+
+
+async def test_truncated_alerts_are_counted_and_logged(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 5: Alertmanager's `truncatedAlerts` (its receiver's `max_alerts`) raises a metric and logs."""
+    name = unique("Trunc")
+    hook = {
+        **webhook(alert(name)),
+        "receiver": "kubernaut-storms",
+        "groupKey": f'{{}}:{{alertname="{name}"}}',
+    }
+    group_key = f'{{}}:{{alertname=\\"{name}\\"}}'  # as Prometheus escapes a label value
+    series = f'gateway_alerts_truncated_total{{group_key="{group_key}",receiver="kubernaut-storms"}}'
+    async with in_process(isolated(stack, rate_limit=OFF), stack.gateway_token) as gw:
+        assert series not in (await gw.get("/metrics")).text
+        assert (await gw.post(PROMETHEUS, json={**hook, "truncatedAlerts": 7})).status_code == 201
+        assert f"{series} 7.0" in (await gw.get("/metrics")).text
+        assert (await gw.post(PROMETHEUS, json={**hook, "truncatedAlerts": 0})).status_code == 202
+        assert f"{series} 7.0" in (await gw.get("/metrics")).text
+        bad = await gw.post(PROMETHEUS, json={**hook, "truncatedAlerts": -1})
+        assert bad.status_code == 400
+        assert bad.json()["field"] == "truncatedAlerts"
+    out = capsys.readouterr()
+    assert "alertmanager truncated a webhook" in out.out + out.err
