@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -179,3 +180,35 @@ async def test_truncated_alerts_are_counted_and_logged(
         assert bad.json()["field"] == "truncatedAlerts"
     out = capsys.readouterr()
     assert "alertmanager truncated a webhook" in out.out + out.err
+
+
+async def test_alert_times_come_from_starts_at_and_ends_at(stack: LocalStack) -> None:
+    """Item 6: first_seen / resolved_at are the alert's startsAt / endsAt when sane; the receipt times
+    are kept in received_at / resolved_received_at."""
+    name = unique("Times")
+    now = datetime.now(UTC)
+    started, ended = now - timedelta(minutes=10), now - timedelta(minutes=1)
+    sane = {**alert(name, pod="sane"), "startsAt": started.isoformat()}
+    future = {**alert(name, pod="future"), "startsAt": (now + timedelta(hours=1)).isoformat()}
+    ancient = {**alert(name, pod="ancient"), "startsAt": "0001-01-01T00:00:00Z"}
+    async with in_process(isolated(stack, rate_limit=OFF), stack.gateway_token) as gw:
+        assert (await gw.post(PROMETHEUS, json=webhook(sane, future, ancient))).status_code == 201
+        resolved = {**sane, "status": "resolved", "endsAt": ended.isoformat()}
+        assert (await gw.post(PROMETHEUS, json=webhook(resolved))).status_code == 202
+    after = datetime.now(UTC)
+    rows = {
+        r["resource_name"]: r
+        for r in await fetch_rows(
+            stack,
+            "SELECT resource_name, first_seen, received_at, resolved_at, resolved_received_at"
+            " FROM remediation_requests WHERE signal_name = $1",
+            name,
+        )
+    }
+    assert rows["sane"]["first_seen"] == started
+    assert now <= rows["sane"]["received_at"] <= after
+    assert rows["sane"]["resolved_at"] == ended
+    assert now <= rows["sane"]["resolved_received_at"] <= after
+    for pod in ("future", "ancient"):
+        assert rows[pod]["first_seen"] == rows[pod]["received_at"]
+        assert now <= rows[pod]["first_seen"] <= after

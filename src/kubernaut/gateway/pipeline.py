@@ -13,7 +13,7 @@ from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.problems import Problem, unavailable
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable
-from kubernaut.gateway.signal import Signal, SourceType, environment, priority
+from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, priority
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
 
 # Codes of the ingest script's per-signal replies (scripts/ingest.lua).
@@ -109,6 +109,9 @@ class Pipeline:
         last_phase: dict[str, int] = {}  # fingerprint -> phase of its last signal
         resolved_after: set[tuple[int, str]] = set()  # (phase, fingerprint) closed at that phase's end
         envs = self._settings.environments
+        received = datetime.now(UTC)
+        times = self._settings.alert_times
+        skew, max_age = times.max_future_skew_s, times.max_age_s
         for i, s in enumerate(signals):
             code, value = int(reply[2 + 2 * i]), reply[3 + 2 * i]
             if code == _DUPLICATE:
@@ -123,7 +126,7 @@ class Pipeline:
             if code == _RESOLVED:
                 if value:
                     outcomes[-1].request_id = int(value)
-                phase.resolves.append(s.fingerprint)
+                phase.resolves.setdefault(s.fingerprint, alert_time(s.ends_at, received, skew, max_age))
                 resolved_after.add((k, s.fingerprint))
                 where[i] = (k, None)
             elif code == _SINGLE:
@@ -133,7 +136,9 @@ class Pipeline:
                     phase.singles[s.fingerprint].occurrences += 1
                 else:
                     env = environment(s.namespace, envs)
-                    phase.singles[s.fingerprint] = NewRequest(s, env, priority(s.severity, env))
+                    phase.singles[s.fingerprint] = NewRequest(
+                        s, env, priority(s.severity, env), 1, alert_time(s.starts_at, received, skew, max_age)
+                    )
             else:
                 markers[i] = marker = _text(value)
                 start, storm_type = marker.split(":")[3:5]
@@ -150,6 +155,7 @@ class Pipeline:
                         priority(s.severity, env),
                     )
                 storm.members.setdefault(s.fingerprint, s)
+                storm.first_seen.setdefault(s.fingerprint, alert_time(s.starts_at, received, skew, max_age))
                 storm.occurrences += 1
                 where[i] = (k, sfp)
 
@@ -157,7 +163,7 @@ class Pipeline:
             return self._count(outcomes, source_type), outcomes  # counted by the script itself
         try:
             written = await self._store.write_phases(
-                signal_type=source_type, source=source, now=datetime.now(UTC), phases=phases, counts=counts
+                signal_type=source_type, source=source, now=received, phases=phases, counts=counts
             )
         except StoreUnavailable:
             raise self._unavailable("PostgreSQL did not take the write") from None

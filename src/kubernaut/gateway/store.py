@@ -26,11 +26,12 @@ _OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
 _UPSERT_SINGLES = f"""
 INSERT INTO remediation_requests AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
-    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count)
-SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, $3, $3, u.c
+    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count, received_at)
+SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.fs,
+       greatest(u.fs, $3), u.c, $3
 FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::text[], $13::text[], $14::bigint[])
-     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c)
+            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[])
+     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c, fs)
 ON CONFLICT (fingerprint) WHERE {_OPEN}
 DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
               last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
@@ -42,9 +43,9 @@ _UPSERT_STORM = f"""
 INSERT INTO remediation_requests AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, first_seen, last_seen, occurrence_count,
-    is_storm, storm_type, storm_window_start, storm_window_end)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13, $13, $14,
-        true, $15, $16, $13)
+    is_storm, storm_type, storm_window_start, storm_window_end, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $17::timestamptz,
+        greatest($17::timestamptz, $13), $14, true, $15, $16, $13, $13)
 ON CONFLICT (fingerprint) WHERE {_OPEN}
 DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
               last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
@@ -57,8 +58,8 @@ RETURNING r.id, (r.xmax = 0) AS inserted
 # only counted.
 _ADD_MEMBERS = """
 WITH added AS (
-    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen)
-    SELECT $1, m.f, m.res, $4 FROM unnest($2::text[], $3::text[]) AS m(f, res)
+    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen, received_at)
+    SELECT $1, m.f, m.res, m.fs, $4 FROM unnest($2::text[], $3::text[], $6::timestamptz[]) AS m(f, res, fs)
     ON CONFLICT DO NOTHING
     RETURNING fingerprint, resource
 ), named AS (
@@ -75,11 +76,14 @@ WHERE r.id = $1
 RETURNING ARRAY(SELECT fingerprint FROM added)
 """
 
+# An alert's endsAt before the request's first_seen (two alerts of one fingerprint) closes it at first_seen.
 _RESOLVE = f"""
-UPDATE remediation_requests
-SET resolved_at = $2, last_seen = greatest(last_seen, $2), updated_at = now()
-WHERE fingerprint = ANY($1::text[]) AND NOT is_storm AND {_OPEN}
-RETURNING id, fingerprint
+UPDATE remediation_requests r
+SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = $3,
+    last_seen = greatest(r.last_seen, d.t), updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)
+WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{_OPEN}
+RETURNING r.id, r.fingerprint
 """
 
 _ADD_COUNTS = """
@@ -120,6 +124,7 @@ class NewRequest:
     environment: str
     priority: str
     occurrences: int = 1
+    first_seen: datetime | None = None  # the alert's own time (else the receipt time)
 
 
 @dataclass(slots=True)
@@ -134,6 +139,7 @@ class StormJoin:
     priority: str
     members: dict[str, Signal] = field(default_factory=dict)
     occurrences: int = 0
+    first_seen: dict[str, datetime] = field(default_factory=dict)  # member -> its alert's own time
 
 
 @dataclass(slots=True)
@@ -144,7 +150,7 @@ class Phase:
 
     singles: dict[str, NewRequest] = field(default_factory=dict)
     storms: dict[str, StormJoin] = field(default_factory=dict)
-    resolves: list[str] = field(default_factory=list)
+    resolves: dict[str, datetime | None] = field(default_factory=dict)  # fingerprint -> alert's end
 
     def __bool__(self) -> bool:
         return bool(self.singles or self.storms or self.resolves)
@@ -252,7 +258,9 @@ class RequestStore:
     ) -> Written:
         """One phase of writes (see :meth:`write_phases`)."""
         phase = Phase(
-            {r.signal.fingerprint: r for r in singles}, {s.fingerprint: s for s in storms}, list(resolves)
+            {r.signal.fingerprint: r for r in singles},
+            {s.fingerprint: s for s in storms},
+            dict.fromkeys(resolves),
         )
         return (await self.write_phases(signal_type=signal_type, source=source, now=now, phases=[phase]))[0]
 
@@ -344,7 +352,9 @@ class RequestStore:
             for storm in sorted(phase.storms.values(), key=lambda s: s.fingerprint):
                 await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
             if phase.resolves:
-                rows = await conn.fetch(_RESOLVE, sorted(set(phase.resolves)), work.now)
+                fps = sorted(phase.resolves)
+                times = [phase.resolves[f] or work.now for f in fps]
+                rows = await conn.fetch(_RESOLVE, fps, times, work.now)
                 written.resolved = {r["fingerprint"]: r["id"] for r in rows}
             result.append(written)
         if work.counts:
@@ -378,6 +388,7 @@ class RequestStore:
             [_json(r.signal.labels) for r in rows],
             [_json(r.signal.annotations) for r in rows],
             [r.occurrences for r in rows],
+            [r.first_seen or now for r in rows],
         )
         written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 
@@ -409,6 +420,7 @@ class RequestStore:
             storm.occurrences,
             storm.storm_type,
             storm.window_start,
+            storm.first_seen.get(first.fingerprint, now),
         )
         assert row is not None
         fps = sorted(storm.members)
@@ -419,6 +431,7 @@ class RequestStore:
             [storm.members[f].resource for f in fps],
             now,
             self._max_affected,
+            [storm.first_seen.get(f, now) for f in fps],
         )
         written.storms[storm.fingerprint] = (row["id"], row["inserted"], set(added or ()))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,6 +18,8 @@ class _Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime | None = None
+    endsAt: datetime | None = None
 
 
 class _Webhook(BaseModel):
@@ -80,6 +83,8 @@ def parse_webhook(body: bytes, max_alerts: int) -> Webhook:
                 labels=labels,
                 annotations=alert.annotations,
                 fingerprint=fingerprint(name, namespace, kind, resource),
+                starts_at=alert.startsAt,
+                ends_at=alert.endsAt,
             )
         )
     return Webhook(signals, hook.receiver, hook.groupKey, hook.truncatedAlerts)
