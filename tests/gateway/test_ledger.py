@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from kubernaut.localstack import LocalStack
+from tests.contextapi.conftest import make_settings, open_replica
 from tests.gateway.helpers import (
     PROMETHEUS,
     alert,
@@ -212,3 +213,43 @@ async def test_alert_times_come_from_starts_at_and_ends_at(stack: LocalStack) ->
     for pod in ("future", "ancient"):
         assert rows[pod]["first_seen"] == rows[pod]["received_at"]
         assert now <= rows[pod]["first_seen"] <= after
+
+
+async def test_storm_links_earlier_requests_and_closes_when_its_members_resolve(stack: LocalStack) -> None:
+    """Item 7: 15 pods -> 5 singles + a storm of 10; the 5 point at the storm (PostgreSQL and the
+    Context-API's incident JSON); the storm closes when its last member resolves, not before."""
+    name = unique("StormLife")
+    pods = [alert(name, pod=f"p{p}") for p in range(1, 16)]
+    async with in_process(isolated(stack, rate_limit=OFF), stack.gateway_token) as gw:
+        outs = []
+        for a in pods:
+            outs += _outcomes(await gw.post(PROMETHEUS, json=webhook(a)))
+        assert [o for o, _ in outs] == ["created"] * 5 + ["storm_opened"] + ["storm_aggregated"] * 9
+        storm_id = outs[5][1]
+        singles = [rid for _, rid in outs[:5]]
+        resolved = [{**a, "status": "resolved"} for a in pods[5:]]
+        first_nine = await gw.post(PROMETHEUS, json=webhook(*resolved[:9]))
+        assert _outcomes(first_nine) == [("resolved", storm_id)] * 9
+        rows = await fetch_rows(stack, "SELECT resolved_at FROM remediation_requests WHERE id = $1", storm_id)
+        assert rows[0]["resolved_at"] is None, "the storm closed while a member still fires"
+        last = await gw.post(PROMETHEUS, json=webhook(resolved[9]))
+        assert _outcomes(last) == [("resolved", storm_id)]
+
+    rows = await fetch_rows(
+        stack,
+        "SELECT id, is_storm, storm_request_id, resolved_at FROM remediation_requests"
+        " WHERE signal_name = $1 ORDER BY id",
+        name,
+    )
+    assert [(r["id"], r["storm_request_id"]) for r in rows if not r["is_storm"]] == [
+        (rid, storm_id) for rid in singles
+    ]
+    (storm,) = [r for r in rows if r["is_storm"]]
+    assert storm["resolved_at"] is not None
+    assert all(r["resolved_at"] is None for r in rows if not r["is_storm"])
+
+    ctx = make_settings(stack, stack.postgres_dsn, f"ctxt:{name}:")
+    async with open_replica(ctx) as replica:
+        incident = (await replica.get(f"/api/v1/incidents/{singles[0]}")).json()
+        assert incident["storm_request_id"] == storm_id
+        assert (await replica.get(f"/api/v1/incidents/{storm_id}")).json()["storm_request_id"] is None

@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
@@ -68,6 +68,11 @@ class Pipeline:
         self._store = store
         self._metrics = metrics
         self._head_tail = script_settings(settings)
+        st = settings.storm
+        self._lookback = {
+            "rate": timedelta(seconds=st.rate_window_s),
+            "pattern": timedelta(seconds=st.pattern_window_s),
+        }
 
     def _unavailable(self, what: str) -> Problem:
         return unavailable(what, self._settings.retry_after_s)
@@ -153,6 +158,7 @@ class Pipeline:
                         s,
                         env,
                         priority(s.severity, env),
+                        lookback=self._lookback[storm_type],
                     )
                 storm.members.setdefault(s.fingerprint, s)
                 storm.first_seen.setdefault(s.fingerprint, alert_time(s.starts_at, received, skew, max_age))

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -86,6 +86,42 @@ WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{_OPEN}
 RETURNING r.id, r.fingerprint
 """
 
+# Members of open storms resolve; a storm whose members have all resolved closes (at its last
+# member's resolution).
+_RESOLVE_MEMBERS = f"""
+WITH d AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)),
+resolved AS (
+    UPDATE storm_members m SET resolved_at = greatest(m.first_seen, d.t)
+    FROM d, remediation_requests r
+    WHERE m.fingerprint = d.f AND m.resolved_at IS NULL AND r.id = m.request_id AND r.is_storm
+      AND r.{_OPEN}
+    RETURNING m.request_id, m.fingerprint, m.resolved_at
+)
+SELECT request_id, fingerprint, resolved_at FROM resolved
+"""
+
+_CLOSE_STORMS = f"""
+UPDATE remediation_requests r
+SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM storm_members m
+                                          WHERE m.request_id = r.id)),
+    resolved_received_at = $2, updated_at = now()
+WHERE r.id = ANY($1::bigint[]) AND r.{_OPEN}
+  AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
+"""
+
+# A member firing again is unresolved again (its storm stays open).
+_REOPEN_MEMBERS = """
+UPDATE storm_members SET resolved_at = NULL
+WHERE request_id = $1 AND fingerprint = ANY($2::text[]) AND resolved_at IS NOT NULL
+"""
+
+# The storm's group's requests opened in the detection window before the storm: linked to it.
+_LINK_EARLIER = """
+UPDATE remediation_requests r SET storm_request_id = $1, updated_at = now()
+WHERE r.signal_name = $2 AND r.namespace = $3 AND NOT r.is_storm AND r.storm_request_id IS NULL
+  AND r.received_at >= $4
+"""
+
 _ADD_COUNTS = """
 UPDATE remediation_requests r
 SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
@@ -140,6 +176,7 @@ class StormJoin:
     members: dict[str, Signal] = field(default_factory=dict)
     occurrences: int = 0
     first_seen: dict[str, datetime] = field(default_factory=dict)  # member -> its alert's own time
+    lookback: timedelta = timedelta(0)  # the detection window: earlier requests within it are linked
 
 
 @dataclass(slots=True)
@@ -336,7 +373,7 @@ class RequestStore:
         work = batch[0]
         if len(batch) == 1 and len(work.phases) == 1 and not work.counts:
             phase = work.phases[0]
-            if bool(phase.singles) + len(phase.storms) + bool(phase.resolves) == 1:
+            if phase.singles and not phase.storms and not phase.resolves:  # storms and resolves take several
                 return contextlib.nullcontext()
         return conn.transaction()
 
@@ -356,6 +393,12 @@ class RequestStore:
                 times = [phase.resolves[f] or work.now for f in fps]
                 rows = await conn.fetch(_RESOLVE, fps, times, work.now)
                 written.resolved = {r["fingerprint"]: r["id"] for r in rows}
+                members = await conn.fetch(_RESOLVE_MEMBERS, fps, times)
+                for m in members:
+                    written.resolved.setdefault(m["fingerprint"], m["request_id"])
+                if members:
+                    storms = sorted({m["request_id"] for m in members})
+                    await conn.execute(_CLOSE_STORMS, storms, work.now)
             result.append(written)
         if work.counts:
             ids = sorted(work.counts)
@@ -433,7 +476,14 @@ class RequestStore:
             self._max_affected,
             [storm.first_seen.get(f, now) for f in fps],
         )
-        written.storms[storm.fingerprint] = (row["id"], row["inserted"], set(added or ()))
+        added = set(added or ())
+        if len(added) < len(fps):
+            await conn.execute(_REOPEN_MEMBERS, row["id"], [f for f in fps if f not in added])
+        if row["inserted"]:
+            await conn.execute(
+                _LINK_EARLIER, row["id"], first.name, first.namespace, storm.window_start - storm.lookback
+            )
+        written.storms[storm.fingerprint] = (row["id"], row["inserted"], added)
 
     async def add_counts(self, counts: dict[int, int], now: datetime) -> None:
         ids = sorted(counts)
