@@ -100,8 +100,11 @@ async def test_firing_resolved_firing_of_a_new_fingerprint_in_one_webhook(stack:
         # The open request is the last one, and the dedup entry points at it.
         assert _outcomes(await gw.post(PROMETHEUS, json=webhook(a))) == [("duplicate", ids[5])]
         await _until(lambda rows: [r["occurrence_count"] for r in rows] == [2, 1, 3], stack, name)
+        # Two resolutions in a row: the second closes nothing (found by the model test).
+        twice = await gw.post(PROMETHEUS, json=webhook(r, r))
+        assert _outcomes(twice) == [("resolved", ids[5]), ("resolved", None)]
     rows = await _rows(stack, name)
-    assert [(row["id"], row["open"]) for row in rows] == [(ids[0], False), (ids[3], False), (ids[5], True)]
+    assert [(row["id"], row["open"]) for row in rows] == [(ids[0], False), (ids[3], False), (ids[5], False)]
 
 
 async def test_a_refused_webhook_counts_nothing(stack: LocalStack) -> None:

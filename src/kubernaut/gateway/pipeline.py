@@ -189,13 +189,15 @@ class Pipeline:
     ) -> None:
         """Name each PostgreSQL-decided outcome and queue the dedup bindings: only for requests still
         open when the webhook ends (never bind a dedup entry to a request closed in the same webhook)."""
-        seen: set[tuple[int, str]] = set()
+        seen: set[tuple[int, str] | tuple[int, str, str]] = set()
         for i, (s, out) in enumerate(zip(signals, outcomes, strict=True)):
             if i not in where:
                 continue
             k, sfp = where[i]
             if out.outcome == "resolved":
-                out.request_id = written[k].resolved.get(s.fingerprint, out.request_id)
+                if (k, s.fingerprint, "r") not in seen:  # a second resolution in a row closes nothing
+                    out.request_id = written[k].resolved.get(s.fingerprint, out.request_id)
+                seen.add((k, s.fingerprint, "r"))
                 continue
             first = (k, s.fingerprint) not in seen
             seen.add((k, s.fingerprint))
