@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from kubernaut.localstack import LocalStack
 from tests.contextapi.conftest import make_settings, open_replica
@@ -256,3 +258,51 @@ async def test_storm_links_earlier_requests_and_closes_when_its_members_resolve(
         incident = (await replica.get(f"/api/v1/incidents/{singles[0]}")).json()
         assert incident["storm_request_id"] == storm_id
         assert (await replica.get(f"/api/v1/incidents/{storm_id}")).json()["storm_request_id"] is None
+
+
+async def test_a_webhook_refused_for_a_hung_master_counts_nothing(stack: LocalStack) -> None:
+    """Item 3, the Redis side: a webhook of duplicates whose call reaches a hung master (SIGSTOP, longer
+    than the call timeout, shorter than Sentinel's down-after) is answered 503; the master runs the call
+    when it resumes, and the gateway takes those counts back, so the client's retry counts them once."""
+    name = unique("Hung")
+    prefix = f"gwt:{uuid.uuid4().hex[:8]}:"
+    port = stack.topology.gateway_http + 151
+    with gateway_process(stack, "gateway-hung", port, RATE_LIMIT__MODE="off", KEY_PREFIX=prefix) as url:
+        headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            first = await client.post(PROMETHEUS, json=webhook(alert(name)))
+            rid = _outcomes(first)[0][1]
+            fp = first.json()["signals"][0]["fingerprint"]
+            master = stack.current_master()
+            assert master is not None
+            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            # Duplicates are counted by the script only once the dedup entry holds the request id.
+            redis = aioredis.Redis(host=master[0], port=master[1])
+            try:
+                deadline = time.monotonic() + 10
+                while not (await redis.get(f"{prefix}dd:{fp}") or b"").isdigit():
+                    assert time.monotonic() < deadline, "the request id was never bound"
+                    await asyncio.sleep(0.05)
+            finally:
+                await redis.aclose()
+
+            duplicates = webhook(alert(name), alert(name))
+            assert stack.signal_component(node, signal.SIGSTOP)
+            try:
+                refused = await client.post(PROMETHEUS, json=duplicates)
+            finally:
+                await asyncio.sleep(1.0)  # the refused call stays buffered on the hung master
+                stack.signal_component(node, signal.SIGCONT)
+            assert refused.status_code == 503, refused.text
+            assert stack.current_master() == master, "the hang must stay below Sentinel's down-after"
+
+            deadline = time.monotonic() + 30
+            while (accepted := await client.post(PROMETHEUS, json=duplicates)).status_code == 503:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            assert _outcomes(accepted) == [("duplicate", rid), ("duplicate", rid)]
+            # 1 (created) + 2 (the accepted retry); the refused call's 2 must be taken back.
+            await _until(lambda rows: [r["occurrence_count"] for r in rows] == [3], stack, name)
+            settle = await client.post(PROMETHEUS, json=webhook(alert(name)))
+            assert _outcomes(settle) == [("duplicate", rid)]
+            await _until(lambda rows: [r["occurrence_count"] for r in rows] == [4], stack, name)

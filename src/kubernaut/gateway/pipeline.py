@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import structlog
+
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.problems import Problem, unavailable
-from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable
+from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
 from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, priority
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
+
+log = structlog.get_logger("kubernaut.gateway.pipeline")
+
+VOID = Script.load("void")
+# How long a refused ingest call is voided for: the ingest script's RAN_TTL covers it; a hung master runs
+# a buffered call when it resumes, well within this (Sentinel fails it over after down-after).
+_VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25
 
 # Codes of the ingest script's per-signal replies (scripts/ingest.lua).
 _DUPLICATE, _SINGLE, _STORM, _RESOLVED = 0, 1, 2, 3
@@ -68,6 +79,7 @@ class Pipeline:
         self._store = store
         self._metrics = metrics
         self._head_tail = script_settings(settings)
+        self._voids: set[asyncio.Task[None]] = set()
         st = settings.storm
         self._lookback = {
             "rate": timedelta(seconds=st.rate_window_s),
@@ -91,6 +103,7 @@ class Pipeline:
         try:
             reply = await self._redis.run(INGEST, args)
         except RedisUnavailable:
+            self._void_later(nonce)  # the call may still run (a hung master): it must count nothing
             raise self._unavailable("the Redis master is unavailable (failover in progress?)") from None
 
         if reply[0] == _LIMITED:
@@ -175,6 +188,27 @@ class Pipeline:
             raise self._unavailable("PostgreSQL did not take the write") from None
         self._settle(signals, outcomes, written, phases, where, markers, last_phase, resolved_after)
         return self._count(outcomes, source_type), outcomes
+
+    def _void_later(self, nonce: str) -> None:
+        task = asyncio.create_task(self._void(nonce))
+        self._voids.add(task)
+        task.add_done_callback(self._voids.discard)
+
+    async def _void(self, nonce: str) -> None:
+        """Void a refused ingest call (scripts/void.lua), retrying while the master is away."""
+        deadline = time.monotonic() + _VOID_FOR_S
+        while True:
+            try:
+                undone = await self._redis.run(VOID, [self._settings.key_prefix, nonce, _VOID_TTL_S])
+            except RedisUnavailable:
+                if time.monotonic() >= deadline:
+                    log.error("could not void a refused webhook's Redis call; it may count", nonce=nonce)
+                    return
+                await asyncio.sleep(_VOID_RETRY_S)
+                continue
+            if undone:
+                log.warning("took back the counts of a refused webhook", nonce=nonce, occurrences=undone)
+            return
 
     def _settle(
         self,

@@ -33,6 +33,23 @@ local pattern_threshold, pattern_window = tonumber(ARGV[11]), tonumber(ARGV[12])
 local inactivity, max_window = tonumber(ARGV[13]), tonumber(ARGV[14])
 local n = tonumber(ARGV[15])
 local BASE, FIELDS = 15, 5
+-- A call whose reply was lost can still run (a hung master resumes) or run twice (a retry). A counting
+-- run records what it counted under 'ran:<nonce>' for RAN_TTL seconds: a second run answers the same
+-- without counting again, and void.lua (the gateway gave up and answered 503) takes the counts back.
+-- 'void' there means the gateway gave up before this call ran: then it changes nothing.
+local RAN_TTL = 60
+local ran_key = prefix .. 'ran:' .. nonce
+local ran = redis.call('GET', ran_key)
+if ran then
+  local again = {0, 0}
+  if ran ~= 'void' then
+    for id in string.gmatch(ran, '%d+') do
+      again[#again + 1] = 0
+      again[#again + 1] = id
+    end
+  end
+  return again
+end
 
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -118,7 +135,8 @@ for i = 0, n - 1 do
     end
   end
 end
-if decided then
+if decided and #duplicates > 0 then
   for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
+  redis.call('SET', ran_key, table.concat(duplicates, ','), 'EX', RAN_TTL)
 end
 return out
