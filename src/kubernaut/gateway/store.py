@@ -122,6 +122,14 @@ WHERE r.signal_name = $2 AND r.namespace = $3 AND NOT r.is_storm AND r.storm_req
   AND r.received_at >= $4
 """
 
+# A webhook's duplicates of known requests, counted in its own transaction.
+_COUNT_DUPLICATES = """
+UPDATE remediation_requests r
+SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
+WHERE r.id = d.id
+"""
+
 _ADD_COUNTS = """
 UPDATE remediation_requests r
 SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
@@ -402,7 +410,7 @@ class RequestStore:
             result.append(written)
         if work.counts:
             ids = sorted(work.counts)
-            await conn.execute(_ADD_COUNTS, ids, [work.counts[i] for i in ids], work.now)
+            await conn.execute(_COUNT_DUPLICATES, ids, [work.counts[i] for i in ids], work.now)
         return result
 
     async def _upsert_singles(
