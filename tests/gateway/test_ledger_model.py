@@ -38,7 +38,7 @@ STEPS = int(os.environ.get("KUBERNAUT_MODEL_STEPS", "30"))
 SECONDS = float(os.environ.get("KUBERNAUT_MODEL_SECONDS", "0"))  # > 0: repeat runs for this long
 
 PATTERN_THRESHOLD, RATE_THRESHOLD = 3, 6
-NAMES = ("Cpu", "Mem")
+NAMES = ("Cpu", "Mem", "Disk")
 PODS = tuple(f"p{i}" for i in range(8))
 DAY = "86400"  # storm and dedup windows far longer than an example: the model has no clock
 FLUSH_WAIT_S = 20.0
@@ -128,6 +128,27 @@ def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
         def storm(self, name: str, pods: list[str]) -> None:
             self._send([(name, p, "app", True) for p in pods])
 
+        @rule(data=st.data(), names=st.lists(st.sampled_from(NAMES), min_size=2, unique=True))
+        def concurrent(self, data: st.DataObject, names: list[str]) -> None:
+            """Webhooks of different groups at once (group commit): each as if alone."""
+            batches = [
+                [(n, p, c, f) for _n, p, c, f in data.draw(st.lists(specs, min_size=1, max_size=5))]
+                for n in names
+            ]
+
+            async def post_all() -> list[httpx.Response]:
+                async with httpx.AsyncClient(
+                    base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                ) as client:
+                    return await asyncio.gather(
+                        *(client.post(PROMETHEUS, json=self._hook(b)) for b in batches)
+                    )
+
+            Tally.steps += len(batches)
+            for batch, resp in zip(batches, asyncio.run(post_all()), strict=True):
+                self._check_answer(batch, resp)
+            self._check_postgres()
+
         @rule(data=st.data())
         def resolve_some_firing(self, data: st.DataObject) -> None:
             firing = sorted((n, p) for n in NAMES for p in PODS if self._fp(n, p) in self.model.firing)
@@ -139,16 +160,23 @@ def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
         def _fp(self, name: str, pod: str) -> str:
             return fingerprint(name, self.ns, "Pod", pod)
 
+        def _hook(self, batch: list[Spec]) -> dict[str, Any]:
+            return webhook(
+                *(
+                    alert(n, pod=p, namespace=self.ns, status="firing" if f else "resolved", container=c)
+                    for n, p, c, f in batch
+                )
+            )
+
         def _send(self, batch: list[Spec]) -> None:
             Tally.steps += 1
             self.last = batch
-            alerts = [
-                alert(n, pod=p, namespace=self.ns, status="firing" if f else "resolved", container=c)
-                for n, p, c, f in batch
-            ]
+            self._check_answer(batch, self.client.post(PROMETHEUS, json=self._hook(batch)))
+            self._check_postgres()
+
+        def _check_answer(self, batch: list[Spec], resp: httpx.Response) -> None:
             model_alerts = [ModelAlert(self._fp(n, p), (self.ns, n), f"Pod/{p}", f) for n, p, _c, f in batch]
             status, expected = self.model.send(model_alerts)
-            resp = self.client.post(PROMETHEUS, json=webhook(*alerts))
             assert resp.status_code == status, resp.text
             got = [(s["outcome"], s["request_id"]) for s in resp.json()["signals"]]
             assert [o for o, _ in got] == [o for o, _ in expected], (batch, got)
@@ -157,7 +185,6 @@ def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
                 self._same(request, rid)
             for fp in self.model.firing:
                 assert self.model.open_request(fp) is not None, "a firing alert without an open request"
-            self._check_postgres()
 
         def _same(self, request: ModelRequest | None, rid: int | None) -> None:
             if request is None:
