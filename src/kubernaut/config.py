@@ -159,6 +159,13 @@ class StormSettings(Section):
     max_affected_resources: Annotated[int, Field(ge=1)] = 1000
 
 
+class AlertTimeSettings(Section):
+    """When an alert's own startsAt / endsAt are believed (else the receipt time is used)."""
+
+    max_future_skew_s: Annotated[int, Field(ge=0)] = 60
+    max_age_s: Annotated[int, Field(ge=1)] = 7 * 24 * 3600
+
+
 class RateLimitSettings(Section):
     mode: Literal["enforce", "shadow", "off"] = "enforce"
     requests_per_second: Annotated[float, Field(gt=0)] = 100.0
@@ -184,6 +191,7 @@ class GatewaySettings(Section):
     failover_retry_budget_s: PositiveSeconds = 1.0
     retry_after_s: Annotated[int, Field(ge=1)] = 5
     storm: StormSettings = StormSettings()
+    alert_times: AlertTimeSettings = AlertTimeSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     auth: AuthSettings = AuthSettings()
     environments: dict[str, str] = Field(default_factory=dict)

@@ -38,7 +38,7 @@ SELECT r.id, r.fingerprint, r.signal_name, r.signal_type, r.source, r.severity, 
        r.resource_kind, r.resource_name, r.environment, r.priority, r.labels, r.annotations, r.phase,
        r.first_seen, r.last_seen, r.occurrence_count, r.resolved_at, r.is_storm, r.storm_type,
        r.storm_alert_count, r.affected_resources, r.affected_overflow, r.storm_window_start,
-       r.storm_window_end, r.created_at, r.updated_at,
+       r.storm_window_end, r.storm_request_id, r.created_at, r.updated_at,
        o.action, o.succeeded, o.detail, o.recorded_at
 FROM remediation_requests r LEFT JOIN remediation_outcomes o ON o.request_id = r.id
 """
@@ -125,6 +125,7 @@ def incident_json(row: asyncpg.Record) -> dict[str, Any]:
         "occurrence_count": row["occurrence_count"],
         "resolved_at": row["resolved_at"],
         "storm": storm,
+        "storm_request_id": row["storm_request_id"],  # the storm this request's alert came before
         "outcome": outcome,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],

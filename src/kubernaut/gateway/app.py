@@ -159,8 +159,29 @@ class Gateway:
 
     async def prometheus(self, request: Request) -> Response:
         max_alerts = self.settings.gateway.max_alerts_per_request
-        return await self._signals(
-            request, PROMETHEUS_ROUTE, "prometheus", lambda body: alertmanager.parse(body, max_alerts)
+        truncated: list[alertmanager.Webhook] = []
+
+        def parse(body: bytes) -> list[Signal]:
+            hook = alertmanager.parse_webhook(body, max_alerts)
+            if hook.truncated:
+                truncated.append(hook)
+            return hook.signals
+
+        response = await self._signals(request, PROMETHEUS_ROUTE, "prometheus", parse)
+        if truncated and response.status_code < 300:  # a refused webhook is retried: count it once
+            self._truncated(truncated[0])
+        return response
+
+    def _truncated(self, hook: alertmanager.Webhook) -> None:
+        self.metrics.alerts_truncated.labels(receiver=hook.receiver, group_key=hook.group_key).inc(
+            hook.truncated
+        )
+        log.warning(
+            "alertmanager truncated a webhook; raise the receiver's max_alerts",
+            truncated_alerts=hook.truncated,
+            received_alerts=len(hook.signals),
+            receiver=hook.receiver,
+            group_key=hook.group_key,
         )
 
     async def kubernetes_event(self, request: Request) -> Response:

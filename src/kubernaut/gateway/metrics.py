@@ -49,6 +49,12 @@ class GatewayMetrics:
         self.rate_limited = Counter(
             "gateway_rate_limited", "Requests over their source's rate limit", ["mode"], registry=r
         )
+        self.alerts_truncated = Counter(
+            "gateway_alerts_truncated",
+            "Alerts Alertmanager left out of accepted webhooks (truncatedAlerts, its max_alerts)",
+            ["receiver", "group_key"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "gateway_auth_failures", "Authentication failures", ["reason"], registry=r
         )

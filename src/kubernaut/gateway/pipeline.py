@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import structlog
 
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.problems import Problem, unavailable
-from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable
-from kubernaut.gateway.signal import Signal, SourceType, environment, priority
-from kubernaut.gateway.store import NewRequest, RequestStore, StoreUnavailable, StormJoin, Written
+from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
+from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, priority
+from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
+
+log = structlog.get_logger("kubernaut.gateway.pipeline")
+
+VOID = Script.load("void")
+# How long a refused ingest call is voided for: the ingest script's RAN_TTL covers it; a hung master runs
+# a buffered call when it resumes, well within this (Sentinel fails it over after down-after).
+_VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25
 
 # Codes of the ingest script's per-signal replies (scripts/ingest.lua).
 _DUPLICATE, _SINGLE, _STORM, _RESOLVED = 0, 1, 2, 3
@@ -68,6 +79,12 @@ class Pipeline:
         self._store = store
         self._metrics = metrics
         self._head_tail = script_settings(settings)
+        self._voids: set[asyncio.Task[None]] = set()
+        st = settings.storm
+        self._lookback = {
+            "rate": timedelta(seconds=st.rate_window_s),
+            "pattern": timedelta(seconds=st.pattern_window_s),
+        }
 
     def _unavailable(self, what: str) -> Problem:
         return unavailable(what, self._settings.retry_after_s)
@@ -86,6 +103,7 @@ class Pipeline:
         try:
             reply = await self._redis.run(INGEST, args)
         except RedisUnavailable:
+            self._void_later(nonce)  # the call may still run (a hung master): it must count nothing
             raise self._unavailable("the Redis master is unavailable (failover in progress?)") from None
 
         if reply[0] == _LIMITED:
@@ -102,102 +120,141 @@ class Pipeline:
             self._metrics.rate_limited.labels(mode="shadow").inc()
 
         outcomes: list[Outcome] = []
-        singles: dict[str, NewRequest] = {}
-        storms: dict[str, StormJoin] = {}
+        phases: list[Phase] = [Phase()]
+        where: dict[int, tuple[int, str | None]] = {}  # signal index -> (phase, storm fingerprint)
         markers: dict[int, str] = {}  # signal index -> pending dedup marker to bind
-        storm_of: dict[int, str] = {}  # signal index -> storm fingerprint
-        resolves: list[str] = []
+        counts: dict[int, int] = {}  # duplicates of known requests
+        last_phase: dict[str, int] = {}  # fingerprint -> phase of its last signal
+        resolved_after: set[tuple[int, str]] = set()  # (phase, fingerprint) closed at that phase's end
         envs = self._settings.environments
+        received = datetime.now(UTC)
+        times = self._settings.alert_times
+        skew, max_age = times.max_future_skew_s, times.max_age_s
         for i, s in enumerate(signals):
             code, value = int(reply[2 + 2 * i]), reply[3 + 2 * i]
             if code == _DUPLICATE:
                 outcomes.append(Outcome(s.fingerprint, "duplicate", int(value)))
+                counts[int(value)] = counts.get(int(value), 0) + 1
                 continue
+            if code != _RESOLVED and phases[-1].resolves:
+                phases.append(Phase())  # a firing after a resolution: PostgreSQL must see them in order
+            k, phase = len(phases) - 1, phases[-1]
+            last_phase[s.fingerprint] = k
             outcomes.append(Outcome(s.fingerprint, "resolved" if code == _RESOLVED else "", None))
             if code == _RESOLVED:
                 if value:
                     outcomes[-1].request_id = int(value)
-                resolves.append(s.fingerprint)
+                phase.resolves.setdefault(s.fingerprint, alert_time(s.ends_at, received, skew, max_age))
+                resolved_after.add((k, s.fingerprint))
+                where[i] = (k, None)
             elif code == _SINGLE:
                 markers[i] = _text(value)
-                if s.fingerprint in singles:
-                    singles[s.fingerprint].occurrences += 1
+                where[i] = (k, None)
+                if s.fingerprint in phase.singles:
+                    phase.singles[s.fingerprint].occurrences += 1
                 else:
                     env = environment(s.namespace, envs)
-                    singles[s.fingerprint] = NewRequest(s, env, priority(s.severity, env))
+                    phase.singles[s.fingerprint] = NewRequest(
+                        s, env, priority(s.severity, env), 1, alert_time(s.starts_at, received, skew, max_age)
+                    )
             else:
                 markers[i] = marker = _text(value)
-                start, storm_type = marker.split(":")[2:4]
+                start, storm_type = marker.split(":")[3:5]
                 sfp = storm_fingerprint(storm_type, s.name, s.namespace, int(start))
-                storm = storms.get(sfp)
+                storm = phase.storms.get(sfp)
                 if storm is None:
                     env = environment(s.namespace, envs)
-                    storm = storms[sfp] = StormJoin(
+                    storm = phase.storms[sfp] = StormJoin(
                         sfp,
                         storm_type,
                         datetime.fromtimestamp(int(start) / 1000, UTC),
                         s,
                         env,
                         priority(s.severity, env),
+                        lookback=self._lookback[storm_type],
                     )
                 storm.members.setdefault(s.fingerprint, s)
+                storm.first_seen.setdefault(s.fingerprint, alert_time(s.starts_at, received, skew, max_age))
                 storm.occurrences += 1
-                storm_of[i] = sfp
+                where[i] = (k, sfp)
 
-        if singles or storms or resolves:
-            try:
-                written = await self._store.write(
-                    signal_type=source_type,
-                    source=source,
-                    now=datetime.now(UTC),
-                    singles=list(singles.values()),
-                    storms=list(storms.values()),
-                    resolves=resolves,
-                )
-            except StoreUnavailable:
-                raise self._unavailable("PostgreSQL did not take the write") from None
-            self._settle(signals, outcomes, written, storms, storm_of, markers)
-
+        if len(where) == 0:
+            return self._count(outcomes, source_type), outcomes  # counted by the script itself
+        try:
+            written = await self._store.write_phases(
+                signal_type=source_type, source=source, now=received, phases=phases, counts=counts
+            )
+        except StoreUnavailable:
+            raise self._unavailable("PostgreSQL did not take the write") from None
+        self._settle(signals, outcomes, written, phases, where, markers, last_phase, resolved_after)
         return self._count(outcomes, source_type), outcomes
+
+    def _void_later(self, nonce: str) -> None:
+        task = asyncio.create_task(self._void(nonce))
+        self._voids.add(task)
+        task.add_done_callback(self._voids.discard)
+
+    async def _void(self, nonce: str) -> None:
+        """Void a refused ingest call (scripts/void.lua), retrying while the master is away."""
+        deadline = time.monotonic() + _VOID_FOR_S
+        while True:
+            try:
+                undone = await self._redis.run(VOID, [self._settings.key_prefix, nonce, _VOID_TTL_S])
+            except RedisUnavailable:
+                if time.monotonic() >= deadline:
+                    log.error("could not void a refused webhook's Redis call; it may count", nonce=nonce)
+                    return
+                await asyncio.sleep(_VOID_RETRY_S)
+                continue
+            if undone:
+                log.warning("took back the counts of a refused webhook", nonce=nonce, occurrences=undone)
+            return
 
     def _settle(
         self,
         signals: Sequence[Signal],
         outcomes: list[Outcome],
-        written: Written,
-        storms: dict[str, StormJoin],
-        storm_of: dict[int, str],
+        written: list[Written],
+        phases: list[Phase],
+        where: dict[int, tuple[int, str | None]],
         markers: dict[int, str],
+        last_phase: dict[str, int],
+        resolved_after: set[tuple[int, str]],
     ) -> None:
-        """Name each PostgreSQL-decided outcome and queue the dedup bindings."""
-        seen: set[str] = set()
+        """Name each PostgreSQL-decided outcome and queue the dedup bindings: only for requests still
+        open when the webhook ends (never bind a dedup entry to a request closed in the same webhook)."""
+        seen: set[tuple[int, str] | tuple[int, str, str]] = set()
         for i, (s, out) in enumerate(zip(signals, outcomes, strict=True)):
+            if i not in where:
+                continue
+            k, sfp = where[i]
             if out.outcome == "resolved":
-                out.request_id = written.resolved.get(s.fingerprint, out.request_id)
+                if (k, s.fingerprint, "r") not in seen:  # a second resolution in a row closes nothing
+                    out.request_id = written[k].resolved.get(s.fingerprint, out.request_id)
+                seen.add((k, s.fingerprint, "r"))
                 continue
-            if out.outcome:
-                continue
-            first = s.fingerprint not in seen
-            seen.add(s.fingerprint)
-            if i in storm_of:
-                rid, _inserted, added = written.storms[storm_of[i]]
+            first = (k, s.fingerprint) not in seen
+            seen.add((k, s.fingerprint))
+            if sfp is not None:
+                rid, _inserted, added = written[k].storms[sfp]
                 out.outcome = "storm_aggregated" if first and s.fingerprint in added else "duplicate"
             else:
-                rid, inserted = written.singles[s.fingerprint]
+                rid, inserted = written[k].singles[s.fingerprint]
                 out.outcome = "created" if first and inserted else "duplicate"
             out.request_id = rid
-            if first:
+            if first and last_phase[s.fingerprint] == k and (k, s.fingerprint) not in resolved_after:
                 self._redis.bind_later(s.fingerprint, markers[i], rid)
-        for sfp, (_rid, inserted, added) in written.storms.items():
-            self._metrics.alerts_aggregated.inc(len(added))
-            if inserted:
-                self._metrics.requests_created.labels(kind="storm").inc()
-                self._metrics.storms_detected.labels(storm_type=storms[sfp].storm_type).inc()
-                # The first signal this webhook added to the new window is the one that opened it.
-                for i, out in enumerate(outcomes):
-                    if storm_of.get(i) == sfp and out.outcome == "storm_aggregated":
-                        out.outcome = "storm_opened"
-                        break
+        for k, phase in enumerate(phases):
+            for sfp, (_rid, inserted, added) in written[k].storms.items():
+                self._metrics.alerts_aggregated.inc(len(added))
+                if inserted:
+                    self._metrics.requests_created.labels(kind="storm").inc()
+                    self._metrics.storms_detected.labels(storm_type=phase.storms[sfp].storm_type).inc()
+                    # The first signal this webhook added to the new window is the one that opened it.
+                    for i, out in enumerate(outcomes):
+                        if where.get(i) == (k, sfp) and out.outcome == "storm_aggregated":
+                            out.outcome = "storm_opened"
+                            break
 
     def _count(self, outcomes: Sequence[Outcome], source_type: SourceType) -> int:
         tally: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 SourceType = Literal["prometheus", "kubernetes-event"]
@@ -39,6 +40,8 @@ class Signal:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     fingerprint: str
+    starts_at: datetime | None = None  # the alert's own times (Alertmanager startsAt / endsAt)
+    ends_at: datetime | None = None
 
     @property
     def resource(self) -> str:
@@ -74,3 +77,14 @@ def priority(severity: str, env: str) -> str:
     if severity == "info":
         return "P3"
     return "P2"
+
+
+def alert_time(claimed: datetime | None, received: datetime, max_skew_s: int, max_age_s: int) -> datetime:
+    """The alert's own time when sane, else the receipt time. Sane: timezone-aware, at most
+    ``max_skew_s`` ahead of the receipt (the sender's clock may run a little ahead) and at most
+    ``max_age_s`` before it (Alertmanager's zero time ``0001-01-01`` and other absurd values are not)."""
+    if claimed is None or claimed.tzinfo is None:
+        return received
+    if claimed > received:
+        return claimed if claimed - received <= timedelta(seconds=max_skew_s) else received
+    return claimed if received - claimed <= timedelta(seconds=max_age_s) else received

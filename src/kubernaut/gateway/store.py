@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -26,11 +26,12 @@ _OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
 _UPSERT_SINGLES = f"""
 INSERT INTO remediation_requests AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
-    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count)
-SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, $3, $3, u.c
+    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count, received_at)
+SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.fs,
+       greatest(u.fs, $3), u.c, $3
 FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::text[], $13::text[], $14::bigint[])
-     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c)
+            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[])
+     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c, fs)
 ON CONFLICT (fingerprint) WHERE {_OPEN}
 DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
               last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
@@ -42,9 +43,9 @@ _UPSERT_STORM = f"""
 INSERT INTO remediation_requests AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, first_seen, last_seen, occurrence_count,
-    is_storm, storm_type, storm_window_start, storm_window_end)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13, $13, $14,
-        true, $15, $16, $13)
+    is_storm, storm_type, storm_window_start, storm_window_end, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $17::timestamptz,
+        greatest($17::timestamptz, $13), $14, true, $15, $16, $13, $13)
 ON CONFLICT (fingerprint) WHERE {_OPEN}
 DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
               last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
@@ -57,8 +58,8 @@ RETURNING r.id, (r.xmax = 0) AS inserted
 # only counted.
 _ADD_MEMBERS = """
 WITH added AS (
-    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen)
-    SELECT $1, m.f, m.res, $4 FROM unnest($2::text[], $3::text[]) AS m(f, res)
+    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen, received_at)
+    SELECT $1, m.f, m.res, m.fs, $4 FROM unnest($2::text[], $3::text[], $6::timestamptz[]) AS m(f, res, fs)
     ON CONFLICT DO NOTHING
     RETURNING fingerprint, resource
 ), named AS (
@@ -75,11 +76,58 @@ WHERE r.id = $1
 RETURNING ARRAY(SELECT fingerprint FROM added)
 """
 
+# An alert's endsAt before the request's first_seen (two alerts of one fingerprint) closes it at first_seen.
 _RESOLVE = f"""
-UPDATE remediation_requests
-SET resolved_at = $2, last_seen = greatest(last_seen, $2), updated_at = now()
-WHERE fingerprint = ANY($1::text[]) AND NOT is_storm AND {_OPEN}
-RETURNING id, fingerprint
+UPDATE remediation_requests r
+SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = $3,
+    last_seen = greatest(r.last_seen, d.t), updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)
+WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{_OPEN}
+RETURNING r.id, r.fingerprint
+"""
+
+# Members of open storms resolve; a storm whose members have all resolved closes (at its last
+# member's resolution).
+_RESOLVE_MEMBERS = f"""
+WITH d AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)),
+resolved AS (
+    UPDATE storm_members m SET resolved_at = greatest(m.first_seen, d.t)
+    FROM d, remediation_requests r
+    WHERE m.fingerprint = d.f AND m.resolved_at IS NULL AND r.id = m.request_id AND r.is_storm
+      AND r.{_OPEN}
+    RETURNING m.request_id, m.fingerprint, m.resolved_at
+)
+SELECT request_id, fingerprint, resolved_at FROM resolved
+"""
+
+_CLOSE_STORMS = f"""
+UPDATE remediation_requests r
+SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM storm_members m
+                                          WHERE m.request_id = r.id)),
+    resolved_received_at = $2, updated_at = now()
+WHERE r.id = ANY($1::bigint[]) AND r.{_OPEN}
+  AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
+"""
+
+# A member firing again is unresolved again (its storm stays open).
+_REOPEN_MEMBERS = """
+UPDATE storm_members SET resolved_at = NULL
+WHERE request_id = $1 AND fingerprint = ANY($2::text[]) AND resolved_at IS NOT NULL
+"""
+
+# The storm's group's requests opened in the detection window before the storm: linked to it.
+_LINK_EARLIER = """
+UPDATE remediation_requests r SET storm_request_id = $1, updated_at = now()
+WHERE r.signal_name = $2 AND r.namespace = $3 AND NOT r.is_storm AND r.storm_request_id IS NULL
+  AND r.received_at >= $4
+"""
+
+# A webhook's duplicates of known requests, counted in its own transaction.
+_COUNT_DUPLICATES = """
+UPDATE remediation_requests r
+SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
+WHERE r.id = d.id
 """
 
 _ADD_COUNTS = """
@@ -122,6 +170,7 @@ class NewRequest:
     environment: str
     priority: str
     occurrences: int = 1
+    first_seen: datetime | None = None  # the alert's own time (else the receipt time)
 
 
 @dataclass(slots=True)
@@ -136,6 +185,22 @@ class StormJoin:
     priority: str
     members: dict[str, Signal] = field(default_factory=dict)
     occurrences: int = 0
+    first_seen: dict[str, datetime] = field(default_factory=dict)  # member -> its alert's own time
+    lookback: timedelta = timedelta(0)  # the detection window: earlier requests within it are linked
+
+
+@dataclass(slots=True)
+class Phase:
+    """A run of a webhook's signals with every firing before every resolution: new requests and storm
+    joins first, then the resolutions. A webhook is cut into phases where a firing follows a
+    resolution, so PostgreSQL sees its signals in batch order, as if they came one by one."""
+
+    singles: dict[str, NewRequest] = field(default_factory=dict)
+    storms: dict[str, StormJoin] = field(default_factory=dict)
+    resolves: dict[str, datetime | None] = field(default_factory=dict)  # fingerprint -> alert's end
+
+    def __bool__(self) -> bool:
+        return bool(self.singles or self.storms or self.resolves)
 
 
 @dataclass(slots=True)
@@ -152,10 +217,9 @@ class _Work:
     signal_type: str
     source: str
     now: datetime
-    singles: Sequence[NewRequest]
-    storms: Sequence[StormJoin]
-    resolves: Sequence[str]
-    future: asyncio.Future[Written]
+    phases: Sequence[Phase]
+    counts: dict[int, int]  # duplicates of known requests (request id -> occurrences)
+    future: asyncio.Future[list[Written]]
 
 
 def _json(value: object) -> str:
@@ -239,14 +303,32 @@ class RequestStore:
         storms: Sequence[StormJoin],
         resolves: Sequence[str],
     ) -> Written:
-        """Apply one webhook's writes atomically; return once they are committed.
+        """One phase of writes (see :meth:`write_phases`)."""
+        phase = Phase(
+            {r.signal.fingerprint: r for r in singles},
+            {s.fingerprint: s for s in storms},
+            dict.fromkeys(resolves),
+        )
+        return (await self.write_phases(signal_type=signal_type, source=source, now=now, phases=[phase]))[0]
+
+    async def write_phases(
+        self,
+        *,
+        signal_type: str,
+        source: str,
+        now: datetime,
+        phases: Sequence[Phase],
+        counts: dict[int, int] | None = None,
+    ) -> list[Written]:
+        """Apply one webhook's writes atomically, phase after phase, and add ``counts`` (its duplicates
+        of known requests); return once they are committed.
 
         Group commit: webhooks that arrive while a commit is in progress are written together in the
         next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
         webhook fails alone. Results are exactly those of running the webhooks one after another.
         """
         work = _Work(
-            signal_type, source, now, singles, storms, resolves, asyncio.get_running_loop().create_future()
+            signal_type, source, now, phases, counts or {}, asyncio.get_running_loop().create_future()
         )
         self._queue.append(work)
         self._wakeup.set()
@@ -268,7 +350,7 @@ class RequestStore:
                         work.future.set_exception(err)
 
     async def _commit(self, batch: list[_Work]) -> None:
-        outcomes: list[Written | BaseException] = []
+        outcomes: list[list[Written] | BaseException] = []
         try:
             async with self.pool.acquire() as conn, self._transaction(conn, batch):
                 for work in batch:
@@ -286,7 +368,7 @@ class RequestStore:
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.future.done():
                 continue  # the caller went away; its writes stand, as after any answer lost in transit
-            if isinstance(outcome, Written):
+            if isinstance(outcome, list):
                 work.future.set_result(outcome)
             elif isinstance(outcome, StoreUnavailable):
                 work.future.set_exception(outcome)
@@ -299,22 +381,39 @@ class RequestStore:
     ) -> contextlib.AbstractAsyncContextManager[object]:
         """One statement alone needs no explicit transaction (one round trip instead of three)."""
         work = batch[0]
-        if len(batch) == 1 and bool(work.singles) + len(work.storms) + bool(work.resolves) == 1:
-            return contextlib.nullcontext()
+        if len(batch) == 1 and len(work.phases) == 1 and not work.counts:
+            phase = work.phases[0]
+            if phase.singles and not phase.storms and not phase.resolves:  # storms and resolves take several
+                return contextlib.nullcontext()
         return conn.transaction()
 
-    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> Written:
-        """One webhook's statements. Rows are touched in fingerprint order (no deadlocks between
-        concurrent transactions)."""
-        written = Written({}, {}, {})
-        if work.singles:
-            await self._upsert_singles(conn, work.signal_type, work.source, work.now, work.singles, written)
-        for storm in sorted(work.storms, key=lambda s: s.fingerprint):
-            await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
-        if work.resolves:
-            rows = await conn.fetch(_RESOLVE, sorted(work.resolves), work.now)
-            written.resolved = {r["fingerprint"]: r["id"] for r in rows}
-        return written
+    async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> list[Written]:
+        """One webhook's statements, phase after phase. Within a phase rows are touched in fingerprint
+        order (fewer deadlocks between concurrent transactions)."""
+        result = []
+        for phase in work.phases:
+            written = Written({}, {}, {})
+            if phase.singles:
+                singles = list(phase.singles.values())
+                await self._upsert_singles(conn, work.signal_type, work.source, work.now, singles, written)
+            for storm in sorted(phase.storms.values(), key=lambda s: s.fingerprint):
+                await self._join_storm(conn, work.signal_type, work.source, work.now, storm, written)
+            if phase.resolves:
+                fps = sorted(phase.resolves)
+                times = [phase.resolves[f] or work.now for f in fps]
+                rows = await conn.fetch(_RESOLVE, fps, times, work.now)
+                written.resolved = {r["fingerprint"]: r["id"] for r in rows}
+                members = await conn.fetch(_RESOLVE_MEMBERS, fps, times)
+                for m in members:
+                    written.resolved.setdefault(m["fingerprint"], m["request_id"])
+                if members:
+                    storms = sorted({m["request_id"] for m in members})
+                    await conn.execute(_CLOSE_STORMS, storms, work.now)
+            result.append(written)
+        if work.counts:
+            ids = sorted(work.counts)
+            await conn.execute(_COUNT_DUPLICATES, ids, [work.counts[i] for i in ids], work.now)
+        return result
 
     async def _upsert_singles(
         self,
@@ -342,6 +441,7 @@ class RequestStore:
             [_json(r.signal.labels) for r in rows],
             [_json(r.signal.annotations) for r in rows],
             [r.occurrences for r in rows],
+            [r.first_seen or now for r in rows],
         )
         written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 
@@ -373,6 +473,7 @@ class RequestStore:
             storm.occurrences,
             storm.storm_type,
             storm.window_start,
+            storm.first_seen.get(first.fingerprint, now),
         )
         assert row is not None
         fps = sorted(storm.members)
@@ -383,8 +484,16 @@ class RequestStore:
             [storm.members[f].resource for f in fps],
             now,
             self._max_affected,
+            [storm.first_seen.get(f, now) for f in fps],
         )
-        written.storms[storm.fingerprint] = (row["id"], row["inserted"], set(added or ()))
+        added = set(added or ())
+        if len(added) < len(fps):
+            await conn.execute(_REOPEN_MEMBERS, row["id"], [f for f in fps if f not in added])
+        if row["inserted"]:
+            await conn.execute(
+                _LINK_EARLIER, row["id"], first.name, first.namespace, storm.window_start - storm.lookback
+            )
+        written.storms[storm.fingerprint] = (row["id"], row["inserted"], added)
 
     async def add_counts(self, counts: dict[int, int], now: datetime) -> None:
         ids = sorted(counts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,16 +18,35 @@ class _Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime | None = None
+    endsAt: datetime | None = None
 
 
 class _Webhook(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     alerts: list[_Alert]
+    receiver: str = ""
+    groupKey: str = ""
+    # Alerts Alertmanager left out of this webhook because of the receiver's `max_alerts`.
+    truncatedAlerts: int = Field(default=0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    signals: list[Signal]
+    receiver: str
+    group_key: str
+    truncated: int
 
 
 def parse(body: bytes, max_alerts: int) -> list[Signal]:
     """Validate the webhook and normalise each alert; raise a 400 Problem naming the field."""
+    return parse_webhook(body, max_alerts).signals
+
+
+def parse_webhook(body: bytes, max_alerts: int) -> Webhook:
+    """:func:`parse`, with the webhook's receiver, group key and ``truncatedAlerts``."""
     try:
         hook = _Webhook.model_validate_json(body)
     except ValidationError as err:
@@ -62,6 +83,8 @@ def parse(body: bytes, max_alerts: int) -> list[Signal]:
                 labels=labels,
                 annotations=alert.annotations,
                 fingerprint=fingerprint(name, namespace, kind, resource),
+                starts_at=alert.startsAt,
+                ends_at=alert.endsAt,
             )
         )
-    return signals
+    return Webhook(signals, hook.receiver, hook.groupKey, hook.truncatedAlerts)

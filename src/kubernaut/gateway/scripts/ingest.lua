@@ -11,13 +11,19 @@
 --  then per signal: status (f|r), fingerprint, name, namespace, resource
 --
 -- Dedup entry prefix..'dd:'..fingerprint holds the RemediationRequest id once PostgreSQL has it, or a
--- pending marker until then: 'p:<nonce>' (own request) or 'q:<nonce>:<start>:<type>' (storm member).
+-- pending marker until then: 'p:<nonce>:<i>' (own request) or 'q:<nonce>:<i>:<start>:<type>' (storm
+-- member); <i> is the signal's index, so a fingerprint re-opened later in the same webhook gets a marker
+-- of its own and a bind meant for the request closed before it cannot land on it.
 -- Pending entries send the signal to PostgreSQL again, whose unique index decides created vs duplicate;
 -- the marker is returned so that whichever webhook gets the id first binds it (bind.lua).
 --
 -- Reply: {limited (0, 1 limited, 2 would be limited in shadow mode), retry-after (ms)} then per signal
 -- {code, value}: 0 duplicate (request id), 1 own request (marker), 2 storm member (marker),
 -- 3 resolved (request id or '').
+--
+-- Duplicates are added to the count accumulator only when the whole webhook is decided here (every
+-- signal a duplicate): a webhook that also goes to PostgreSQL counts its duplicates in that
+-- transaction, so a webhook refused after this script ran (PostgreSQL down) has counted nothing.
 local prefix, nonce, source = ARGV[1], ARGV[2], ARGV[3]
 local rl_mode, rl_interval, rl_burst = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local dedup_ttl = tonumber(ARGV[7])
@@ -27,6 +33,23 @@ local pattern_threshold, pattern_window = tonumber(ARGV[11]), tonumber(ARGV[12])
 local inactivity, max_window = tonumber(ARGV[13]), tonumber(ARGV[14])
 local n = tonumber(ARGV[15])
 local BASE, FIELDS = 15, 5
+-- A call whose reply was lost can still run (a hung master resumes) or run twice (a retry). A counting
+-- run records what it counted under 'ran:<nonce>' for RAN_TTL seconds: a second run answers the same
+-- without counting again, and void.lua (the gateway gave up and answered 503) takes the counts back.
+-- 'void' there means the gateway gave up before this call ran: then it changes nothing.
+local RAN_TTL = 60
+local ran_key = prefix .. 'ran:' .. nonce
+local ran = redis.call('GET', ran_key)
+if ran then
+  local again = {0, 0}
+  if ran ~= 'void' then
+    for id in string.gmatch(ran, '%d+') do
+      again[#again + 1] = 0
+      again[#again + 1] = id
+    end
+  end
+  return again
+end
 
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -86,26 +109,34 @@ local function storm_window(name, namespace, resource, i)
   return window
 end
 
+local duplicates, decided = {}, true
 for i = 0, n - 1 do
   local b = BASE + i * FIELDS
   local dd = prefix .. 'dd:' .. ARGV[b + 2]
   if ARGV[b + 1] == 'r' then
     local v = redis.call('GETDEL', dd)
     push(3, (v and v:find('^%d')) and v or '')
+    decided = false
   else
     local v = redis.call('GETEX', dd, 'EX', dedup_ttl)
     if v and v:find('^%d') then
-      redis.call('HINCRBY', prefix .. 'counts', v, 1)
+      duplicates[#duplicates + 1] = v
       push(0, v)
     elseif v then
       push(v:sub(1, 2) == 'p:' and 1 or 2, v)
+      decided = false
     else
       local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], i)
-      local code, marker = 1, 'p:' .. nonce
-      if window then code, marker = 2, 'q:' .. nonce .. ':' .. window end
+      local code, marker = 1, 'p:' .. nonce .. ':' .. i
+      if window then code, marker = 2, 'q:' .. nonce .. ':' .. i .. ':' .. window end
       redis.call('SET', dd, marker, 'EX', dedup_ttl)
       push(code, marker)
+      decided = false
     end
   end
+end
+if decided and #duplicates > 0 then
+  for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
+  redis.call('SET', ran_key, table.concat(duplicates, ','), 'EX', RAN_TTL)
 end
 return out
