@@ -37,7 +37,7 @@ class PlannedFault:
 
 def schedule(seed: int, duration_s: float) -> list[PlannedFault]:
     """Faults for a run of ``duration_s`` seconds, one after another, none in the warm-up or the tail."""
-    rng = random.Random(f"kubernaut-chaos:{seed}:{duration_s!r}")
+    rng = random.Random(f"kubernaut-chaos:{seed}:{float(duration_s)!r}")
     planned: list[PlannedFault] = []
     t = WARMUP_S
     while True:
