@@ -86,6 +86,7 @@ local function storm_window(name, namespace, resource, i)
   return window
 end
 
+local counted = false
 for i = 0, n - 1 do
   local b = BASE + i * FIELDS
   local dd = prefix .. 'dd:' .. ARGV[b + 2]
@@ -96,6 +97,7 @@ for i = 0, n - 1 do
     local v = redis.call('GETEX', dd, 'EX', dedup_ttl)
     if v and v:find('^%d') then
       redis.call('HINCRBY', prefix .. 'counts', v, 1)
+      counted = true
       push(0, v)
     elseif v then
       push(v:sub(1, 2) == 'p:' and 1 or 2, v)
@@ -108,4 +110,7 @@ for i = 0, n - 1 do
     end
   end
 end
+-- The counts hash is born with its batch id (take_counts.lua), so that a copy resurrected from an old
+-- snapshot after every node died is known to PostgreSQL if it was applied: lost, never counted twice.
+if counted then redis.call('HSETNX', prefix .. 'counts', '_batch', nonce) end
 return out

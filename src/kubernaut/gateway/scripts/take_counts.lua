@@ -10,6 +10,7 @@
 -- ARGV: prefix, instance id, id of the batch acknowledged ('' none), id for a new batch (unique, from the
 -- caller), stale after (ms), leave ('1' at shutdown).
 -- Reply: {open storm windows, batch id ('' none), {request id, count, ...}}.
+-- The accumulating hash carries its id in field '_batch' (set by ingest.lua when it starts the hash).
 local prefix, instance, ack, fresh = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counts, flushers, storms = prefix .. 'counts', prefix .. 'flushers', prefix .. 'storms'
 local orphans = prefix .. 'countbatches:orphaned'
@@ -44,8 +45,10 @@ end
 if not current then
   current = redis.call('LPOP', orphans)
   if not current and redis.call('EXISTS', counts) == 1 then
-    current = fresh
+    -- The id the ingest script gave the hash when it began; ARGV[4] for one begun without.
+    current = redis.call('HGET', counts, '_batch') or fresh
     redis.call('RENAME', counts, batch(current))
+    redis.call('HDEL', batch(current), '_batch')
   end
   if current then redis.call('SET', owner(instance), current) end
 end
