@@ -82,6 +82,11 @@ def up(
     with_alerting: bool = typer.Option(
         False, "--with-alerting", help="Also start Prometheus and Alertmanager, routed to the gateway."
     ),
+    chaos_proxy: bool = typer.Option(
+        False,
+        "--chaos-proxy",
+        help="The gateway reaches its Redis nodes through TCP proxies (partition faults of `drill chaos`).",
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -89,7 +94,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(alerting=with_alerting, timeout=timeout)
+        stack.up(alerting=with_alerting, timeout=timeout, chaos_proxy=chaos_proxy)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -320,6 +325,11 @@ def drill(
     if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
         raise fail("the local stack is not running: start it with `kubernaut up`")
     if scenario == "chaos":
+        if not stack.chaos_proxy:
+            raise fail(
+                "drill chaos also partitions the gateway from its master: "
+                "start the stack with `kubernaut up --chaos-proxy`"
+            )
         _chaos(stack, seed, duration, as_json)
         return
     reports: list[DrillReport] = []

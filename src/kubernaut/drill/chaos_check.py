@@ -93,14 +93,17 @@ def _check_alert(name: str, history: list[Event], rows: list[Row], found: Findin
     if drift:
         found.count_drift_sum += drift
         found.count_drift_max_abs = max(found.count_drift_max_abs, abs(drift))
-        found.violations.append(
-            {
-                "kind": "count_drift",
-                "alert": name,
-                "counted": counted,
-                "acknowledged": acked,
-                "unanswered": uncertain,
-                "refused": sum(1 for e in history if e.refused_retryable and dict(e.alerts)[name]),
-                "drift": drift,
-            }
-        )
+        refused = [e for e in history if e.refused_retryable and dict(e.alerts)[name]]
+        violation: dict[str, Any] = {
+            "kind": "count_drift",
+            "alert": name,
+            "counted": counted,
+            "acknowledged": acked,
+            "unanswered": uncertain,
+            "refused": len(refused),
+            "drift": drift,
+        }
+        if 0 < drift <= len(refused):
+            violation["likely_cause"] = "refused webhooks were counted (issue 12 item 3)"
+            violation["refused_at_s"] = [round(e.sent_at, 3) for e in refused]
+        found.violations.append(violation)

@@ -112,6 +112,19 @@ def gateway_kill(stack: LocalStack, plan: PlannedFault) -> str:
     return f"kill -9 the gateway, restarted after {plan.hold_s} s"
 
 
+def partition(stack: LocalStack, plan: PlannedFault) -> str:
+    """Cut the gateway off its master (the chaos proxy black-holes); Sentinel still sees it healthy."""
+    name, master = _master_node(stack)
+    stack.partition(name, cut=True)
+    try:
+        time.sleep(plan.hold_s)
+    finally:
+        stack.partition(name, cut=False)
+    _heal(stack)
+    moved = stack.current_master() != master
+    return f"gateway cut off {name} for {plan.hold_s} s; " + ("master moved" if moved else "still master")
+
+
 INJECT: dict[str, Callable[[LocalStack, PlannedFault], str]] = {
     "master-kill": master_kill,
     "master-pause": master_pause,
@@ -120,6 +133,7 @@ INJECT: dict[str, Callable[[LocalStack, PlannedFault], str]] = {
     "all-redis-restart": all_redis_restart,
     "postgres-restart": postgres_restart,
     "gateway-kill": gateway_kill,
+    "partition": partition,
 }
 
 

@@ -17,9 +17,11 @@ _BUSY_S = {
     "all-redis-restart": 6.0,
     "postgres-restart": 4.0,
     "gateway-kill": 3.0,
+    "partition": 4.0,
 }
 KINDS = tuple(_BUSY_S)
-PAUSE_RANGE_S = (0.5, 8.0)  # below and above socket_s (1 s) and Sentinel's down-after (5 s)
+# Master pauses and gateway-master partitions: below and above socket_s (1 s) and Sentinel's down-after (5 s).
+PAUSE_RANGE_S = (0.5, 8.0)
 OUTAGE_RANGE_S = (0.5, 3.0)
 GAP_RANGE_S = (1.0, 5.0)
 
@@ -43,7 +45,7 @@ def schedule(seed: int, duration_s: float) -> list[PlannedFault]:
     while True:
         t += rng.uniform(*GAP_RANGE_S)
         kind = rng.choice(KINDS)
-        hold = rng.uniform(*(PAUSE_RANGE_S if kind == "master-pause" else OUTAGE_RANGE_S))
+        hold = rng.uniform(*(PAUSE_RANGE_S if kind in ("master-pause", "partition") else OUTAGE_RANGE_S))
         target = rng.randrange(3)
         if t + hold > duration_s - TAIL_S:
             return planned

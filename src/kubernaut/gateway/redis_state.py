@@ -305,6 +305,7 @@ class RedisState:
         if len(parts) != 5 or parts[0] != self.settings.redis.master_name:
             return
         new = (parts[3], int(parts[4]))
+        new = self.settings.redis.mapped_addresses().get(new, new)
         if new == self._master:
             return  # another sentinel told us first
         log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")
