@@ -206,6 +206,15 @@ class LocalStack:
         for port in self.topology.proxy_ports:
             wait_until(partial(_listening, host, port), timeout=10, what=f"the chaos proxy on {host}:{port}")
 
+    def remove_chaos_proxy(self) -> None:
+        """Stop the chaos proxies and write the gateway's configuration without them (the gateway must
+        not be running: it would keep connecting through them)."""
+        if self.record("gateway") is not None:
+            raise RuntimeError("stop the gateway before removing the chaos proxies")
+        self.run.chaos_proxy_marker.unlink(missing_ok=True)
+        self._write_service_config()
+        self._stop([self.proxy_name(n.name) for n in self.nodes()])
+
     def partition(self, node: str, cut: bool) -> None:
         """Black-hole (``cut``) or heal the gateway's path to ``node`` (its chaos proxy); Sentinel and the
         replicas still reach the node directly."""
