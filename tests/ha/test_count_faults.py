@@ -211,3 +211,42 @@ async def test_a_gateway_killed_right_after_its_flush_counts_nothing_twice(
         # The survivor adopts the dead instance's batch once it has been silent for 30 s.
         await _until_flushed(stack, prefix, within_s=60)
     assert await _counted(stack, namespace) == expected
+
+
+async def test_no_count_is_acknowledged_before_a_replica_has_it(stack: LocalStack, prefix: str) -> None:
+    """Item 4: a count acknowledged while only the master holds it is lost when the master dies and a
+    replica is promoted. With both replicas frozen no replica can take the writes, so the gateway must
+    refuse (503 + Retry-After), not acknowledge; after the master is killed and a replica promoted,
+    every acknowledged count is in PostgreSQL.
+
+    (On loopback a frozen replica still gets the stream into its socket buffer and applies it when it
+    wakes, so refused webhooks can count here: the ledger's item 3, bounded below.)"""
+    namespace = f"unrepl-{uuid.uuid4().hex[:8]}"
+    names = [f"Unrepl{i}" for i in range(ALERTS)]
+    ledger = Ledger()
+    master = stack.current_master()
+    assert master is not None
+    old = next(n.name for n in stack.nodes() if n.port == master[1])
+    replicas = [n.name for n in stack.nodes() if n.port != master[1]]
+    with gateway_process(stack, "gateway-unrepl", free_port(), **_env(prefix)) as url:
+        headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            assert await ledger.post(client, names, namespace) == 201
+            await _until_flushed(stack, prefix, within_s=30)
+            for name in replicas:
+                assert stack.signal_component(name, signal.SIGSTOP)
+            try:
+                frozen = [await ledger.post(client, names, namespace) for _ in range(5)]
+                stack.stop_component(old, sig=signal.SIGKILL)
+            finally:
+                for name in replicas:
+                    stack.signal_component(name, signal.SIGCONT)
+            assert frozen == [503] * 5
+            await asyncio.to_thread(stack.wait_for_new_master, master, 60)
+            await asyncio.to_thread(stack.up, services=False, timeout=90)
+            for _ in range(5):
+                assert await ledger.post(client, names, namespace) == 202
+        await _until_flushed(stack, prefix, within_s=30)
+    counted = await _counted(stack, namespace)
+    for name in names:
+        assert ledger.acked[name] <= counted[name] <= ledger.acked[name] + ledger.refused[name]
