@@ -3,9 +3,12 @@ finds each kind of violation in a history (hypothesis over seeds; examples for t
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from kubernaut.config import SentinelRedis
 from kubernaut.drill.chaos_check import Row, check
 from kubernaut.drill.chaos_history import Event
 from kubernaut.drill.chaos_schedule import KINDS, PAUSE_RANGE_S, TAIL_S, WARMUP_S, schedule
@@ -79,3 +82,12 @@ def test_unanswered_webhooks_may_or_may_not_count() -> None:
     assert check(events, [Row(1, "A", 1, True)]).violations == []
     assert check(events, [Row(1, "A", 2, True)]).violations == []
     assert check(events, [Row(1, "A", 3, True)]).count_drift_sum == 1
+
+
+def test_the_chaos_proxy_address_map_is_validated_and_applied() -> None:
+    section = SentinelRedis(
+        sentinels=["127.0.0.1:26379"], master_name="m", address_map={"127.0.0.1:16379": "127.0.0.1:16479"}
+    )
+    assert section.mapped_addresses() == {("127.0.0.1", 16379): ("127.0.0.1", 16479)}
+    with pytest.raises(ValidationError, match="is not host:port"):
+        SentinelRedis(sentinels=["127.0.0.1:26379"], master_name="m", address_map={"127.0.0.1": "x:1"})
