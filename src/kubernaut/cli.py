@@ -95,6 +95,11 @@ def up(
         "--postgres-ha",
         help="PostgreSQL as a Patroni cluster (etcd + 2 nodes, synchronous standby, automatic failover).",
     ),
+    chaos_proxy: bool = typer.Option(
+        False,
+        "--chaos-proxy",
+        help="The gateway reaches its Redis nodes through TCP proxies (partition faults of `drill chaos`).",
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
@@ -102,7 +107,7 @@ def up(
     """Start the local stack (only what is not running yet) and wait until it is ready."""
     stack = _stack(run_dir, port_offset)
     try:
-        stack.up(alerting=with_alerting, timeout=timeout, postgres_ha=postgres_ha)
+        stack.up(alerting=with_alerting, timeout=timeout, postgres_ha=postgres_ha, chaos_proxy=chaos_proxy)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
@@ -319,9 +324,13 @@ def bench(
 
 @app.command()
 def drill(
-    scenario: str = typer.Argument(..., help="A scenario name, or 'all' to run every one in turn."),
+    scenario: str = typer.Argument(
+        ..., help="A scenario name, 'all' to run every one in turn, or 'chaos' (seeded random faults)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report(s) as JSON."),
     rate: float = typer.Option(20.0, help="Webhooks per second sent to the gateway during the drill."),
+    duration: float = typer.Option(60.0, min=10.0, help="chaos: seconds of load and faults."),
+    seed: int = typer.Option(1, help="chaos: the fault schedule is a function of the seed and the duration."),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
 ) -> None:
@@ -329,11 +338,11 @@ def drill(
     from kubernaut.drill.faults import SCENARIOS
     from kubernaut.drill.runner import DrillReport, run_drill
 
-    if scenario != "all" and scenario not in SCENARIOS:
-        raise fail(f"unknown scenario {scenario!r}; choose one of: all, {', '.join(SCENARIOS)}")
+    if scenario not in ("all", "chaos") and scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; choose one of: all, chaos, {', '.join(SCENARIOS)}")
     stack = _stack(run_dir, port_offset, quiet=True)
     names = [n for n, s in SCENARIOS.items() if s.runs_on(stack)] if scenario == "all" else [scenario]
-    if scenario != "all" and not SCENARIOS[scenario].runs_on(stack):
+    if scenario in SCENARIOS and not SCENARIOS[scenario].runs_on(stack):
         mode = (
             "`kubernaut up --postgres-ha`" if SCENARIOS[scenario].postgres == "ha" else "a single PostgreSQL"
         )
@@ -341,6 +350,14 @@ def drill(
     st = stack.status()
     if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
         raise fail("the local stack is not running: start it with `kubernaut up`")
+    if scenario == "chaos":
+        if not stack.chaos_proxy:
+            raise fail(
+                "drill chaos also partitions the gateway from its master: "
+                "start the stack with `kubernaut up --chaos-proxy`"
+            )
+        _chaos(stack, seed, duration, as_json)
+        return
     reports: list[DrillReport] = []
     for name in names:
         if not as_json:
@@ -352,6 +369,34 @@ def drill(
         data = [r.as_json() for r in reports]
         typer.echo(json.dumps(data if scenario == "all" else data[0], indent=2))
     if not all(r.passed for r in reports):
+        raise typer.Exit(code=1)
+
+
+def _chaos(stack: LocalStack, seed: int, duration: float, as_json: bool) -> None:
+    from kubernaut.drill.chaos import run_chaos
+
+    def progress(line: str) -> None:
+        if not as_json:
+            err_console.print(line, highlight=False)
+
+    report = asyncio.run(run_chaos(stack, seed, duration, progress))
+    data = report.as_json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        verdict = "[green]passed[/]" if report.passed else "[red]FAILED[/]"
+        table = Table(title=f"drill chaos (seed {seed}): {verdict}", title_justify="left", show_header=False)
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in data.items():
+            if key not in ("faults", "violations"):
+                table.add_row(key, str(value))
+        table.add_row("faults", str(len(report.faults)))
+        table.add_row("violations", str(len(report.violations)))
+        console.print(table)
+        for violation in report.violations[:20]:
+            console.print(json.dumps(violation), highlight=False)
+    if not report.passed:
         raise typer.Exit(code=1)
 
 

@@ -84,6 +84,13 @@ class StandaloneRedis(Section):
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
+def _split(item: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{item!r} is not host:port")
+    return host, int(port)
+
+
 class SentinelRedis(Section):
     """A Sentinel-managed group (the gateway's): the master is always found through Sentinel."""
 
@@ -96,18 +103,29 @@ class SentinelRedis(Section):
     sentinel_password: SecretStr | None = None
     tls: RedisTls | None = None
     timeouts: RedisTimeouts = RedisTimeouts()
+    # host:port of a node as Sentinel names it -> host:port to connect to instead (the local stack's
+    # chaos proxies); empty in production.
+    address_map: dict[str, str] = {}
 
     @field_validator("sentinels")
     @classmethod
     def _host_port(cls, value: list[str]) -> list[str]:
         for item in value:
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ValueError(f"{item!r} is not host:port")
+            _split(item)
+        return value
+
+    @field_validator("address_map")
+    @classmethod
+    def _mapped_host_port(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in (*value, *value.values()):
+            _split(item)
         return value
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
-        return [(h, int(p)) for h, _, p in (s.rpartition(":") for s in self.sentinels)]
+        return [_split(s) for s in self.sentinels]
+
+    def mapped_addresses(self) -> dict[tuple[str, int], tuple[str, int]]:
+        return {_split(k): _split(v) for k, v in self.address_map.items()}
 
     def describe(self) -> str:
         return f"sentinel://{','.join(self.sentinels)}/{self.master_name}/{self.db}"

@@ -279,7 +279,7 @@ class _Side:
         write = partial(store.write, signal_type="prometheus", source="cost", now=now, storms=[])
         written = await self.measure("insert", write(singles=new, resolves=[]))
         ids = [request_id for request_id, _ in written.singles.values()]
-        await self.measure("counts", store.add_counts(dict.fromkeys(ids, 2), now))
+        await self.measure("counts", store.add_counts(dict.fromkeys(ids, 2), now, uuid.uuid4().hex))
         await self.measure("resolve", write(singles=[], resolves=[s.fingerprint for s in signals]))
 
 

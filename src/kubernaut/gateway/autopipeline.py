@@ -1,22 +1,38 @@
 """Auto-pipelining: commands submitted while a batch is on the wire leave together in the next write, on
 one connection. Concurrent webhooks share round trips and skip per-call pool bookkeeping; each webhook
-still sends exactly its own command."""
+still sends exactly its own command. Commands that must reach a replica before their caller answers share
+one ``WAIT`` at the end of their batch (it covers every earlier write on the connection)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 
+class Unanswered(RedisConnectionError):
+    """The command was sent but no reply came: it may have run (or may still run, on a hung master)."""
+
+
+@dataclass(slots=True)
+class _Call:
+    packed: bytes
+    future: asyncio.Future[Any]
+    replicate: bool
+
+
 class AutoPipeline:
-    def __init__(self, pool: ConnectionPool, timeout_s: float) -> None:
+    def __init__(self, pool: ConnectionPool, timeout_s: float, replica_wait_ms: int) -> None:
         self._pool = pool
         self._timeout_s = timeout_s
-        self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._wait = hiredis.pack_command(("WAIT", 1, replica_wait_ms))  # type: ignore[arg-type]
+        self._pending: list[_Call] = []
         self._wakeup = asyncio.Event()
         self._conn: AbstractConnection | None = None
         self._stale = False
@@ -31,10 +47,11 @@ class AutoPipeline:
             await asyncio.wait([self._task], timeout=self._timeout_s)  # bounded: see RedisState.close
         await self._discard()
 
-    async def execute(self, packed: bytes) -> Any:
-        """Send one packed command; its reply, or its error reply raised as ResponseError."""
+    async def execute(self, packed: bytes, replicate: bool = False) -> Any:
+        """Send one packed command; its reply, or its error reply raised as ResponseError. With
+        ``replicate``: ``(reply, replicas)``, the number of replicas that acknowledged its writes."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((packed, future))
+        self._pending.append(_Call(packed, future, replicate))
         self._wakeup.set()
         return await future
 
@@ -61,7 +78,8 @@ class AutoPipeline:
             if batch:
                 await self._send(batch)
 
-    async def _send(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Call]) -> None:
+        sent = False
         try:
             async with asyncio.timeout(self._timeout_s):
                 if self._stale:
@@ -70,21 +88,38 @@ class AutoPipeline:
                 if self._conn is None:
                     self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                 conn = self._conn
-                await conn.send_packed_command(b"".join(packed for packed, _ in batch), check_health=False)
-                for _, future in batch:
+                wait = any(call.replicate for call in batch)
+                packed = [call.packed for call in batch] + ([self._wait] if wait else [])
+                await conn.send_packed_command(b"".join(packed), check_health=False)
+                sent = True
+                held: list[tuple[_Call, Any]] = []
+                for call in batch:
                     try:
                         reply = await conn.read_response()
                     except ResponseError as err:  # an error reply; the connection stays in sync
-                        if not future.done():
-                            future.set_exception(err)
+                        if not call.future.done():
+                            call.future.set_exception(err)
                     else:
-                        if not future.done():
-                            future.set_result(reply)
+                        if call.replicate:
+                            held.append((call, reply))
+                        elif not call.future.done():
+                            call.future.set_result(reply)
+                if wait:
+                    replicas = int(await conn.read_response())
+                    for call, reply in held:
+                        if not call.future.done():
+                            call.future.set_result((reply, replicas))
         except BaseException as err:
-            failure = err if isinstance(err, Exception) else ConnectionError("pipeline closed")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            failure: Exception
+            if not isinstance(err, Exception):
+                failure = ConnectionError("pipeline closed")
+            elif sent:
+                failure = Unanswered(repr(err))
+            else:
+                failure = err
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(failure)
             await self._discard()
             if not isinstance(err, Exception):
                 raise

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -13,11 +14,17 @@ from kubernaut.gateway.store import RequestStore, StoreUnavailable
 
 log = structlog.get_logger("kubernaut.gateway.flush")
 
+# Applied batch ids are kept this long in PostgreSQL: far longer than a batch can wait in Redis for a
+# flush (it waits only while PostgreSQL is down, and dedup entries expire long before).
+BATCH_RETENTION = timedelta(days=7)
+_PRUNE_EVERY_S = 3600.0
+
 
 class CountFlusher:
-    """Every ``interval_s``: take this instance's batch from Redis, add it in PostgreSQL, and
-    acknowledge it with the next take. An unacknowledged batch is offered again (PostgreSQL was
-    down), so counts wait rather than vanish."""
+    """Every ``interval_s``: take this instance's batch from Redis, add it in PostgreSQL under its id
+    (once, however often it is offered), and acknowledge that id with the next take. A batch not yet
+    in PostgreSQL stays in Redis under its id and is offered again, so counts wait rather than vanish;
+    one already in PostgreSQL is only acknowledged."""
 
     def __init__(
         self, redis: RedisState, store: RequestStore, metrics: GatewayMetrics, interval_s: float
@@ -26,37 +33,48 @@ class CountFlusher:
         self._store = store
         self._metrics = metrics
         self._interval_s = interval_s
-        self._ack = False
+        self._flushed: str | None = None  # in PostgreSQL, not yet acknowledged in Redis
+        self._pruned_at = 0.0
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
             await self.flush_once()
+            await self._prune()
 
     async def flush_once(self) -> int:
-        """Flush one batch; return the number of occurrences written."""
+        """Flush one batch; return the number of occurrences it added in PostgreSQL."""
         try:
-            storms, counts = await self._redis.take_counts(ack=self._ack)
+            storms, batch, counts = await self._redis.take_counts(ack=self._flushed)
         except RedisUnavailable:
-            return 0
-        self._ack = False
+            return 0  # acknowledged or not, `_flushed` is named again by the next take
+        self._flushed = None
         self._metrics.storm_windows_open.set(storms)
-        if counts:
-            try:
-                await self._store.add_counts(counts, datetime.now(UTC))
-            except StoreUnavailable:
-                return 0
-        self._ack = True
-        return sum(counts.values())
+        if batch is None:
+            return 0
+        try:
+            applied = await self._store.add_counts(counts, datetime.now(UTC), batch)
+        except StoreUnavailable:
+            return 0
+        self._flushed = batch
+        self._metrics.count_batches.labels(result="applied" if applied else "already_applied").inc()
+        return sum(counts.values()) if applied else 0
 
-    async def final(self) -> None:
-        """At shutdown: flush what this process accumulated, then give the batch key back."""
-        for _ in range(2):
-            await self.flush_once()
-        if not self._ack:
-            log.warning("unflushed duplicate counts left in Redis for another instance to adopt")
+    async def _prune(self) -> None:
+        if time.monotonic() - self._pruned_at < _PRUNE_EVERY_S:
             return
         try:
-            await self._redis.take_counts(ack=True, leave=True)
+            await self._store.prune_count_batches(BATCH_RETENTION)
+        except StoreUnavailable:
+            return
+        self._pruned_at = time.monotonic()
+
+    async def final(self) -> None:
+        """At shutdown: flush what this process accumulated, then leave; a batch still unflushed is
+        handed to the other instances at once."""
+        for _ in range(2):
+            await self.flush_once()
+        try:
+            await self._redis.take_counts(ack=self._flushed, leave=True)
         except RedisUnavailable:
-            log.warning("could not release the count batch; another instance will adopt it")
+            log.warning("could not leave the count flush; another instance will adopt the batch")

@@ -43,6 +43,12 @@ class GatewayMetrics:
             "gateway_storms_detected", "Storm requests opened", ["storm_type"], registry=r
         )
         self.storm_windows_open = Gauge("gateway_storm_windows_open", "Open storm windows", registry=r)
+        self.count_batches = Counter(
+            "gateway_count_batches_flushed",
+            "Duplicate-count batches flushed to PostgreSQL (already_applied: offered again, added nothing)",
+            ["result"],
+            registry=r,
+        )
         self.alerts_aggregated = Counter(
             "gateway_alerts_aggregated", "Alerts folded into a storm request", registry=r
         )
@@ -68,6 +74,8 @@ class GatewayMetrics:
             self.storms_detected.labels(storm_type=storm_type)
         for mode in ("enforce", "shadow"):
             self.rate_limited.labels(mode=mode)
+        for result in ("applied", "already_applied"):
+            self.count_batches.labels(result=result)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason=reason)
         self.redis_available.set(0)

@@ -22,7 +22,7 @@ from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavai
 
 log = structlog.get_logger("kubernaut.gateway.pipeline")
 
-VOID = Script.load("void")
+VOID = Script.load("void", replicate=True, repeatable=True)  # takes counts back; twice is harmless
 # How long a refused ingest call is voided for: the ingest script's RAN_TTL covers it; a hung master runs
 # a buffered call when it resumes, well within this (Sentinel fails it over after down-after).
 _VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25

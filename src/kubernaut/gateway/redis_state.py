@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubernaut import tls
 from kubernaut.config import GatewaySettings, SentinelRedis
-from kubernaut.gateway.autopipeline import AutoPipeline
+from kubernaut.gateway.autopipeline import AutoPipeline, Unanswered
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
 from kubernaut.redis.connection import no_retry
@@ -52,6 +53,9 @@ _RETRY_INTERVAL_S = 0.05
 # A flushing instance silent for this long is presumed dead; its unflushed batch is merged back.
 _FLUSHER_STALE_MS = 30_000
 _MAX_BIND_TRIPLES = 1000
+# WAIT's timeout for a replica to acknowledge a counting call: a share of socket_s, so that the WAIT ends
+# inside the call's own timeout (connect_s + socket_s).
+_REPLICA_WAIT_SHARE = 0.5
 _WATCH_TIMEOUT_S = 1.0
 
 
@@ -65,19 +69,27 @@ class RedisUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Script:
+    """A Lua script. ``replicate``: its reply counts only once a replica has its writes (so a master
+    kill cannot take back what the caller acknowledged). ``repeatable``: running it twice does no harm,
+    so a call whose reply was lost may be sent again; otherwise only calls that provably did not run are
+    retried (refused up front, or never sent)."""
+
     name: str
     source: bytes
     sha: str
+    replicate: bool
+    repeatable: bool
 
     @classmethod
-    def load(cls, name: str) -> Script:
+    def load(cls, name: str, *, replicate: bool, repeatable: bool) -> Script:
         source = (resources.files("kubernaut.gateway") / "scripts" / f"{name}.lua").read_bytes()
-        return cls(name, source, hashlib.sha1(source).hexdigest())  # Redis names scripts by SHA-1
+        sha = hashlib.sha1(source).hexdigest()  # Redis names scripts by SHA-1
+        return cls(name, source, sha, replicate, repeatable)
 
 
-INGEST = Script.load("ingest")
-BIND = Script.load("bind")
-TAKE_COUNTS = Script.load("take_counts")
+INGEST = Script.load("ingest", replicate=True, repeatable=False)  # counts duplicates
+BIND = Script.load("bind", replicate=False, repeatable=True)
+TAKE_COUNTS = Script.load("take_counts", replicate=True, repeatable=True)
 
 
 def _error_kind(err: BaseException) -> str | None:
@@ -89,11 +101,17 @@ def _error_kind(err: BaseException) -> str | None:
         return "noreplicas" if str(err).startswith("NOREPLICAS") else None
     if isinstance(err, BusyLoadingError):
         return "loading"
+    if isinstance(err, Unanswered):
+        return "unanswered"
     if isinstance(err, RedisTimeoutError | TimeoutError):
         return "timeout"
     if isinstance(err, RedisConnectionError | OSError):
         return "master_not_found" if type(err).__name__ == "MasterNotFoundError" else "connection"
     return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisState:
@@ -112,7 +130,11 @@ class RedisState:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         timeouts = settings.redis.timeouts
-        self._pipeline = AutoPipeline(self._pool, timeouts.connect_s + timeouts.socket_s)
+        self._pipeline = AutoPipeline(
+            self._pool,
+            timeouts.connect_s + timeouts.socket_s,
+            max(1, round(timeouts.socket_s * 1000 * _REPLICA_WAIT_SHARE)),
+        )
 
     @property
     def available(self) -> bool:
@@ -160,12 +182,15 @@ class RedisState:
     # -- calls -------------------------------------------------------------------------------------
 
     async def run(self, script: Script, args: Sequence[str | bytes | int | float]) -> Any:
-        """EVALSHA on the master; reload after NOSCRIPT; retry failover errors within the budget."""
+        """EVALSHA on the master; reload after NOSCRIPT; retry failover errors within the budget (see
+        :class:`Script` for which). Raises RedisUnavailable("unreplicated") when a replicated script's
+        writes reached no replica in time: they may be lost in a failover, so the caller must not
+        acknowledge them."""
         deadline = time.monotonic() + self.settings.failover_retry_budget_s
         command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
         while True:
             try:
-                reply = await self._pipeline.execute(command)
+                reply = await self._pipeline.execute(command, replicate=script.replicate)
             except NoScriptError:
                 await self._load(script)  # a new master after failover, or SCRIPT FLUSH
                 continue
@@ -180,9 +205,17 @@ class RedisState:
                     self._set_available(True)
                 if getattr(self._pool, "master_address", None) != self._master:
                     self._note_master()
+                if not script.replicate:
+                    return reply
+                reply, replicas = reply
+                if replicas < 1:
+                    self._metrics.redis_errors.labels(kind="unreplicated").inc()
+                    raise RedisUnavailable("unreplicated")
                 return reply
             kind = _error_kind(failure) or "connection"
             self._metrics.redis_errors.labels(kind=kind).inc()
+            if kind == "unanswered" and not script.repeatable:
+                raise RedisUnavailable(kind)
             if self._available:
                 self._set_available(False)
                 log.warning("redis master unavailable", kind=kind, error=repr(failure))
@@ -225,12 +258,26 @@ class RedisState:
 
     # -- duplicate counts --------------------------------------------------------------------------
 
-    async def take_counts(self, ack: bool, leave: bool = False) -> tuple[int, dict[int, int]]:
-        """This instance's batch of duplicate counts (request id -> count) and the open storm windows."""
-        mode = "2" if leave else ("1" if ack else "0")
-        storms, flat = await self.run(TAKE_COUNTS, [self.prefix, self.instance_id, mode, _FLUSHER_STALE_MS])
+    async def take_counts(
+        self, ack: str | None, leave: bool = False
+    ) -> tuple[int, str | None, dict[int, int]]:
+        """Acknowledge batch ``ack`` (flushed), then return the open storm windows and this instance's
+        batch of duplicate counts to flush: its id (None: nothing to flush) and request id -> count. The
+        reply comes only once a replica holds the batch, so a failover cannot hand the same occurrences
+        out again under another id. ``leave``: acknowledge, give any unflushed batch to the others."""
+        storms, batch, flat = await self.run(
+            TAKE_COUNTS,
+            [
+                self.prefix,
+                self.instance_id,
+                ack or "",
+                uuid.uuid4().hex,
+                _FLUSHER_STALE_MS,
+                "1" if leave else "",
+            ],
+        )
         counts = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return int(storms), counts
+        return int(storms), (_text(batch) or None), counts
 
     # -- failover ----------------------------------------------------------------------------------
 
@@ -259,6 +306,7 @@ class RedisState:
         if len(parts) != 5 or parts[0] != self.settings.redis.master_name:
             return
         new = (parts[3], int(parts[4]))
+        new = self.settings.redis.mapped_addresses().get(new, new)
         if new == self._master:
             return  # another sentinel told us first
         log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")

@@ -130,12 +130,20 @@ FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
 WHERE r.id = d.id
 """
 
+# One statement, so atomic: the batch id is recorded and its counts added, or neither; a known id adds
+# nothing. Returns whether this call applied the batch.
 _ADD_COUNTS = """
-UPDATE remediation_requests r
-SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
-FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
-WHERE r.id = d.id
+WITH fresh AS (
+    INSERT INTO applied_count_batches (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
+), counted AS (
+    UPDATE remediation_requests r
+    SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
+    FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
+    WHERE r.id = d.id AND EXISTS (SELECT 1 FROM fresh)
+)
+SELECT EXISTS (SELECT 1 FROM fresh)
 """
+_PRUNE_BATCHES = "DELETE FROM applied_count_batches WHERE applied_at < now() - $1::interval"
 
 # Errors after which the pool's connections are presumed dead.
 _CONNECTION_ERRORS = (
@@ -495,9 +503,17 @@ class RequestStore:
             )
         written.storms[storm.fingerprint] = (row["id"], row["inserted"], added)
 
-    async def add_counts(self, counts: dict[int, int], now: datetime) -> None:
+    async def add_counts(self, counts: dict[int, int], now: datetime, batch_id: str) -> bool:
+        """Add one batch of duplicate counts, once: False if ``batch_id`` was applied before."""
         ids = sorted(counts)
         try:
-            await self.pool.execute(_ADD_COUNTS, ids, [counts[i] for i in ids], now)
+            return bool(await self.pool.fetchval(_ADD_COUNTS, ids, [counts[i] for i in ids], now, batch_id))
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
+            raise await self._failed(err) from None
+
+    async def prune_count_batches(self, older_than: timedelta) -> None:
+        """Forget applied batch ids older than any batch can wait unflushed in Redis."""
+        try:
+            await self.pool.execute(_PRUNE_BATCHES, older_than)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             raise await self._failed(err) from None

@@ -13,12 +13,14 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,12 @@ def service_available(name: str) -> bool:
         return importlib.util.find_spec(_SERVICE_MODULES[name]) is not None
     except ModuleNotFoundError:  # the service's package itself is absent
         return False
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
 
 
 @dataclass(frozen=True)
@@ -232,9 +240,13 @@ class LocalStack:
         alerting: bool = False,
         timeout: float = 60.0,
         postgres_ha: bool = False,
+        chaos_proxy: bool = False,
     ) -> None:
         """Start what is not running. ``postgres_ha`` makes this run directory's PostgreSQL the Patroni
-        cluster for good; a directory already holding the single instance's data refuses it."""
+        cluster for good; a directory already holding the single instance's data refuses it.
+        ``chaos_proxy``: the gateway reaches its Redis nodes through TCP proxies that :meth:`partition` can
+        black-hole (kept for later calls; only on a stack whose gateway is not running yet, since the
+        gateway reads its configuration at start)."""
         for d in (self.run.root, self.run.secrets, self.run.logs):
             d.mkdir(parents=True, exist_ok=True)
         if postgres_ha and not self.postgres_ha:
@@ -244,10 +256,15 @@ class LocalStack:
                     "use another --run-dir for --postgres-ha"
                 )
             self.run.postgres_ha_marker.write_text("patroni\n")
+        if chaos_proxy and not self.chaos_proxy:
+            if self.record("gateway") is not None:
+                raise RuntimeError("the gateway is running without the chaos proxies: `kubernaut down` first")
+            self.run.chaos_proxy_marker.touch()
         self._write_secrets()
         self._write_service_config()
         self._start_postgres()
         self._start_gateway_group()
+        self._start_proxies()
         self._start_context_redis()
         self._wait_infrastructure(timeout)
         if services:
@@ -284,18 +301,67 @@ class LocalStack:
             self.run.context_api_tokens_file.write_text(yaml.safe_dump(tokens))
             self.run.context_api_tokens_file.chmod(0o600)
 
+    @property
+    def chaos_proxy(self) -> bool:
+        return self.run.chaos_proxy_marker.exists()
+
+    def proxy_name(self, node: str) -> str:
+        return f"proxy-{node}"
+
+    def _start_proxies(self) -> None:
+        if not self.chaos_proxy:
+            return
+        host = self.topology.host
+        for node, port in zip(self.nodes(), self.topology.proxy_ports, strict=True):
+            name = self.proxy_name(node.name)
+            if self.record(name) is None:
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "kubernaut.localstack.tcp_proxy",
+                    str(port),
+                    host,
+                    str(node.port),
+                    host,
+                ]
+                self._spawn(name, argv, marker="kubernaut.localstack.tcp_proxy " + str(port))
+        for port in self.topology.proxy_ports:
+            wait_until(partial(_listening, host, port), timeout=10, what=f"the chaos proxy on {host}:{port}")
+
+    def remove_chaos_proxy(self) -> None:
+        """Stop the chaos proxies and write the gateway's configuration without them (the gateway must
+        not be running: it would keep connecting through them)."""
+        if self.record("gateway") is not None:
+            raise RuntimeError("stop the gateway before removing the chaos proxies")
+        self.run.chaos_proxy_marker.unlink(missing_ok=True)
+        self._write_service_config()
+        self._stop([self.proxy_name(n.name) for n in self.nodes()])
+
+    def partition(self, node: str, cut: bool) -> None:
+        """Black-hole (``cut``) or heal the gateway's path to ``node`` (its chaos proxy); Sentinel and the
+        replicas still reach the node directly."""
+        if not self.chaos_proxy or not self.signal_component(
+            self.proxy_name(node), signal.SIGUSR1 if cut else signal.SIGUSR2
+        ):
+            raise RuntimeError(f"no chaos proxy in front of {node}: start the stack with `--chaos-proxy`")
+
     def _write_service_config(self) -> None:
         t = self.topology
+        redis_section: dict[str, Any] = {
+            "sentinels": [t.addr(p) for p in t.sentinel_ports],
+            "master_name": MASTER_NAME,
+            "username": redis_servers.GATEWAY_USER,
+            "password": self.redis_user_password(redis_servers.GATEWAY_USER),
+            "sentinel_password": self.redis_sentinel_password,
+        }
+        if self.chaos_proxy:
+            redis_section["address_map"] = {
+                t.addr(n.port): t.addr(p) for n, p in zip(self.nodes(), t.proxy_ports, strict=True)
+            }
         config: dict[str, Any] = {
             "gateway": {
                 "http": {"host": t.host, "port": t.gateway_http},
-                "redis": {
-                    "sentinels": [t.addr(p) for p in t.sentinel_ports],
-                    "master_name": MASTER_NAME,
-                    "username": redis_servers.GATEWAY_USER,
-                    "password": self.redis_user_password(redis_servers.GATEWAY_USER),
-                    "sentinel_password": self.redis_sentinel_password,
-                },
+                "redis": redis_section,
                 "auth": {"enabled": True, "tokens_file": str(self.run.gateway_tokens_file)},
             },
             "context_api": {
@@ -525,6 +591,7 @@ class LocalStack:
             *ALERTING,
             *SERVICES,
             *(s.name for s in self.sentinels()),
+            *(self.proxy_name(n.name) for n in self.nodes()),
             *(n.name for n in self.nodes()),
             "redis-context",
             "postgres",

@@ -35,6 +35,11 @@ class Topology:
         return tuple(self._p(p) for p in (16379, 16380, 16381))
 
     @property
+    def proxy_ports(self) -> tuple[int, ...]:
+        """The chaos proxies in front of the gateway's Redis nodes (``kubernaut up --chaos-proxy``)."""
+        return tuple(self._p(p) for p in (16479, 16480, 16481))
+
+    @property
     def sentinel_ports(self) -> tuple[int, ...]:
         return tuple(self._p(p) for p in (26379, 26380, 26381))
 
@@ -97,6 +102,11 @@ class RunDir:
     @property
     def secrets(self) -> Path:
         return self.root / "secrets"
+
+    @property
+    def chaos_proxy_marker(self) -> Path:
+        """Present when the gateway reaches its Redis nodes through the chaos proxies."""
+        return self.root / "chaos-proxy"
 
     @property
     def logs(self) -> Path:

@@ -7,6 +7,7 @@ sentinels for the current master on every new connection, so nothing assumes a f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -48,6 +49,21 @@ class RedisHandle:
                 await s.aclose()
 
 
+class _MappedSentinel(Sentinel):
+    """Connects to the master Sentinel names through ``address_map`` (e.g. a TCP proxy in the local
+    stack's chaos drills), while Sentinel itself still judges the node directly."""
+
+    def __init__(
+        self, *args: Any, address_map: dict[tuple[str, int], tuple[str, int]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._address_map = address_map
+
+    async def discover_master(self, service_name: str) -> Any:
+        address = await super().discover_master(service_name)
+        return self._address_map.get((str(address[0]), int(address[1])), address)
+
+
 def no_retry() -> Retry:
     """redis-py retries failed commands with exponential backoff by default (seconds of hidden delay);
     the services decide themselves when and how long to retry."""
@@ -71,8 +87,9 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
     if isinstance(settings, StandaloneRedis):
         client = Redis(host=settings.host, port=settings.port, **common)
         return RedisHandle(client=client, sentinel=None, settings=settings)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = _MappedSentinel(
         settings.sentinel_addresses(),
+        address_map=settings.mapped_addresses(),
         sentinel_kwargs={
             "username": settings.sentinel_username,
             "password": _secret(settings.sentinel_password),

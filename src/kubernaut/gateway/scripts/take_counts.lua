@@ -1,31 +1,58 @@
 #!lua
--- Hand the duplicate counts accumulated since the last call to one gateway instance for flushing.
--- The batch stays under the instance's own key until the next call acknowledges it (mode 1), so a
--- PostgreSQL failure retries the same batch; mode 2 acknowledges and leaves (shutdown). Batches of
--- instances silent for longer than ARGV[4] ms (crashed mid-flush) are merged back for others to flush.
+-- Hand the duplicate counts accumulated since the last call to one gateway instance as a *batch* with an
+-- id, for flushing. PostgreSQL records each applied batch id in the transaction that adds its counts, so
+-- flushing one batch twice adds it once. A batch stays the instance's own (same id, same counts) until a
+-- later call acknowledges exactly that id: an acknowledgement that names an older batch (its reply was
+-- lost and the call repeated) deletes nothing. Batches of instances silent for longer than ARGV[5] ms
+-- (crashed mid-flush), and a leaving instance's unacknowledged batch, are queued whole, id included, for
+-- the next instance without a batch: PostgreSQL then skips them if they were applied already.
 -- Also trims the open-storm index and reports its size.
--- ARGV: prefix, instance id, mode (0 keep, 1 ack, 2 ack and leave), stale after (ms).
--- Reply: {open storm windows, {request id, count, ...}}.
-local prefix, instance = ARGV[1], ARGV[2]
+-- ARGV: prefix, instance id, id of the batch acknowledged ('' none), id for a new batch (unique, from the
+-- caller), stale after (ms), leave ('1' at shutdown).
+-- Reply: {open storm windows, batch id ('' none), {request id, count, ...}}.
+-- The accumulating hash carries its id in field '_batch' (set by ingest.lua when it starts the hash).
+local prefix, instance, ack, fresh = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counts, flushers, storms = prefix .. 'counts', prefix .. 'flushers', prefix .. 'storms'
-local mine = prefix .. 'counts:' .. instance
+local orphans = prefix .. 'countbatches:orphaned'
+local function owner(who) return prefix .. 'countbatch:' .. who end
+local function batch(id) return prefix .. 'counts:' .. id end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-if ARGV[3] ~= '0' then redis.call('DEL', mine) end
-if ARGV[3] == '2' then
+local current = redis.call('GET', owner(instance))
+if current and current == ack then
+  redis.call('DEL', batch(current), owner(instance))
+  current = false
+end
+if ARGV[6] == '1' then
+  if current then
+    redis.call('RPUSH', orphans, current)
+    redis.call('DEL', owner(instance))
+  end
   redis.call('ZREM', flushers, instance)
-  return {0, {}}
+  return {0, '', {}}
 end
-for _, other in ipairs(redis.call('ZRANGEBYSCORE', flushers, '-inf', now - tonumber(ARGV[4]))) do
-  local batch = redis.call('HGETALL', prefix .. 'counts:' .. other)
-  for j = 1, #batch, 2 do redis.call('HINCRBY', counts, batch[j], batch[j + 1]) end
-  redis.call('DEL', prefix .. 'counts:' .. other)
-  redis.call('ZREM', flushers, other)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', flushers, '-inf', now - tonumber(ARGV[5]))) do
+  if other ~= instance then
+    local theirs = redis.call('GET', owner(other))
+    if theirs then
+      redis.call('RPUSH', orphans, theirs)
+      redis.call('DEL', owner(other))
+    end
+    redis.call('ZREM', flushers, other)
+  end
 end
-if redis.call('EXISTS', mine) == 0 and redis.call('EXISTS', counts) == 1 then
-  redis.call('RENAME', counts, mine)
+if not current then
+  current = redis.call('LPOP', orphans)
+  if not current and redis.call('EXISTS', counts) == 1 then
+    -- The id the ingest script gave the hash when it began; ARGV[4] for one begun without.
+    current = redis.call('HGET', counts, '_batch') or fresh
+    redis.call('RENAME', counts, batch(current))
+    redis.call('HDEL', batch(current), '_batch')
+  end
+  if current then redis.call('SET', owner(instance), current) end
 end
 redis.call('ZADD', flushers, now, instance)
 redis.call('ZREMRANGEBYSCORE', storms, '-inf', now)
-return {redis.call('ZCARD', storms), redis.call('HGETALL', mine)}
+if not current then return {redis.call('ZCARD', storms), '', {}} end
+return {redis.call('ZCARD', storms), current, redis.call('HGETALL', batch(current))}
