@@ -73,7 +73,7 @@ def test_webhook_alerts_are_all_normalised() -> None:
         b' "severity": "CRITICAL"}},'
         b'{"status": "resolved", "labels": {"alertname": "B"}}]}'
     )
-    first, second = alertmanager.parse(body, max_alerts=10)
+    first, second = alertmanager.parse(body, max_alerts=10).signals
     assert (first.name, first.namespace, first.resource, first.severity, first.firing) == (
         "A",
         "n",
@@ -95,7 +95,7 @@ def test_event_uses_the_reason_in_its_fingerprint() -> None:
         b'{"type": "Warning", "reason": "Evicted", "involvedObject": {"kind": "Pod", "name": "p"},'
         b' "metadata": {"namespace": "m"}}'
     )
-    signal = kubernetes_event.parse(body)
+    (signal,) = kubernetes_event.parse(body).signals
     assert signal.fingerprint == fingerprint("Evicted", "m", "Pod", "p")
     assert signal.severity == "critical"
 

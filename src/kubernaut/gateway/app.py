@@ -21,14 +21,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kubernaut.config import ConfigError, Settings
-from kubernaut.gateway.adapters import alertmanager, kubernetes_event
+from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
-from kubernaut.gateway.signal import Signal, SourceType
+from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
 from kubernaut.store.migrate import migrate_dsn
 
@@ -135,15 +135,24 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _rejected(self, batch: Batch, source_type: SourceType) -> None:
+        for rejection in batch.rejections:
+            self.metrics.signals_rejected.labels(source_type=source_type, reason=rejection.reason).inc()
+        batch.refuse_if_empty()
+
     async def _signals(
-        self, request: Request, route: str, source_type: SourceType, parse: Callable[[bytes], list[Signal]]
+        self, request: Request, route: str, source_type: SourceType, parse: Callable[[bytes], Batch]
     ) -> Response:
         started = time.perf_counter()
         try:
             source = self._source(request)
-            signals = parse(await self._body(request))
-            status, outcomes = await self.pipeline.ingest(signals, source_type, source)
-            response = _json_response({"signals": [o.as_json() for o in outcomes]}, status)
+            batch = parse(await self._body(request))
+            self._rejected(batch, source_type)
+            status, outcomes = await self.pipeline.ingest(batch.signals, source_type, source)
+            answers: list[dict[str, object]] = [o.as_json() for o in outcomes]
+            if batch.rejections:
+                answers = _in_request_order(batch, answers)
+            response = _json_response({"signals": answers}, status)
         except Problem as problem:
             response = problem.response(route)
         except Exception:
@@ -161,9 +170,7 @@ class Gateway:
         )
 
     async def kubernetes_event(self, request: Request) -> Response:
-        return await self._signals(
-            request, EVENT_ROUTE, "kubernetes-event", lambda body: [kubernetes_event.parse(body)]
-        )
+        return await self._signals(request, EVENT_ROUTE, "kubernetes-event", kubernetes_event.parse)
 
     async def healthz(self, _request: Request) -> Response:
         return _json_response({"status": "ok"}, 200)
@@ -176,6 +183,16 @@ class Gateway:
 
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _in_request_order(batch: Batch, taken: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The taken signals' answers and the rejections, each at its signal's index in the request."""
+    out: list[dict[str, object]] = [{} for _ in range(batch.size)]
+    for position, answer in zip(batch.positions, taken, strict=True):
+        out[position] = answer
+    for rejection in batch.rejections:
+        out[rejection.index] = rejection.as_json()
+    return out
 
 
 class WebhookFastPath:
