@@ -21,8 +21,8 @@ from kubernaut.gateway.signal import (
 )
 
 
-def test_fingerprint_is_sha256_of_the_identity() -> None:
-    expected = hashlib.sha256(b"HighCPU:shop:Pod:api-0").hexdigest()
+def test_fingerprint_is_sha256_of_the_length_prefixed_identity() -> None:
+    expected = hashlib.sha256(b"7:HighCPU4:shop3:Pod5:api-0").hexdigest()
     assert fingerprint("HighCPU", "shop", "Pod", "api-0") == expected
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.problems import Problem, unavailable
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable
-from kubernaut.gateway.signal import Signal, SourceType, environment, priority
+from kubernaut.gateway.signal import Signal, SourceType, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, RequestStore, StoreUnavailable, StormJoin, Written
 
 # Codes of the ingest script's per-signal replies (scripts/ingest.lua).
@@ -34,7 +33,7 @@ class Outcome:
 
 def storm_fingerprint(storm_type: str, name: str, namespace: str, start_ms: int) -> str:
     """One aggregated request per storm window: the window's start makes it unique."""
-    return hashlib.sha256(f"storm:{storm_type}:{name}:{namespace}:{start_ms}".encode()).hexdigest()
+    return identity_digest("storm", storm_type, name, namespace, str(start_ms))
 
 
 def script_settings(settings: GatewaySettings) -> list[int]:
