@@ -116,6 +116,21 @@ async def test_get_by_id_and_unknown_id(replicas: Replicas, db: asyncpg.Connecti
     assert r.json()["field"] == "id"
 
 
+TIMED = (
+    "/api/v1/incidents",
+    "/api/v1/aggregations/success-rate",
+    "/api/v1/aggregations/namespaces",
+    "/api/v1/aggregations/severity",
+)
+
+
+@pytest.mark.parametrize("path", TIMED)
+async def test_the_extreme_times_in_range_are_answered(replicas: Replicas, path: str) -> None:
+    a, _ = replicas
+    r = await a.get(path, since="0001-01-01T00:00:00Z", until="9999-12-31T23:59:59Z")
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
@@ -129,6 +144,14 @@ async def test_get_by_id_and_unknown_id(replicas: Replicas, db: asyncpg.Connecti
         ("/api/v1/aggregations/trend", {"days": "0"}, "days"),
         ("/api/v1/aggregations/trend", {"days": "366"}, "days"),
         ("/api/v1/aggregations/namespaces", {"namespace": "payments"}, "namespace"),
+        *(
+            (path, {name: value}, name)
+            for path in TIMED
+            for name, value in (
+                ("since", "0001-01-01T00:00:00+01:00"),
+                ("until", "9999-12-31T23:59:59-01:00"),
+            )
+        ),
     ],
 )
 async def test_bad_parameters_are_problems_naming_the_field(
@@ -256,8 +279,18 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
         ({"json": {"succeeded": True}}, 400, "action"),
         ({"json": {"action": "x", "succeeded": True, "by": "me"}}, 400, "by"),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
-        ({"content": b"action=x", "headers": {"content-type": "text/plain"}}, 415, None),
-        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, None),
+        ({"content": b"action=x", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
+        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, "body"),
+        ({"json": {"action": "restart\x00pod", "succeeded": True}}, 400, "action"),
+        ({"json": {"action": "restart_pod", "succeeded": True, "detail": "a\x00b"}}, 400, "detail"),
+        (
+            {
+                "content": b'{"action": "x\\ud800", "succeeded": true}',
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "body",
+        ),
     ]
     for kwargs, status, field in cases:
         r = await a.client.post(url, **kwargs)  # type: ignore[arg-type]

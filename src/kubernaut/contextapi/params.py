@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlencode
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -92,7 +93,10 @@ class TimeWindow(QueryModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError("out of range (years 1-9999 in UTC)") from None
 
     @field_validator("until")
     @classmethod
@@ -155,12 +159,26 @@ def parse_incident_id(raw: str) -> int:
     return int(raw)
 
 
+def _storable(value: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates: refuse them (400), do not fail the write."""
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("lone surrogates are not allowed") from None
+    return value
+
+
+Storable = Annotated[str, AfterValidator(_storable)]
+
+
 class OutcomeBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    action: Annotated[str, Field(min_length=1, max_length=200)]
+    action: Annotated[Storable, Field(min_length=1, max_length=200)]
     succeeded: StrictBool
-    detail: Annotated[str, Field(max_length=4000)] = ""
+    detail: Annotated[Storable, Field(max_length=4000)] = ""
 
     @classmethod
     def parse(cls, raw: bytes) -> OutcomeBody:

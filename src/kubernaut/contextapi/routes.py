@@ -107,14 +107,26 @@ async def trend(request: Request) -> Response:
 
 async def _read_body(request: Request) -> bytes | Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
-        return problem(415, "unsupported-media-type", "Unsupported Media Type", "send application/json")
+        return problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send application/json",
+            instance=request.url.path,
+            field="Content-Type",
+        )
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 return problem(
-                    413, "payload-too-large", "Payload Too Large", f"body exceeds {MAX_BODY_BYTES} bytes"
+                    413,
+                    "payload-too-large",
+                    "Payload Too Large",
+                    f"body exceeds {MAX_BODY_BYTES} bytes",
+                    instance=request.url.path,
+                    field="body",
                 )
             chunks.append(chunk)
     except ClientDisconnect:
