@@ -109,13 +109,17 @@ def test_auth_names_the_token_and_refuses_others(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("alertmanager: s3cret\nops: other\n")
     auth = TokenAuth(load_tokens(path))
-    assert auth.identify("Bearer s3cret") == "alertmanager"
-    assert auth.identify("bearer other") == "ops"
+    assert auth.identify(["Bearer s3cret"]) == "alertmanager"
+    assert auth.identify(["bearer other"]) == "ops"
+    assert auth.identify(["Bearer \ts3cret \t"]) == "alertmanager"
     for header, reason in [
-        (None, "missing"),
-        ("", "missing"),
-        ("Basic s3cret", "missing"),
-        ("Bearer nope", "invalid"),
+        ([], "missing"),
+        ([""], "missing"),
+        (["Basic s3cret"], "missing"),
+        (["Bearer nope"], "invalid"),
+        (["Bearer s3cret\xa0"], "invalid"),
+        (["Bearer s3cret\x85"], "invalid"),
+        (["Bearer s3cret", "Bearer s3cret"], "duplicate"),
     ]:
         with pytest.raises(AuthFailure) as err:
             auth.identify(header)

@@ -104,7 +104,7 @@ class Gateway:
         if self.auth is None:
             return request.client.host if request.client else "unknown"
         try:
-            return self.auth.identify(request.headers.get("authorization"))
+            return self.auth.identify(request.headers.getlist("authorization"))
         except AuthFailure as failure:
             self.metrics.auth_failures.labels(reason=failure.reason).inc()
             raise

@@ -72,6 +72,6 @@ class GatewayMetrics:
             self.storms_detected.labels(storm_type=storm_type)
         for mode in ("enforce", "shadow"):
             self.rate_limited.labels(mode=mode)
-        for reason in ("missing", "invalid"):
+        for reason in ("missing", "invalid", "duplicate"):
             self.auth_failures.labels(reason=reason)
         self.redis_available.set(0)
