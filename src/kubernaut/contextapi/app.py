@@ -9,16 +9,15 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kubernaut import logs
 from kubernaut.config import Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
-from kubernaut.contextapi.problems import problem
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.http_errors import http_exception, internal_error
 
 
 class _RequestMetrics:
@@ -51,17 +50,6 @@ class _RequestMetrics:
             metrics.request_duration.labels(name).observe(time.perf_counter() - start)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return problem(
-        exc.status_code,
-        "http-error",
-        exc.detail if isinstance(exc.detail, str) else "error",
-        f"{request.method} {request.url.path}: {exc.detail}",
-        instance=request.url.path,
-    )
-
-
 def create_app(settings: Settings) -> Starlette:
     """One replica: its own L2, metrics registry, pools; opened and closed by the ASGI lifespan."""
     metrics = ContextApiMetrics()
@@ -80,15 +68,18 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             ParamError: routes.param_error,
-            HTTPException: _http_error,
+            HTTPException: http_exception,
+            Exception: internal_error,
             **dict.fromkeys(queries.STORE_ERRORS, routes.store_error),
         },
     )
+    app.router.redirect_slashes = False  # a trailing slash is a 404 problem, not a redirect
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
 
 
 def serve(settings: Settings) -> None:
+    logs.configure()
     http = settings.context_api.http
     uvicorn.run(
         create_app(settings),
@@ -97,4 +88,5 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
     )

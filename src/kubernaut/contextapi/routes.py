@@ -31,6 +31,7 @@ from kubernaut.contextapi.runtime import ContextApi
 Q = TypeVar("Q", bound=QueryModel)
 MAX_BODY_BYTES = 64 * 1024
 JSON = "application/json"
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _api(request: Request) -> ContextApi:
@@ -130,7 +131,8 @@ async def _read_body(request: Request) -> bytes | Response:
                 )
             chunks.append(chunk)
     except ClientDisconnect:
-        return Response(status_code=400)
+        # Not the service's failure, and nobody is left to answer: counted as nginx's 499.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return b"".join(chunks)
 
 

@@ -15,11 +15,13 @@ import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from kubernaut import logs
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
@@ -30,6 +32,7 @@ from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
+from kubernaut.http_errors import http_exception, internal_error
 from kubernaut.store.migrate import migrate_dsn
 
 log = structlog.get_logger("kubernaut.gateway")
@@ -37,6 +40,7 @@ log = structlog.get_logger("kubernaut.gateway")
 PROMETHEUS_ROUTE = "/api/v1/signals/prometheus"
 EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
 _STARTUP_TIMEOUT_S = 30.0
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _json_response(body: object, status: int) -> Response:
@@ -155,6 +159,10 @@ class Gateway:
             response = _json_response({"signals": answers}, status)
         except Problem as problem:
             response = problem.response(route)
+        except ClientDisconnect:
+            # Not the gateway's failure: nothing was taken, nobody is left to answer (nginx's 499).
+            log.info("client disconnected before sending its whole body", route=route)
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error", route=route)
             response = Problem(
@@ -230,7 +238,9 @@ def create_app(settings: Settings) -> Starlette:
             route("/metrics", gateway.metrics_endpoint, "GET"),
         ],
         lifespan=gateway.lifespan,
+        exception_handlers={HTTPException: http_exception, Exception: internal_error},
     )
+    app.router.redirect_slashes = False  # /healthz/ is a 404 problem, not a redirect
     app.state.gateway = gateway
     return app
 
@@ -243,14 +253,7 @@ def fast_path(app: Starlette) -> WebhookFastPath:
 
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn (uvloop + httptools) on ``gateway.http`` until SIGTERM/SIGINT."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ]
-    )
+    logs.configure()
     app = create_app(settings)
     http = settings.gateway.http
     uvicorn.run(
@@ -262,6 +265,7 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
         server_header=False,
         proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
     )
