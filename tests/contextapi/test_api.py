@@ -140,6 +140,7 @@ async def test_the_extreme_times_in_range_are_answered(replicas: Replicas, path:
         ("/api/v1/incidents", {"phase": "resolved"}, "phase"),
         ("/api/v1/incidents", {"since": "last tuesday"}, "since"),
         ("/api/v1/incidents", {"namepsace": "payments"}, "namepsace"),
+        ("/api/v1/incidents", {"": "x"}, "(unnamed)"),
         ("/api/v1/aggregations/success-rate", {"until": "2020-13-45"}, "until"),
         ("/api/v1/aggregations/trend", {"days": "0"}, "days"),
         ("/api/v1/aggregations/trend", {"days": "366"}, "days"),

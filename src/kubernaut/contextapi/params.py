@@ -49,10 +49,13 @@ class ParamError(Exception):
         return self.problems[0][0]
 
 
+UNNAMED = "(unnamed)"  # a parameter or key whose name is empty ("?=x")
+
+
 def _problems(err: ValidationError, where: str | None = None) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or (where or "body")
+        loc = ".".join(str(p) or UNNAMED for p in e["loc"]) or (where or "body")
         msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
         out.append((loc, msg))
     return out
@@ -67,7 +70,7 @@ class QueryModel(BaseModel):
         values: dict[str, str] = {}
         for name, value in items:
             if name in values:
-                raise ParamError([(name, "given more than once")])
+                raise ParamError([(name or UNNAMED, "given more than once")])
             values[name] = value
         try:
             return cls.model_validate(values)
