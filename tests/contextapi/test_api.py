@@ -110,7 +110,7 @@ async def test_get_by_id_and_unknown_id(replicas: Replicas, db: asyncpg.Connecti
     r = await a.get(f"/api/v1/incidents/{unknown}")
     assert r.status_code == 404
     assert r.headers["content-type"] == PROBLEM
-    assert r.json()["status"] == 404
+    assert (r.json()["status"], r.json()["field"]) == (404, "id")
     r = await a.get("/api/v1/incidents/abc")
     assert r.status_code == 400
     assert r.json()["field"] == "id"

@@ -41,7 +41,9 @@ def _api(request: Request) -> ContextApi:
 
 def _not_found(request: Request, headers: dict[str, str] | None = None) -> Response:
     detail = f"no incident with id {request.path_params['id']}"
-    return problem(404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers)
+    return problem(
+        404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers, field="id"
+    )
 
 
 async def _l3(api: ContextApi, name: str, run: Callable[[queries.Conn], Awaitable[Any]]) -> Any:
