@@ -54,8 +54,9 @@ async def test_poison_alert_is_rejected_and_the_good_one_stored(
     assert good["outcome"] == "created"
     rows = await fetch_rows(stack, "SELECT id FROM remediation_requests WHERE signal_name = $1", name)
     assert [r["id"] for r in rows] == [good["request_id"]]
-    after = _metric((await gw.get("/metrics")).text, "gateway_signals_rejected_total", reason="too_long")
-    assert after == before + 1
+    text = (await gw.get("/metrics")).text
+    assert _metric(text, "gateway_signals_rejected_total", reason="too_long") == before + 1
+    assert _metric(text, "gateway_signals_received_total", source_type="prometheus", outcome="rejected") == 1
 
 
 def _with(field: str, value: str, name: str) -> dict[str, Any]:

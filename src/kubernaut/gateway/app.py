@@ -142,6 +142,10 @@ class Gateway:
     def _rejected(self, batch: Batch, source_type: SourceType) -> None:
         for rejection in batch.rejections:
             self.metrics.signals_rejected.labels(source_type=source_type, reason=rejection.reason).inc()
+        if batch.rejections:
+            self.metrics.signals.labels(source_type=source_type, outcome="rejected").inc(
+                len(batch.rejections)
+            )
         batch.refuse_if_empty()
 
     async def _signals(
