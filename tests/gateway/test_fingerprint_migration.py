@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -9,12 +10,15 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from kubernaut.gateway.pipeline import storm_fingerprint
-from kubernaut.gateway.signal import fingerprint
+from kubernaut.gateway.signal import fingerprint, identity_digest
 from kubernaut.localstack import LocalStack
-from kubernaut.store.migrate import available, migrate
+from kubernaut.store.migrate import available, migrate, migrate_dsn
+from tests.fuzz.conftest import Db
 from tests.gateway.helpers import PROMETHEUS, alert, in_process, isolated, webhook
 
 COLLIDING = (("job:disk_full:ratio", "prod"), ("job", "disk_full:ratio:prod"))
@@ -134,3 +138,27 @@ async def test_requests_open_before_the_upgrade_keep_deduplicating(stack: LocalS
         assert (same["outcome"], same["request_id"]) == ("duplicate", old_id)
         assert other["outcome"] == "created"
         assert other["request_id"] != old_id
+
+
+_PARTS = st.lists(
+    st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])), min_size=1, max_size=5
+)
+
+
+@pytest.mark.stack
+def test_sql_and_python_digests_agree(stack: LocalStack) -> None:
+    """Migration 030's SQL digest is the gateway's, on any text PostgreSQL can hold."""
+    asyncio.run(migrate_dsn(stack.postgres_dsn))
+    db = Db(stack.postgres_dsn)
+    try:
+
+        @settings(max_examples=200, derandomize=True, deadline=None, database=None)
+        @given(parts=_PARTS)
+        def agree(parts: list[str]) -> None:
+            assert db.val("SELECT kubernaut_identity_digest(VARIADIC $1::text[])", parts) == identity_digest(
+                *parts
+            )
+
+        agree()
+    finally:
+        db.close()
