@@ -110,10 +110,25 @@ async def test_get_by_id_and_unknown_id(replicas: Replicas, db: asyncpg.Connecti
     r = await a.get(f"/api/v1/incidents/{unknown}")
     assert r.status_code == 404
     assert r.headers["content-type"] == PROBLEM
-    assert r.json()["status"] == 404
+    assert (r.json()["status"], r.json()["field"]) == (404, "id")
     r = await a.get("/api/v1/incidents/abc")
     assert r.status_code == 400
     assert r.json()["field"] == "id"
+
+
+TIMED = (
+    "/api/v1/incidents",
+    "/api/v1/aggregations/success-rate",
+    "/api/v1/aggregations/namespaces",
+    "/api/v1/aggregations/severity",
+)
+
+
+@pytest.mark.parametrize("path", TIMED)
+async def test_the_extreme_times_in_range_are_answered(replicas: Replicas, path: str) -> None:
+    a, _ = replicas
+    r = await a.get(path, since="0001-01-01T00:00:00Z", until="9999-12-31T23:59:59Z")
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(
@@ -125,10 +140,19 @@ async def test_get_by_id_and_unknown_id(replicas: Replicas, db: asyncpg.Connecti
         ("/api/v1/incidents", {"phase": "resolved"}, "phase"),
         ("/api/v1/incidents", {"since": "last tuesday"}, "since"),
         ("/api/v1/incidents", {"namepsace": "payments"}, "namepsace"),
+        ("/api/v1/incidents", {"": "x"}, "(unnamed)"),
         ("/api/v1/aggregations/success-rate", {"until": "2020-13-45"}, "until"),
         ("/api/v1/aggregations/trend", {"days": "0"}, "days"),
         ("/api/v1/aggregations/trend", {"days": "366"}, "days"),
         ("/api/v1/aggregations/namespaces", {"namespace": "payments"}, "namespace"),
+        *(
+            (path, {name: value}, name)
+            for path in TIMED
+            for name, value in (
+                ("since", "0001-01-01T00:00:00+01:00"),
+                ("until", "9999-12-31T23:59:59-01:00"),
+            )
+        ),
     ],
 )
 async def test_bad_parameters_are_problems_naming_the_field(
@@ -256,8 +280,18 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
         ({"json": {"succeeded": True}}, 400, "action"),
         ({"json": {"action": "x", "succeeded": True, "by": "me"}}, 400, "by"),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
-        ({"content": b"action=x", "headers": {"content-type": "text/plain"}}, 415, None),
-        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, None),
+        ({"content": b"action=x", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
+        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, "body"),
+        ({"json": {"action": "restart\x00pod", "succeeded": True}}, 400, "action"),
+        ({"json": {"action": "restart_pod", "succeeded": True, "detail": "a\x00b"}}, 400, "detail"),
+        (
+            {
+                "content": b'{"action": "x\\ud800", "succeeded": true}',
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "body",
+        ),
     ]
     for kwargs, status, field in cases:
         r = await a.client.post(url, **kwargs)  # type: ignore[arg-type]

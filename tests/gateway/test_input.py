@@ -91,14 +91,33 @@ async def test_malformed_webhooks_are_400_naming_the_field(
     assert await _state(stack, settings, "x") == before
 
 
-async def test_a_bad_alert_rejects_the_whole_batch(
+async def test_a_bad_alert_is_rejected_alone(
     stack: LocalStack, settings: Settings, gw: httpx.AsyncClient
 ) -> None:
     name = unique("Batch")
     bad = alert(name, pod="b")
     del bad["labels"]["alertname"]
     resp = await gw.post(PROMETHEUS, json=webhook(alert(name, pod="a"), bad))
-    assert _problem(resp, 400)["field"] == "alerts[1].labels.alertname"
+    assert resp.status_code == 201, resp.text
+    good, rejected = resp.json()["signals"]
+    assert good["outcome"] == "created"
+    assert rejected["outcome"] == "rejected"
+    assert (rejected["field"], rejected["reason"]) == ("alerts[1].labels.alertname", "invalid")
+    assert (await _state(stack, settings, name))[0] == 1
+
+
+async def test_a_batch_with_nothing_to_take_is_400(
+    stack: LocalStack, settings: Settings, gw: httpx.AsyncClient
+) -> None:
+    name = unique("AllBad")
+    first, second = alert(name, pod="a"), alert(name, pod="b")
+    del first["labels"]["alertname"]
+    second["labels"]["alertname"] = "x" * 1025
+    body = _problem(await gw.post(PROMETHEUS, json=webhook(first, second)), 400)
+    assert body["field"] == "alerts[0].labels.alertname"
+    errors = body["errors"]
+    assert isinstance(errors, list)
+    assert [e["field"] for e in errors] == ["alerts[0].labels.alertname", "alerts[1].labels.alertname"]
     assert await _state(stack, settings, name) == (0, [])
 
 

@@ -95,14 +95,28 @@ async def test_shadow_mode_lets_requests_pass_and_counts_them(stack: LocalStack)
     assert 'gateway_rate_limited_total{mode="enforce"} 0.0' in metrics
 
 
-@pytest.mark.parametrize(("header", "reason"), [(None, "missing"), ("Bearer wrong-token", "invalid")])
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ([], "missing"),
+        ([b"Bearer wrong-token"], "invalid"),
+        # Issue 13 item 5: a second header is refused whichever comes first; only SP/HTAB are stripped.
+        ([b"Bearer GOOD", b"Bearer wrong-token"], "duplicate"),
+        ([b"Bearer wrong-token", b"Bearer GOOD"], "duplicate"),
+        ([b"Bearer GOOD\xa0"], "invalid"),
+        ([b"Bearer GOOD\x85"], "invalid"),
+        ([b"Bearer \xa0GOOD"], "invalid"),
+    ],
+)
 async def test_missing_or_wrong_token_is_401_and_writes_nothing(
-    stack: LocalStack, header: str | None, reason: str
+    stack: LocalStack, values: list[bytes], reason: str
 ) -> None:
     name = unique("NoAuth")
     settings = isolated(stack)
+    assert stack.gateway_token
+    good = stack.gateway_token.encode()
     async with in_process(settings, None) as gw:
-        headers = {"Authorization": header} if header else {}
+        headers = [(b"authorization", v.replace(b"GOOD", good)) for v in values]
         resp = await gw.post(PROMETHEUS, json=webhook(alert(name)), headers=headers)
         metrics = (await gw.get("/metrics")).text
     assert resp.status_code == 401
@@ -112,6 +126,16 @@ async def test_missing_or_wrong_token_is_401_and_writes_nothing(
     assert await _requests(stack, name) == []
     assert await _dedup_keys(stack, settings.gateway.key_prefix) == []
     assert f'gateway_auth_failures_total{{reason="{reason}"}} 1.0' in metrics
+
+
+async def test_the_token_may_be_padded_with_http_whitespace(stack: LocalStack) -> None:
+    assert stack.gateway_token
+    async with in_process(isolated(stack), None) as gw:
+        header = b"Bearer \t" + stack.gateway_token.encode() + b" \t"
+        resp = await gw.post(
+            PROMETHEUS, json=webhook(alert(unique("Pad"))), headers=[(b"authorization", header)]
+        )
+    assert resp.status_code == 201, resp.text
 
 
 async def test_auth_off_uses_the_client_address_as_source(stack: LocalStack) -> None:

@@ -21,8 +21,8 @@ from kubernaut.gateway.signal import (
 )
 
 
-def test_fingerprint_is_sha256_of_the_identity() -> None:
-    expected = hashlib.sha256(b"HighCPU:shop:Pod:api-0").hexdigest()
+def test_fingerprint_is_sha256_of_the_length_prefixed_identity() -> None:
+    expected = hashlib.sha256(b"7:HighCPU4:shop3:Pod5:api-0").hexdigest()
     assert fingerprint("HighCPU", "shop", "Pod", "api-0") == expected
 
 
@@ -73,7 +73,7 @@ def test_webhook_alerts_are_all_normalised() -> None:
         b' "severity": "CRITICAL"}},'
         b'{"status": "resolved", "labels": {"alertname": "B"}}]}'
     )
-    first, second = alertmanager.parse(body, max_alerts=10)
+    first, second = alertmanager.parse(body, max_alerts=10).signals
     assert (first.name, first.namespace, first.resource, first.severity, first.firing) == (
         "A",
         "n",
@@ -95,7 +95,7 @@ def test_event_uses_the_reason_in_its_fingerprint() -> None:
         b'{"type": "Warning", "reason": "Evicted", "involvedObject": {"kind": "Pod", "name": "p"},'
         b' "metadata": {"namespace": "m"}}'
     )
-    signal = kubernetes_event.parse(body)
+    (signal,) = kubernetes_event.parse(body).signals
     assert signal.fingerprint == fingerprint("Evicted", "m", "Pod", "p")
     assert signal.severity == "critical"
 
@@ -109,13 +109,17 @@ def test_auth_names_the_token_and_refuses_others(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("alertmanager: s3cret\nops: other\n")
     auth = TokenAuth(load_tokens(path))
-    assert auth.identify("Bearer s3cret") == "alertmanager"
-    assert auth.identify("bearer other") == "ops"
+    assert auth.identify(["Bearer s3cret"]) == "alertmanager"
+    assert auth.identify(["bearer other"]) == "ops"
+    assert auth.identify(["Bearer \ts3cret \t"]) == "alertmanager"
     for header, reason in [
-        (None, "missing"),
-        ("", "missing"),
-        ("Basic s3cret", "missing"),
-        ("Bearer nope", "invalid"),
+        ([], "missing"),
+        ([""], "missing"),
+        (["Basic s3cret"], "missing"),
+        (["Bearer nope"], "invalid"),
+        (["Bearer s3cret\xa0"], "invalid"),
+        (["Bearer s3cret\x85"], "invalid"),
+        (["Bearer s3cret", "Bearer s3cret"], "duplicate"),
     ]:
         with pytest.raises(AuthFailure) as err:
             auth.identify(header)

@@ -9,18 +9,16 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubernaut import production, tls
+from kubernaut import logs, production, tls
 from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
-from kubernaut.contextapi.problems import problem
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.http_errors import http_exception, internal_error
 
 
 class _RequestMetrics:
@@ -53,17 +51,6 @@ class _RequestMetrics:
             metrics.request_duration.labels(name).observe(time.perf_counter() - start)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return problem(
-        exc.status_code,
-        "http-error",
-        exc.detail if isinstance(exc.detail, str) else "error",
-        f"{request.method} {request.url.path}: {exc.detail}",
-        instance=request.url.path,
-    )
-
-
 def create_app(settings: Settings) -> Starlette:
     """One replica: its own L2, metrics registry, pools; opened and closed by the ASGI lifespan."""
     production.check(settings, "context_api")
@@ -89,10 +76,12 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             ParamError: routes.param_error,
-            HTTPException: _http_error,
+            HTTPException: http_exception,
+            Exception: internal_error,
             **dict.fromkeys(queries.STORE_ERRORS, routes.store_error),
         },
     )
+    app.router.redirect_slashes = False  # a trailing slash is a 404 problem, not a redirect
     if check is not None:
 
         def refused(reason: str) -> None:
@@ -104,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def serve(settings: Settings) -> None:
+    logs.configure()
     http = settings.context_api.http
     uvicorn.run(
         create_app(settings),
@@ -112,5 +102,6 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
         **tls.uvicorn_options(http),
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlencode
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,10 +49,13 @@ class ParamError(Exception):
         return self.problems[0][0]
 
 
+UNNAMED = "(unnamed)"  # a parameter or key whose name is empty ("?=x")
+
+
 def _problems(err: ValidationError, where: str | None = None) -> list[tuple[str, str]]:
     out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or (where or "body")
+        loc = ".".join(str(p) or UNNAMED for p in e["loc"]) or (where or "body")
         msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
         out.append((loc, msg))
     return out
@@ -66,7 +70,7 @@ class QueryModel(BaseModel):
         values: dict[str, str] = {}
         for name, value in items:
             if name in values:
-                raise ParamError([(name, "given more than once")])
+                raise ParamError([(name or UNNAMED, "given more than once")])
             values[name] = value
         try:
             return cls.model_validate(values)
@@ -92,7 +96,10 @@ class TimeWindow(QueryModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError("out of range (years 1-9999 in UTC)") from None
 
     @field_validator("until")
     @classmethod
@@ -155,12 +162,26 @@ def parse_incident_id(raw: str) -> int:
     return int(raw)
 
 
+def _storable(value: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates: refuse them (400), do not fail the write."""
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("lone surrogates are not allowed") from None
+    return value
+
+
+Storable = Annotated[str, AfterValidator(_storable)]
+
+
 class OutcomeBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    action: Annotated[str, Field(min_length=1, max_length=200)]
+    action: Annotated[Storable, Field(min_length=1, max_length=200)]
     succeeded: StrictBool
-    detail: Annotated[str, Field(max_length=4000)] = ""
+    detail: Annotated[Storable, Field(max_length=4000)] = ""
 
     @classmethod
     def parse(cls, raw: bytes) -> OutcomeBody:

@@ -31,6 +31,7 @@ from kubernaut.contextapi.runtime import ContextApi
 Q = TypeVar("Q", bound=QueryModel)
 MAX_BODY_BYTES = 64 * 1024
 JSON = "application/json"
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _api(request: Request) -> ContextApi:
@@ -40,7 +41,9 @@ def _api(request: Request) -> ContextApi:
 
 def _not_found(request: Request, headers: dict[str, str] | None = None) -> Response:
     detail = f"no incident with id {request.path_params['id']}"
-    return problem(404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers)
+    return problem(
+        404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers, field="id"
+    )
 
 
 async def _l3(
@@ -109,18 +112,31 @@ async def trend(request: Request) -> Response:
 
 async def _read_body(request: Request) -> bytes | Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
-        return problem(415, "unsupported-media-type", "Unsupported Media Type", "send application/json")
+        return problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send application/json",
+            instance=request.url.path,
+            field="Content-Type",
+        )
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY_BYTES:
                 return problem(
-                    413, "payload-too-large", "Payload Too Large", f"body exceeds {MAX_BODY_BYTES} bytes"
+                    413,
+                    "payload-too-large",
+                    "Payload Too Large",
+                    f"body exceeds {MAX_BODY_BYTES} bytes",
+                    instance=request.url.path,
+                    field="body",
                 )
             chunks.append(chunk)
     except ClientDisconnect:
-        return Response(status_code=400)
+        # Not the service's failure, and nobody is left to answer: counted as nginx's 499.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return b"".join(chunks)
 
 

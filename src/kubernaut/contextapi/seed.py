@@ -3,7 +3,7 @@
 Incidents spread over the last ``days`` days (fewer at weekends) across production, staging and
 development namespaces, from Prometheus alerts and Kubernetes events, with the actions an operator or an
 AI would take and success rates that differ per action and environment. Rows follow the gateway's rules:
-fingerprint = SHA-256 of ``name:namespace:kind:resource``, priority from severity x environment, and at most
+fingerprint as the gateway computes it, priority from severity x environment, and at most
 one open request per fingerprint (fingerprints already open in the database are never opened again).
 Everything goes in with COPY in one transaction.
 """
@@ -21,6 +21,7 @@ import asyncpg
 import orjson
 
 from kubernaut.contextapi.queries import Conn
+from kubernaut.gateway.signal import fingerprint as gateway_fingerprint
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def priority(severity: str, environment: str) -> str:
 
 
 def fingerprint(name: str, namespace: str, kind: str, resource: str) -> str:
-    return hashlib.sha256(f"{name}:{namespace}:{kind}:{resource}".encode()).hexdigest()
+    return gateway_fingerprint(name, namespace, kind, resource)
 
 
 @dataclass

@@ -15,22 +15,24 @@ import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kubernaut import production, tls
+from kubernaut import logs, production, tls
 from kubernaut.config import ConfigError, Settings
-from kubernaut.gateway.adapters import alertmanager, kubernetes_event
+from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
-from kubernaut.gateway.signal import Signal, SourceType
+from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
+from kubernaut.http_errors import http_exception, internal_error
 from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger("kubernaut.gateway")
@@ -38,6 +40,7 @@ log = structlog.get_logger("kubernaut.gateway")
 PROMETHEUS_ROUTE = "/api/v1/signals/prometheus"
 EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
 _STARTUP_TIMEOUT_S = 30.0
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _json_response(body: object, status: int) -> Response:
@@ -107,7 +110,7 @@ class Gateway:
         if self.auth is None:
             return request.client.host if request.client else "unknown"
         try:
-            return self.auth.identify(request.headers.get("authorization"))
+            return self.auth.identify(request.headers.getlist("authorization"))
         except AuthFailure as failure:
             self.metrics.auth_failures.labels(reason=failure.reason).inc()
             raise
@@ -138,17 +141,34 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _rejected(self, batch: Batch, source_type: SourceType) -> None:
+        for rejection in batch.rejections:
+            self.metrics.signals_rejected.labels(source_type=source_type, reason=rejection.reason).inc()
+        if batch.rejections:
+            self.metrics.signals.labels(source_type=source_type, outcome="rejected").inc(
+                len(batch.rejections)
+            )
+        batch.refuse_if_empty()
+
     async def _signals(
-        self, request: Request, route: str, source_type: SourceType, parse: Callable[[bytes], list[Signal]]
+        self, request: Request, route: str, source_type: SourceType, parse: Callable[[bytes], Batch]
     ) -> Response:
         started = time.perf_counter()
         try:
             source = self._source(request)
-            signals = parse(await self._body(request))
-            status, outcomes = await self.pipeline.ingest(signals, source_type, source)
-            response = _json_response({"signals": [o.as_json() for o in outcomes]}, status)
+            batch = parse(await self._body(request))
+            self._rejected(batch, source_type)
+            status, outcomes = await self.pipeline.ingest(batch.signals, source_type, source)
+            answers: list[dict[str, object]] = [o.as_json() for o in outcomes]
+            if batch.rejections:
+                answers = _in_request_order(batch, answers)
+            response = _json_response({"signals": answers}, status)
         except Problem as problem:
             response = problem.response(route)
+        except ClientDisconnect:
+            # Not the gateway's failure: nothing was taken, nobody is left to answer (nginx's 499).
+            log.info("client disconnected before sending its whole body", route=route)
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error", route=route)
             response = Problem(
@@ -161,11 +181,11 @@ class Gateway:
         max_alerts = self.settings.gateway.max_alerts_per_request
         truncated: list[alertmanager.Webhook] = []
 
-        def parse(body: bytes) -> list[Signal]:
+        def parse(body: bytes) -> Batch:
             hook = alertmanager.parse_webhook(body, max_alerts)
             if hook.truncated:
                 truncated.append(hook)
-            return hook.signals
+            return hook.batch
 
         response = await self._signals(request, PROMETHEUS_ROUTE, "prometheus", parse)
         if truncated and response.status_code < 300:  # a refused webhook is retried: count it once
@@ -179,15 +199,13 @@ class Gateway:
         log.warning(
             "alertmanager truncated a webhook; raise the receiver's max_alerts",
             truncated_alerts=hook.truncated,
-            received_alerts=len(hook.signals),
+            received_alerts=hook.batch.size,
             receiver=hook.receiver,
             group_key=hook.group_key,
         )
 
     async def kubernetes_event(self, request: Request) -> Response:
-        return await self._signals(
-            request, EVENT_ROUTE, "kubernetes-event", lambda body: [kubernetes_event.parse(body)]
-        )
+        return await self._signals(request, EVENT_ROUTE, "kubernetes-event", kubernetes_event.parse)
 
     async def healthz(self, _request: Request) -> Response:
         return _json_response({"status": "ok"}, 200)
@@ -200,6 +218,16 @@ class Gateway:
 
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _in_request_order(batch: Batch, taken: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The taken signals' answers and the rejections, each at its signal's index in the request."""
+    out: list[dict[str, object]] = [{} for _ in range(batch.size)]
+    for position, answer in zip(batch.positions, taken, strict=True):
+        out[position] = answer
+    for rejection in batch.rejections:
+        out[rejection.index] = rejection.as_json()
+    return out
 
 
 class WebhookFastPath:
@@ -237,7 +265,9 @@ def create_app(settings: Settings) -> Starlette:
             route("/metrics", gateway.metrics_endpoint, "GET"),
         ],
         lifespan=gateway.lifespan,
+        exception_handlers={HTTPException: http_exception, Exception: internal_error},
     )
+    app.router.redirect_slashes = False  # /healthz/ is a 404 problem, not a redirect
     app.state.gateway = gateway
     return app
 
@@ -250,14 +280,7 @@ def fast_path(app: Starlette) -> WebhookFastPath:
 
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn (uvloop + httptools) on ``gateway.http`` until SIGTERM/SIGINT."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ]
-    )
+    logs.configure()
     app = create_app(settings)
     http = settings.gateway.http
     uvicorn.run(
@@ -269,6 +292,7 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="info",
+        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
         server_header=False,
         proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
         **tls.uvicorn_options(http),

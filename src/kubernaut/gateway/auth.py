@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import yaml
 
 from kubernaut.config import ConfigError
 from kubernaut.gateway.problems import Problem
+from kubernaut.http_auth import CredentialError, CredentialFailure, match_token, presented_token
 
-FailureReason = Literal["missing", "invalid"]
+_DETAILS: dict[CredentialFailure, str] = {
+    "missing": "an Authorization: Bearer token is required",
+    "invalid": "unknown token",
+    "duplicate": "more than one Authorization header",
+}
 
 
 class AuthFailure(Problem):
-    def __init__(self, reason: FailureReason) -> None:
-        detail = "an Authorization: Bearer token is required" if reason == "missing" else "unknown token"
+    def __init__(self, reason: CredentialFailure) -> None:
         super().__init__(
             401,
             "unauthorized",
             "Unauthorized",
-            detail,
+            _DETAILS[reason],
+            field="Authorization",
             headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
         )
-        self.reason: FailureReason = reason
+        self.reason: CredentialFailure = reason
 
 
 def load_tokens(path: Path) -> dict[str, bytes]:
@@ -47,18 +51,9 @@ class TokenAuth:
     def __init__(self, tokens: dict[str, bytes]) -> None:
         self._tokens = list(tokens.items())
 
-    def identify(self, authorization: str | None) -> str:
-        """The token's name; raise AuthFailure. Every token is compared, in constant time each."""
-        if not authorization:
-            raise AuthFailure("missing")
-        scheme, _, presented = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise AuthFailure("missing")
-        candidate = presented.strip().encode()
-        found = None
-        for name, token in self._tokens:
-            if hmac.compare_digest(candidate, token):
-                found = name
-        if found is None:
-            raise AuthFailure("invalid")
-        return found
+    def identify(self, authorization: Sequence[str]) -> str:
+        """The token's name from the request's ``Authorization`` header values; raise AuthFailure."""
+        try:
+            return match_token(presented_token(authorization), self._tokens)
+        except CredentialError as err:
+            raise AuthFailure(err.reason) from None

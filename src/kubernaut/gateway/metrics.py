@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("created", "duplicate", "storm_opened", "storm_aggregated", "resolved")
 SOURCE_TYPES = ("prometheus", "kubernetes-event")
+REJECTION_REASONS = ("invalid", "nul", "too_long")  # kubernaut.gateway.limits.Rejection.reason
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -16,6 +17,12 @@ class GatewayMetrics:
             "gateway_signals_received",
             "Signals by source and outcome",
             ["source_type", "outcome"],
+            registry=r,
+        )
+        self.signals_rejected = Counter(
+            "gateway_signals_rejected",
+            "Signals rejected alone (the rest of their request taken, or refused when none was left)",
+            ["source_type", "reason"],
             registry=r,
         )
         self.http_requests = Counter(
@@ -68,6 +75,9 @@ class GatewayMetrics:
         self.signal_children = {
             (s, o): self.signals.labels(source_type=s, outcome=o) for s in SOURCE_TYPES for o in OUTCOMES
         }
+        for s in SOURCE_TYPES:
+            for reason in REJECTION_REASONS:
+                self.signals_rejected.labels(source_type=s, reason=reason)
         for kind in ("single", "storm"):
             self.requests_created.labels(kind=kind)
         for storm_type in ("rate", "pattern"):
@@ -76,6 +86,6 @@ class GatewayMetrics:
             self.rate_limited.labels(mode=mode)
         for result in ("applied", "already_applied"):
             self.count_batches.labels(result=result)
-        for reason in ("missing", "invalid"):
+        for reason in ("missing", "invalid", "duplicate"):
             self.auth_failures.labels(reason=reason)
         self.redis_available.set(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import time
@@ -17,7 +16,7 @@ from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.problems import Problem, unavailable
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
-from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, priority
+from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
 
 log = structlog.get_logger("kubernaut.gateway.pipeline")
@@ -45,7 +44,7 @@ class Outcome:
 
 def storm_fingerprint(storm_type: str, name: str, namespace: str, start_ms: int) -> str:
     """One aggregated request per storm window: the window's start makes it unique."""
-    return hashlib.sha256(f"storm:{storm_type}:{name}:{namespace}:{start_ms}".encode()).hexdigest()
+    return identity_digest("storm", storm_type, name, namespace, str(start_ms))
 
 
 def script_settings(settings: GatewaySettings) -> list[int]:

@@ -23,9 +23,19 @@ DEFAULT_NAMESPACE = "default"
 UNKNOWN_ENVIRONMENT = "unknown"
 
 
+def identity_digest(*parts: str) -> str:
+    """SHA-256 (hex) of ``parts``, each as ``<UTF-8 byte length>:<bytes>``: injective, unlike a join on a
+    separator the parts may contain. Migration 030 computes the same in SQL (kubernaut_identity_digest)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode()
+        digest.update(b"%d:%b" % (len(data), data))
+    return digest.hexdigest()
+
+
 def fingerprint(name: str, namespace: str, kind: str, resource_name: str) -> str:
-    """SHA-256 of the signal identity ``name:namespace:kind:resource`` (name = alertname or event reason)."""
-    return hashlib.sha256(f"{name}:{namespace}:{kind}:{resource_name}".encode()).hexdigest()
+    """The signal identity's digest (name = alertname or event reason)."""
+    return identity_digest(name, namespace, kind, resource_name)
 
 
 @dataclass(slots=True, frozen=True)

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubernaut.gateway.adapters import Batch
+from kubernaut.gateway.limits import (
+    MAX_KIND_BYTES,
+    MAX_NAME_BYTES,
+    MAX_NAMESPACE_BYTES,
+    MAX_RESOURCE_NAME_BYTES,
+    over_limit,
+)
 from kubernaut.gateway.problems import from_validation_error, invalid, refuse_nul
 from kubernaut.gateway.signal import DEFAULT_NAMESPACE, Signal, fingerprint
 
@@ -35,7 +43,8 @@ class _Event(_Loose):
     metadata: _Metadata = Field(default_factory=_Metadata)
 
 
-def parse(body: bytes) -> Signal:
+def parse(body: bytes) -> Batch:
+    """The event as a batch of one: a value over its limit is the batch's rejection."""
     try:
         event = _Event.model_validate_json(body)
     except ValidationError as err:
@@ -51,9 +60,23 @@ def parse(body: bytes) -> Signal:
             ("metadata", {"namespace": event.metadata.namespace}),
         ],
     )
+    ns_field = "involvedObject.namespace" if obj.namespace else "metadata.namespace"
     namespace = obj.namespace or event.metadata.namespace or DEFAULT_NAMESPACE
+    batch = Batch(1)
+    rejected = over_limit(
+        0,
+        [
+            ("reason", event.reason, MAX_NAME_BYTES),
+            (ns_field, namespace, MAX_NAMESPACE_BYTES),
+            ("involvedObject.kind", obj.kind, MAX_KIND_BYTES),
+            ("involvedObject.name", obj.name, MAX_RESOURCE_NAME_BYTES),
+        ],
+    )
+    if rejected:
+        batch.rejections.append(rejected)
+        return batch
     labels = {"reason": event.reason, "kind": obj.kind, "name": obj.name, "namespace": namespace}
-    return Signal(
+    signal = Signal(
         source_type="kubernetes-event",
         name=event.reason,
         firing=True,
@@ -65,3 +88,5 @@ def parse(body: bytes) -> Signal:
         annotations={"message": event.message} if event.message else {},
         fingerprint=fingerprint(event.reason, namespace, obj.kind, obj.name),
     )
+    batch.take(0, signal)
+    return batch

@@ -1,0 +1,41 @@
+"""kubernaut.logs: stdlib records (asyncpg, uvicorn) and structlog events alike are one JSON line each."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import structlog
+
+from kubernaut import logs
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure(stream=out)
+    try:
+        yield out
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+        structlog.reset_defaults()
+
+
+def test_a_library_traceback_stays_inside_one_json_line(stream: io.StringIO) -> None:
+    try:
+        raise ConnectionError("connection lost\nwhile reading")
+    except ConnectionError:
+        logging.getLogger("asyncpg.pool").exception("pool failure")
+    structlog.get_logger("kubernaut.test").info("own event", key="v")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (orjson.loads(line) for line in lines)
+    assert (first["event"], first["level"], first["logger"]) == ("pool failure", "error", "asyncpg.pool")
+    assert "Traceback" in first["exception"]
+    assert "while reading" in first["exception"]
+    assert (second["event"], second["key"]) == ("own event", "v")
