@@ -21,9 +21,9 @@ from kubernaut.localstack.topology import (
 # patterns there are the services' prefixes, here every key (tests give each run a prefix of its own).
 _CONNECT = "+ping +select +client|setname"  # redis-py's CLIENT SETINFO may fail: it ignores that
 GATEWAY_COMMANDS = (
-    f"-@all {_CONNECT} +evalsha +script|load +get +set +sadd "
-    "+del +exists +getdel +getex +hgetall +hincrby +hmget +hset +pexpire +rename +time "
-    "+zadd +zcard +zcount +zrangebyscore +zrem +zremrangebyrank +zremrangebyscore"
+    f"-@all {_CONNECT} +evalsha +script|load +get +set +sadd +wait "
+    "+del +exists +getdel +getex +hdel +hget +hgetall +hincrby +hmget +hset +hsetnx +pexpire +rename +time "
+    "+lpop +rpush +zadd +zcard +zcount +zrangebyscore +zrem +zremrangebyrank +zremrangebyscore"
 )
 CONTEXT_API_COMMANDS = (
     f"-@all {_CONNECT} +evalsha +eval +script|load +get +mget +set +sadd +smembers +scan +expire "
