@@ -6,13 +6,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kubernaut import httpserver
 from kubernaut.config import Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.metrics import ContextApiMetrics
@@ -89,12 +89,6 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def serve(settings: Settings) -> None:
-    http = settings.context_api.http
-    uvicorn.run(
-        create_app(settings),
-        host=http.host,
-        port=http.port,
-        lifespan="on",
-        access_log=False,
-        log_level="info",
+    httpserver.run(
+        create_app(settings), settings.context_api.http, problem_type_base="urn:kubernaut:problem:"
     )

@@ -1,8 +1,18 @@
-"""Prometheus metrics (names fixed by the shared contracts), one registry per app instance."""
+"""Prometheus metrics (names fixed by the shared contracts), one registry per app instance.
+
+With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set before the worker imports
+prometheus_client), every process writes its values to files there and ``/metrics`` sums them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OUTCOMES = ("created", "duplicate", "storm_opened", "storm_aggregated", "resolved")
 SOURCE_TYPES = ("prometheus", "kubernetes-event")
@@ -28,8 +38,12 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        # Every live worker must reach the master for the service to: the least of them.
         self.redis_available = Gauge(
-            "gateway_redis_available", "1 while the Redis master answers", registry=r
+            "gateway_redis_available",
+            "1 while the Redis master answers",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.redis_master_changes = Counter(
             "gateway_redis_master_changes", "Redis master changes seen", registry=r
@@ -42,7 +56,10 @@ class GatewayMetrics:
         self.storms_detected = Counter(
             "gateway_storms_detected", "Storm requests opened", ["storm_type"], registry=r
         )
-        self.storm_windows_open = Gauge("gateway_storm_windows_open", "Open storm windows", registry=r)
+        # A count read from Redis by whichever worker flushed last.
+        self.storm_windows_open = Gauge(
+            "gateway_storm_windows_open", "Open storm windows", registry=r, multiprocess_mode="livemostrecent"
+        )
         self.alerts_aggregated = Counter(
             "gateway_alerts_aggregated", "Alerts folded into a storm request", registry=r
         )
@@ -65,3 +82,28 @@ class GatewayMetrics:
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason=reason)
         self.redis_available.set(0)
+
+    def render(self) -> bytes:
+        """The exposition text: this process's registry, or every worker's when multiprocess."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live-gauge files of worker processes that no longer exist (killed, not stopped)."""
+    pids = {path.stem.rsplit("_", 1)[-1] for path in Path(directory).glob("gauge_live*_*.db")}
+    for pid in pids:
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def release_worker() -> None:
+    """At a worker's exit: its live gauges leave the merged view."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
