@@ -257,20 +257,26 @@ def _worker_app(settings: Settings, parent: int) -> WebhookFastPath:
     return fast_path(create_app(settings))
 
 
+def _empty(directory: str) -> None:
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+
+
 def serve(settings: Settings) -> None:
     """Run the gateway on ``gateway.http`` until SIGTERM/SIGINT: one process, or ``gateway.http.workers``
     processes on one listening socket with their metrics merged through a per-run directory."""
     _configure_logging()
     http = settings.gateway.http
     workers = http.workers or httpserver.default_workers()
-    app = create_app(settings)  # in the parent too: a configuration error stops here, with one line
-    if workers == 1:
-        httpserver.run(fast_path(app), http, problem_type_base=PROBLEM_TYPE_BASE)
-        return
     given = os.environ.get(MULTIPROC_ENV)
+    if workers == 1:
+        if given:
+            _empty(given)
+        httpserver.run(fast_path(create_app(settings)), http, problem_type_base=PROBLEM_TYPE_BASE)
+        return
+    create_app(settings)  # in the parent too: a configuration error stops here, with one line
     directory = given or tempfile.mkdtemp(prefix="kubernaut-gateway-metrics-")
-    for stale in Path(directory).glob("*.db"):  # a previous run's values are not this run's
-        stale.unlink()
+    _empty(directory)  # a previous run's values, and what the check above wrote, are not this run's
     os.environ[MULTIPROC_ENV] = directory
     try:
         httpserver.run(

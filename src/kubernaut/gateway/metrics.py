@@ -16,6 +16,16 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OUTCOMES = ("created", "duplicate", "storm_opened", "storm_aggregated", "resolved")
 SOURCE_TYPES = ("prometheus", "kubernetes-event")
+REDIS_ERROR_KINDS = (
+    "connection",
+    "timeout",
+    "master_not_found",
+    "readonly",
+    "noreplicas",
+    "masterdown",
+    "loading",
+    "tryagain",
+)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -81,6 +91,9 @@ class GatewayMetrics:
             self.rate_limited.labels(mode=mode)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason=reason)
+        # Zero series from the start: the merged multiprocess view lists only series with a value.
+        for kind in REDIS_ERROR_KINDS:
+            self.redis_errors.labels(kind=kind)
         self.redis_available.set(0)
 
     def render(self) -> bytes:
