@@ -260,6 +260,15 @@ def bench(
     port_offset: int = typer.Option(
         300, "--port-offset", envvar="KUBERNAUT_BENCH_PORT_OFFSET", help="Shift every port of its stack."
     ),
+    gateway_workers: int | None = typer.Option(
+        None,
+        "--gateway-workers",
+        min=1,
+        help="gateway-ingest: worker processes per gateway [default: its own].",
+    ),
+    gateway_instances: int = typer.Option(
+        1, "--gateway-instances", min=1, max=4, help="gateway-ingest: gateway processes sharing the port."
+    ),
 ) -> None:
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
     from kubernaut.bench import BENCHMARKS
@@ -269,6 +278,9 @@ def bench(
 
     if name not in BENCHMARKS:
         raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    scaled = gateway_workers is not None or gateway_instances != 1
+    if scaled and name != "gateway-ingest":
+        raise fail("--gateway-workers and --gateway-instances apply to gateway-ingest only")
     results = results or bench_report.find_results_file(Path.cwd())
     if results is None:
         raise fail("no benchmarks/ directory here: run from the repository or pass --results FILE")
@@ -278,7 +290,14 @@ def bench(
         err_console.print(f"[dim]{msg}[/]", highlight=False)
 
     try:
-        report = BENCHMARKS[name](stack, quick=quick, log=progress)
+        if scaled:
+            from kubernaut.bench import gateway_ingest
+            from kubernaut.bench.gateway_target import Scale
+
+            scale = Scale(workers=gateway_workers, instances=gateway_instances)
+            report = gateway_ingest.run(stack, quick=quick, log=progress, scale=scale)
+        else:
+            report = BENCHMARKS[name](stack, quick=quick, log=progress)
     except (BenchError, TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
     finally:

@@ -50,6 +50,8 @@ class HttpSettings(Section):
 class GatewayHttpSettings(HttpSettings):
     # Worker processes sharing the port; unset: one per core the gateway may run on.
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    # SO_REUSEPORT: several gateway instances (not workers of one) may listen on one port.
+    reuse_port: bool = False
 
 
 class RedisTimeouts(Section):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -51,6 +52,34 @@ class ServerConfig(uvicorn.Config):
 
 class _HeadTooLarge(Exception):
     pass
+
+
+class _HeadHoldingTransport:
+    """The transport as one response sees it: the head is held until the body's first write, so both
+    leave in one write (one syscall, one TCP segment) where uvicorn would make two."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self._held = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            self.write(b"")
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -192,6 +221,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._arm(self._limits.body_timeout_s, self._body_timed_out)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            held = _HeadHoldingTransport(self.transport)
+            cycle.transport = cast(asyncio.Transport, held)
+            complete = cycle.on_response
+
+            def on_response() -> None:
+                held.flush()  # a HEAD answer: no body write followed its head
+                complete()
+
+            cycle.on_response = on_response
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -205,6 +245,24 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _listen(host: str, port: int, *, reuse_port: bool, backlog: int) -> socket.socket:
+    """The listening socket, bound before any worker starts; with ``reuse_port`` another process
+    (a second gateway instance) may bind the same port and the kernel spreads connections over both."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def run(
     app: Any,
     http: HttpSettings,
@@ -212,9 +270,10 @@ def run(
     problem_type_base: str,
     workers: int = 1,
     factory: bool = False,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve ``app`` on ``http`` until SIGTERM/SIGINT. With ``workers`` > 1, ``app`` is an import string
-    (each worker process imports it) and the workers share one listening socket."""
+    """Serve ``app`` on ``http`` until SIGTERM/SIGINT. With ``workers`` > 1, ``app`` must pickle (each
+    worker process loads it; ``factory`` builds the app there) and the workers share one listening socket."""
     config = ServerConfig(
         app,
         limits=HttpLimits.of(http, problem_type_base),
@@ -231,13 +290,13 @@ def run(
         factory=factory,
     )
     server = uvicorn.Server(config)
-    if workers > 1:
-        sock = config.bind_socket()
-        try:
+    sock = _listen(http.host, http.port, reuse_port=reuse_port, backlog=config.backlog)
+    try:
+        if workers > 1:
             Multiprocess(config, sockets=[sock]).run()
-        finally:
-            sock.close()
-        return
-    server.run()
+            return
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     if not server.started:
         raise SystemExit(3)  # uvicorn's start-up failure status

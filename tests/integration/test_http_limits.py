@@ -129,3 +129,25 @@ async def test_keep_alive_requests_each_get_their_own_head_time(quick_gateway: t
             await asyncio.sleep(0.6)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("service", ["gateway", "context-api"])
+async def test_pipelined_get_head_get_are_answered_in_order(
+    services: dict[str, tuple[str, int]], service: str
+) -> None:
+    # Each response's head is held until its body's write (one write per response): a HEAD answer has
+    # no body write, so its head must still leave, in order, before the next answer.
+    host, port = services[service]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = b"HEAD /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+        writer.write(get("/healthz") + head + get("/healthz", b"Connection: close"))
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(-1), 10)
+    finally:
+        writer.close()
+    assert raw.count(b"HTTP/1.1 200 OK\r\n") == 3
+    first, second, third = raw.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert first.endswith(b"}")  # a body
+    assert second.endswith(b"\r\n\r\n")  # HEAD: a head only
+    assert third.endswith(b"}")

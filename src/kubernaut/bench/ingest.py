@@ -28,6 +28,8 @@ class IngestTarget:
     encode: Encoder
     headers: tuple[str, ...] = ()  # "Name: value", as wrk's --header takes them
     redis: tuple[str, int] | None = None  # the Redis it works on, to count its commands per alert
+    # After the load: (alerts acknowledged, alerts possibly taken but unanswered) -> what was stored, checked
+    verify: Callable[[int, int], str] | None = None
 
 
 TargetFactory = Callable[[], AbstractContextManager[IngestTarget]]
@@ -58,6 +60,7 @@ class IngestRow:
     paced_at_per_s: float | None = None  # set for a latency row measured at a fixed request rate
     redis_commands_per_alert: float | None = None
     ratio_to_alertmanager: float | None = None
+    check: str | None = None  # the target's own check of what it stored (IngestTarget.verify)
 
     @property
     def headline(self) -> str:
@@ -102,7 +105,13 @@ def measure(
     alerts = result.requests * shape.alerts_per_request
     # Requests in flight at the end and background work (count flushes) make this a slight overestimate.
     per_alert = (command_calls(*target.redis) - calls_before) / alerts if target.redis and alerts else None
+    check = None
+    if target.verify is not None:
+        answered = len(bodies) + result.requests - result.non_2xx
+        unanswered = load.connections + result.socket_errors
+        check = target.verify(answered * shape.alerts_per_request, unanswered * shape.alerts_per_request)
     return IngestRow(
+        check=check,
         target=target.name,
         shape=shape.name,
         mix=mix,

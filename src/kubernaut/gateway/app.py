@@ -272,7 +272,12 @@ def serve(settings: Settings) -> None:
     if workers == 1:
         if given:
             _empty(given)
-        httpserver.run(fast_path(create_app(settings)), http, problem_type_base=PROBLEM_TYPE_BASE)
+        httpserver.run(
+            fast_path(create_app(settings)),
+            http,
+            problem_type_base=PROBLEM_TYPE_BASE,
+            reuse_port=http.reuse_port,
+        )
         return
     create_app(settings)  # in the parent too: a configuration error stops here, with one line
     directory = given or tempfile.mkdtemp(prefix="kubernaut-gateway-metrics-")
@@ -285,6 +290,7 @@ def serve(settings: Settings) -> None:
             problem_type_base=PROBLEM_TYPE_BASE,
             workers=workers,
             factory=True,
+            reuse_port=http.reuse_port,
         )
     finally:
         if given is None:
