@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-_COUNTED = """
-SELECT coalesce(sum(CASE WHEN is_storm THEN storm_alert_count ELSE occurrence_count END), 0)
-FROM remediation_requests
-"""
+# A storm request's occurrence_count takes every alert it aggregated and their repeats;
+# storm_alert_count only its distinct members.
+_COUNTED = "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests"
 _DUPLICATE_OPEN = """
 SELECT count(*) FROM (
     SELECT fingerprint FROM remediation_requests
