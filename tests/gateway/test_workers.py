@@ -197,3 +197,49 @@ async def test_workers_die_with_a_killed_parent(stack: LocalStack, tmp_path: Pat
         pids = workers.pids()
         stop(workers.parent, sig=signal.SIGKILL)
         wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=30, what="the workers to exit")
+
+
+async def test_two_instances_share_a_port_with_reuse_port_and_count_exactly(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """Two independent gateway processes (as two pods would be, but on one port: SO_REUSEPORT)."""
+    name = unique("TwoInstances")
+    port = stack.topology.gateway_http + 124
+    env = {"KUBERNAUT_GATEWAY__HTTP__WORKERS": "1", "KUBERNAUT_GATEWAY__HTTP__REUSE_PORT": "true"}
+    env |= {"KUBERNAUT_GATEWAY__HTTP__PORT": str(port), "KUBERNAUT_GATEWAY__RATE_LIMIT__MODE": "off"}
+    argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
+    url = f"http://{stack.topology.host}:{port}"
+    records = []
+    try:
+        for i in (1, 2):
+            log = stack.run.log(f"gateway-instance-{i}")
+            records.append(
+                spawn(
+                    f"gateway-instance-{i}",
+                    argv,
+                    marker="-m kubernaut gateway",
+                    log=log,
+                    env={**os.environ, **env},
+                )
+            )
+            wait_until(
+                lambda log=log: "Application startup complete" in log.read_text(errors="replace"),  # type: ignore[misc]
+                timeout=60,
+                interval=0.1,
+                what="an instance's start",
+            )
+        async with _client(url, stack.gateway_token) as gw:
+            assert (await gw.post(PROMETHEUS, json=webhook(alert(name)))).status_code == 201
+            # New connections, spread by the kernel over both listening sockets (a frozen instance would
+            # still be handed its share, so which one serves is not forced here).
+            replies = await asyncio.gather(
+                *(gw.post(PROMETHEUS, json=webhook(alert(name))) for _ in range(10))
+            )
+            assert [r.status_code for r in replies] == [202] * 10
+        assert all(_alive(r.pid) for r in records)
+        await asyncio.wait_for(_until_count(stack, name, 11), timeout=20)
+    finally:
+        for record in records:
+            stop(record, sig=signal.SIGTERM)
+    rows = await _requests(stack, name)
+    assert [r["occurrence_count"] for r in rows] == [11]
