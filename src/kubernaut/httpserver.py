@@ -9,10 +9,12 @@ its timeout, and RFC 7807 bodies instead of uvicorn's text/plain 400.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import httptools
@@ -240,9 +242,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
+def cpu_quota(cpu_max: str) -> int | None:
+    """Whole cores allowed by a cgroup v2 ``cpu.max`` line (``"<quota> <period>"`` or ``"max ..."``)."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
 def default_workers() -> int:
-    """One worker per core this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """One worker per core this process may run on: its CPU affinity, capped by its cgroup's CPU limit
+    (a container sees every core of its node but may be allowed only a few)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota = cpu_quota(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except OSError:
+        quota = None
+    return min(cores, quota) if quota else cores
 
 
 def _listen(host: str, port: int, *, reuse_port: bool, backlog: int) -> socket.socket:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from kubernaut.httpserver import _HeadHoldingTransport
+from kubernaut.httpserver import _HeadHoldingTransport, cpu_quota
 
 
 class _Recorder:
@@ -57,3 +57,11 @@ def test_100_continue_is_not_held() -> None:
     held, out = _held()
     held.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert out.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+
+
+def test_cpu_quota_from_cgroup_cpu_max() -> None:
+    assert cpu_quota("max 100000\n") is None
+    assert cpu_quota("200000 100000\n") == 2
+    assert cpu_quota("50000 100000") == 1  # half a core still needs one worker
+    assert cpu_quota("150000 100000") == 2
+    assert cpu_quota("garbage") is None
