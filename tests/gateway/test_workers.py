@@ -243,3 +243,28 @@ async def test_two_instances_share_a_port_with_reuse_port_and_count_exactly(
             stop(record, sig=signal.SIGTERM)
     rows = await _requests(stack, name)
     assert [r["occurrence_count"] for r in rows] == [11]
+
+
+def test_a_worker_that_cannot_start_stops_the_gateway(stack: LocalStack, tmp_path: Path) -> None:
+    # PostgreSQL unreachable: each worker's start-up fails; the gateway must exit, not restart them forever.
+    env = {
+        "KUBERNAUT_GATEWAY__HTTP__WORKERS": "2",
+        "KUBERNAUT_GATEWAY__HTTP__PORT": str(stack.topology.gateway_http + 125),
+        "KUBERNAUT_POSTGRES__DSN": "postgresql://nobody@127.0.0.1:1/nothing",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
+    log = stack.run.log("gateway-no-postgres")
+    record = spawn(
+        "gateway-no-postgres", argv, marker="-m kubernaut gateway", log=log, env={**os.environ, **env}
+    )
+    try:
+        wait_until(
+            lambda: os.waitpid(record.pid, os.WNOHANG)[0] == record.pid,
+            timeout=60,
+            interval=0.2,
+            what="the gateway to give up",
+        )
+        assert "failed to start" in log.read_text(errors="replace")
+    finally:
+        stop(record, sig=signal.SIGTERM)
