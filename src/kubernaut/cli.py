@@ -283,6 +283,15 @@ def bench(
         "--postgres-ha",
         help="Its stack's PostgreSQL as the Patroni cluster (Context-API reads a standby).",
     ),
+    gateway_workers: int | None = typer.Option(
+        None,
+        "--gateway-workers",
+        min=1,
+        help="gateway-ingest: worker processes per gateway [default: its own].",
+    ),
+    gateway_instances: int = typer.Option(
+        1, "--gateway-instances", min=1, max=4, help="gateway-ingest: gateway processes sharing the port."
+    ),
 ) -> None:
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
     from kubernaut.bench import BENCHMARKS
@@ -292,6 +301,9 @@ def bench(
 
     if name not in BENCHMARKS:
         raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    scaled = gateway_workers is not None or gateway_instances != 1
+    if scaled and name != "gateway-ingest":
+        raise fail("--gateway-workers and --gateway-instances apply to gateway-ingest only")
     results = results or bench_report.find_results_file(Path.cwd())
     if results is None:
         raise fail("no benchmarks/ directory here: run from the repository or pass --results FILE")
@@ -304,7 +316,14 @@ def bench(
         if postgres_ha:
             progress("starting the Patroni cluster")
             stack.up(services=False, postgres_ha=True, timeout=120)
-        report = BENCHMARKS[name](stack, quick=quick, log=progress)
+        if scaled:
+            from kubernaut.bench import gateway_ingest
+            from kubernaut.bench.gateway_target import Scale
+
+            scale = Scale(workers=gateway_workers, instances=gateway_instances)
+            report = gateway_ingest.run(stack, quick=quick, log=progress, scale=scale)
+        else:
+            report = BENCHMARKS[name](stack, quick=quick, log=progress)
     except (BenchError, TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{name}: {err} (logs in {stack.run.logs})") from None
     finally:

@@ -51,6 +51,17 @@ class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 8080
     tls: ServerTls | None = None
+    # A request line plus headers past this size gets 431; a head or body slower than its timeout, 408.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1048576)] = 16384
+    header_timeout_s: PositiveSeconds = 10.0
+    body_timeout_s: PositiveSeconds = 30.0
+
+
+class GatewayHttpSettings(HttpSettings):
+    # Worker processes sharing the port; unset: one per core the gateway may run on.
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    # SO_REUSEPORT: several gateway instances (not workers of one) may listen on one port.
+    reuse_port: bool = False
 
 
 class RedisTimeouts(Section):
@@ -196,7 +207,7 @@ class AuthSettings(Section):
 
 
 class GatewaySettings(Section):
-    http: HttpSettings = HttpSettings(port=8080)
+    http: GatewayHttpSettings = GatewayHttpSettings(port=8080)
     redis: RedisSettings = SentinelRedis(
         sentinels=["127.0.0.1:26379", "127.0.0.1:26380", "127.0.0.1:26381"], master_name="gateway-master"
     )

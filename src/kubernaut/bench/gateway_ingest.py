@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import redis
 
+from kubernaut import httpserver
 from kubernaut.bench import baseline, gateway_target
 from kubernaut.bench.ingest import IngestRow, TargetFactory, add_ratios, paced_row, throughput_rows
 from kubernaut.bench.redis_limit import EvalshaRow, evalsha
@@ -157,19 +158,22 @@ def _verdicts(rows: list[IngestRow]) -> list[str]:
     return notes
 
 
-def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchReport:
+def run(
+    stack: LocalStack, *, quick: bool, log: Callable[[str], None], scale: gateway_target.Scale | None = None
+) -> BenchReport:
+    scale = scale or gateway_target.Scale()
     load = Load(duration_s=3 if quick else 10)
     load_avg_before = os.getloadavg()[0]
     log("starting the gateway's Redis group and PostgreSQL")
     stack.up(services=False, timeout=120)
-    gateway_target.configure(stack)
+    gateway_target.configure(stack, scale)
     workdir = stack.run.component_dir("bench")
     workdir.mkdir(exist_ok=True)
 
     targets: dict[str, TargetFactory] = {"alertmanager": lambda: baseline.alertmanager(stack)}
     with_gateway = service_available("gateway")
     if with_gateway:
-        targets["gateway"] = lambda: gateway_target.gateway(stack)
+        targets["gateway"] = lambda: gateway_target.gateway(stack, scale)
     rows = throughput_rows(targets, load, workdir, log)
     pacer = "gateway" if with_gateway else "alertmanager"
     peak = next(r for r in rows if (r.target, r.shape, r.mix) == (pacer, "single", "repeat-heavy"))
@@ -196,9 +200,15 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
     ]
     if with_gateway:
         notes.append(
-            "gateway: rate limiting in shadow mode; Redis flushed and requests emptied before each row"
+            f"gateway: {scale.describe()} ({httpserver.default_workers()} usable cores); rate limiting in "
+            "shadow mode; Redis flushed and requests emptied before each row"
         )
         notes += _verdicts(rows)
+        notes += [
+            f"stored after gateway {r.shape}, {r.mix}{' paced' if r.paced_at_per_s else ''}: {r.check}"
+            for r in rows
+            if r.check is not None
+        ]
     else:
         notes.append("gateway rows: not measured (the gateway is not in this build)")
     failed = [r for r in rows if r.non_2xx or r.socket_errors]

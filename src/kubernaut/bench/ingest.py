@@ -29,6 +29,8 @@ class IngestTarget:
     headers: tuple[str, ...] = ()  # "Name: value", as wrk's --header takes them
     redis: tuple[str, int] | None = None  # the Redis it works on, to count its commands per alert
     redis_password: str | None = None
+    # After the load: (alerts acknowledged, alerts possibly taken but unanswered) -> what was stored, checked
+    verify: Callable[[int, int], str] | None = None
 
 
 TargetFactory = Callable[[], AbstractContextManager[IngestTarget]]
@@ -59,6 +61,7 @@ class IngestRow:
     paced_at_per_s: float | None = None  # set for a latency row measured at a fixed request rate
     redis_commands_per_alert: float | None = None
     ratio_to_alertmanager: float | None = None
+    check: str | None = None  # the target's own check of what it stored (IngestTarget.verify)
 
     @property
     def headline(self) -> str:
@@ -108,7 +111,13 @@ def measure(
         if target.redis and alerts
         else None
     )
+    check = None
+    if target.verify is not None:
+        answered = len(bodies) + result.requests - result.non_2xx
+        unanswered = load.connections + result.socket_errors
+        check = target.verify(answered * shape.alerts_per_request, unanswered * shape.alerts_per_request)
     return IngestRow(
+        check=check,
         target=target.name,
         shape=shape.name,
         mix=mix,

@@ -6,12 +6,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubernaut import logs, production, tls
+from kubernaut import httpserver, logs, production
 from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
@@ -94,14 +93,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def serve(settings: Settings) -> None:
     logs.configure()
-    http = settings.context_api.http
-    uvicorn.run(
-        create_app(settings),
-        host=http.host,
-        port=http.port,
-        lifespan="on",
-        access_log=False,
-        log_level="info",
-        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
-        **tls.uvicorn_options(http),
+    httpserver.run(
+        create_app(settings), settings.context_api.http, problem_type_base="urn:kubernaut:problem:"
     )

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import os
+import shutil
+import signal
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -21,12 +26,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kubernaut import logs, production, tls
+from kubernaut import httpserver, logs, production
 from kubernaut.config import ConfigError, Settings
 from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
-from kubernaut.gateway.metrics import GatewayMetrics
+from kubernaut.gateway.metrics import MULTIPROC_ENV, GatewayMetrics, forget_dead_workers, release_worker
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
@@ -41,6 +46,7 @@ PROMETHEUS_ROUTE = "/api/v1/signals/prometheus"
 EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
 _STARTUP_TIMEOUT_S = 30.0
 CLIENT_CLOSED_REQUEST = 499
+PROBLEM_TYPE_BASE = "urn:kubernaut:gateway:problem:"  # as gateway/problems.py's answers
 
 
 def _json_response(body: object, status: int) -> Response:
@@ -85,6 +91,7 @@ class Gateway:
             await self.flusher.final()
         await self.redis.close()
         await self.store.close()
+        release_worker()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -217,7 +224,7 @@ class Gateway:
         return _json_response(body, 200 if ready else 503)
 
     async def metrics_endpoint(self, _request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _in_request_order(batch: Batch, taken: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -278,22 +285,55 @@ def fast_path(app: Starlette) -> WebhookFastPath:
     return WebhookFastPath(app, {PROMETHEUS_ROUTE: gateway.prometheus, EVENT_ROUTE: gateway.kubernetes_event})
 
 
-def serve(settings: Settings) -> None:
-    """Run the gateway with uvicorn (uvloop + httptools) on ``gateway.http`` until SIGTERM/SIGINT."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_app(settings: Settings, parent: int) -> WebhookFastPath:
+    """Run in each worker process (uvicorn's app factory): stop with the parent, however it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
     logs.configure()
-    app = create_app(settings)
+    forget_dead_workers(os.environ[MULTIPROC_ENV])
+    return fast_path(create_app(settings))
+
+
+def _empty(directory: str) -> None:
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway on ``gateway.http`` until SIGTERM/SIGINT: one process, or ``gateway.http.workers``
+    processes on one listening socket with their metrics merged through a per-run directory."""
+    logs.configure()
     http = settings.gateway.http
-    uvicorn.run(
-        fast_path(app),
-        host=http.host,
-        port=http.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="info",
-        log_config=None,  # uvicorn's records go through logs.configure's JSON handler
-        server_header=False,
-        proxy_headers=False,  # the rate-limit source is the peer address; forwarded headers could fake it
-        **tls.uvicorn_options(http),
-    )
+    workers = http.workers or httpserver.default_workers()
+    given = os.environ.get(MULTIPROC_ENV)
+    if workers == 1:
+        if given:
+            _empty(given)
+        httpserver.run(
+            fast_path(create_app(settings)),
+            http,
+            problem_type_base=PROBLEM_TYPE_BASE,
+            reuse_port=http.reuse_port,
+        )
+        return
+    create_app(settings)  # in the parent too: a configuration error stops here, with one line
+    directory = given or tempfile.mkdtemp(prefix="kubernaut-gateway-metrics-")
+    _empty(directory)  # a previous run's values, and what the check above wrote, are not this run's
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        httpserver.run(
+            functools.partial(_worker_app, settings, os.getpid()),
+            http,
+            problem_type_base=PROBLEM_TYPE_BASE,
+            workers=workers,
+            factory=True,
+            reuse_port=http.reuse_port,
+        )
+    finally:
+        if given is None:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,12 +1,34 @@
-"""Prometheus metrics (names fixed by the shared contracts), one registry per app instance."""
+"""Prometheus metrics (names fixed by the shared contracts), one registry per app instance.
+
+With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set before the worker imports
+prometheus_client), every process writes its values to files there and ``/metrics`` sums them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 OUTCOMES = ("created", "duplicate", "storm_opened", "storm_aggregated", "resolved")
 SOURCE_TYPES = ("prometheus", "kubernetes-event")
 REJECTION_REASONS = ("invalid", "nul", "too_long")  # kubernaut.gateway.limits.Rejection.reason
+REDIS_ERROR_KINDS = (
+    "connection",
+    "timeout",
+    "master_not_found",
+    "readonly",
+    "noreplicas",
+    "masterdown",
+    "loading",
+    "tryagain",
+    "unreplicated",
+    "unanswered",
+)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -35,8 +57,12 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        # Every live worker must reach the master for the service to: the least of them.
         self.redis_available = Gauge(
-            "gateway_redis_available", "1 while the Redis master answers", registry=r
+            "gateway_redis_available",
+            "1 while the Redis master answers",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.redis_master_changes = Counter(
             "gateway_redis_master_changes", "Redis master changes seen", registry=r
@@ -49,7 +75,10 @@ class GatewayMetrics:
         self.storms_detected = Counter(
             "gateway_storms_detected", "Storm requests opened", ["storm_type"], registry=r
         )
-        self.storm_windows_open = Gauge("gateway_storm_windows_open", "Open storm windows", registry=r)
+        # A count read from Redis by whichever worker flushed last.
+        self.storm_windows_open = Gauge(
+            "gateway_storm_windows_open", "Open storm windows", registry=r, multiprocess_mode="livemostrecent"
+        )
         self.count_batches = Counter(
             "gateway_count_batches_flushed",
             "Duplicate-count batches flushed to PostgreSQL (already_applied: offered again, added nothing)",
@@ -88,4 +117,32 @@ class GatewayMetrics:
             self.count_batches.labels(result=result)
         for reason in ("missing", "invalid", "duplicate"):
             self.auth_failures.labels(reason=reason)
+        # Zero series from the start: the merged multiprocess view lists only series with a value.
+        for kind in REDIS_ERROR_KINDS:
+            self.redis_errors.labels(kind=kind)
         self.redis_available.set(0)
+
+    def render(self) -> bytes:
+        """The exposition text: this process's registry, or every worker's when multiprocess."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live-gauge files of worker processes that no longer exist (killed, not stopped)."""
+    pids = {path.stem.rsplit("_", 1)[-1] for path in Path(directory).glob("gauge_live*_*.db")}
+    for pid in pids:
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def release_worker() -> None:
+    """At a worker's exit: its live gauges leave the merged view."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]

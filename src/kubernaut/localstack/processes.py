@@ -50,7 +50,11 @@ def _reap(pid: int) -> None:
 
 def is_alive(record: ProcessRecord) -> bool:
     cmd = _cmdline(record.pid)
-    if cmd is None or record.marker not in cmd:
+    if cmd is None:
+        return False
+    # Empty while the kernel is still setting up a just-exec'd program's arguments (Popen returns
+    # once exec began): alive, unless it is a zombie (checked below).
+    if cmd and record.marker not in cmd:
         return False
     if _is_zombie(record.pid):
         _reap(record.pid)

@@ -554,6 +554,10 @@ class LocalStack:
         """Start one service (``gateway`` or ``context-api``) unless running; wait for /readyz."""
         if self.record(name) is None:
             env = {**os.environ, "KUBERNAUT_CONFIG": str(self.run.config_file)}
+            if name == "gateway":  # its worker processes' metrics, merged; emptied at each start
+                metrics = self.run.component_dir("gateway-metrics")
+                metrics.mkdir(exist_ok=True)
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
             argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
             marker = f"-m kubernaut {name}"
             self._spawn(name, argv, marker=marker, env=env)
