@@ -28,17 +28,18 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 
 from kubernaut.gateway.signal import fingerprint
 from kubernaut.localstack import LocalStack
-from tests.gateway.helpers import PROMETHEUS, alert, gateway_process, webhook
+from tests.gateway.helpers import EVENTS, PROMETHEUS, alert, event, gateway_process, webhook
 from tests.gateway.ledger_model import LedgerModel, ModelAlert, ModelRequest
 
 pytestmark = pytest.mark.stack
 
-EXAMPLES = int(os.environ.get("KUBERNAUT_MODEL_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("KUBERNAUT_MODEL_EXAMPLES", "50"))
 STEPS = int(os.environ.get("KUBERNAUT_MODEL_STEPS", "30"))
 SECONDS = float(os.environ.get("KUBERNAUT_MODEL_SECONDS", "0"))  # > 0: repeat runs for this long
 
 PATTERN_THRESHOLD, RATE_THRESHOLD = 3, 6
 NAMES = ("Cpu", "Mem", "Disk")
+REASONS = ("BackOff", "OOMKilled")  # Kubernetes event reasons: signal names of their own
 PODS = tuple(f"p{i}" for i in range(8))
 DAY = "86400"  # storm and dedup windows far longer than an example: the model has no clock
 FLUSH_WAIT_S = 20.0
@@ -147,6 +148,14 @@ def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
             Tally.steps += len(batches)
             for batch, resp in zip(batches, asyncio.run(post_all()), strict=True):
                 self._check_answer(batch, resp)
+            self._check_postgres()
+
+        @rule(reason=st.sampled_from(REASONS), pod=st.sampled_from(PODS))
+        def kubernetes_event(self, reason: str, pod: str) -> None:
+            """A Warning event: a firing signal of the group (namespace, reason)."""
+            Tally.steps += 1
+            resp = self.client.post(EVENTS, json=event(reason, name=pod, namespace=self.ns))
+            self._check_answer([(reason, pod, "", True)], resp)
             self._check_postgres()
 
         @rule(data=st.data())

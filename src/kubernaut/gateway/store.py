@@ -207,9 +207,6 @@ class Phase:
     storms: dict[str, StormJoin] = field(default_factory=dict)
     resolves: dict[str, datetime | None] = field(default_factory=dict)  # fingerprint -> alert's end
 
-    def __bool__(self) -> bool:
-        return bool(self.singles or self.storms or self.resolves)
-
 
 @dataclass(slots=True)
 class Written:
