@@ -125,11 +125,17 @@ async def run_chaos(
             )
             for i in range(SENDERS)
         ]
+        nemesis_error: dict[str, Any] | None = None
         try:
             for fault in plan:
                 if progress is not None:
                     progress(f"{fault.at_s:7.1f} s  {fault.kind} (hold {fault.hold_s} s)")
-                applied.append(await asyncio.to_thread(chaos_nemesis.apply, stack, fault, t0))
+                try:
+                    applied.append(await asyncio.to_thread(chaos_nemesis.apply, stack, fault, t0))
+                except (RuntimeError, TimeoutError, OSError) as err:
+                    # The stack did not heal: stop faulting, still audit what was recorded.
+                    nemesis_error = {"kind": "heal_failed", "fault": fault.as_json(), "error": str(err)}
+                    break
             rest = t0 + duration_s - time.monotonic()
             await asyncio.sleep(max(rest, TAIL_S if plan else 0.0))
         finally:
@@ -144,6 +150,8 @@ async def run_chaos(
     findings, duplicates = await _settled_audit(stack.postgres_dsn, namespace, events, settle_until)
     violations = list(findings.violations)
     violations += [{"kind": "sender_crashed", "error": repr(e)} for e in errors]
+    if nemesis_error is not None:
+        violations.append(nemesis_error)
     other = [e for e in events if e.other_error]
     violations += [{"kind": "error_answer", "event": e.as_json()} for e in other]
     if duplicates:

@@ -36,9 +36,19 @@ class AppliedFault:
         }
 
 
+_HEAL_ATTEMPTS = 3
+
+
 def _heal(stack: LocalStack) -> None:
-    """Restart whatever is down and wait until the group is whole and both services are ready."""
-    stack.up(timeout=HEAL_TIMEOUT_S)
+    """Restart whatever is down and wait until the group is whole and both services are ready. A start
+    that failed (e.g. a process judged gone while it was starting) is tried again: up() is idempotent."""
+    for attempt in range(_HEAL_ATTEMPTS):
+        try:
+            stack.up(timeout=HEAL_TIMEOUT_S)
+            break
+        except (RuntimeError, TimeoutError):
+            if attempt == _HEAL_ATTEMPTS - 1:
+                raise
     wait_until(stack.group_ready, timeout=HEAL_TIMEOUT_S, interval=0.2, what="the Redis group to heal")
 
 

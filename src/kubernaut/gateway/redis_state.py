@@ -130,6 +130,8 @@ class RedisState:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         timeouts = settings.redis.timeouts
+        # Only a Sentinel group has replicas to wait for; a standalone Redis (no failover) answers alone.
+        self._replicas = isinstance(settings.redis, SentinelRedis)
         self._pipeline = AutoPipeline(
             self._pool,
             timeouts.connect_s + timeouts.socket_s,
@@ -188,9 +190,10 @@ class RedisState:
         acknowledge them."""
         deadline = time.monotonic() + self.settings.failover_retry_budget_s
         command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
+        replicate = script.replicate and self._replicas
         while True:
             try:
-                reply = await self._pipeline.execute(command, replicate=script.replicate)
+                reply = await self._pipeline.execute(command, replicate=replicate)
             except NoScriptError:
                 await self._load(script)  # a new master after failover, or SCRIPT FLUSH
                 continue
@@ -205,7 +208,7 @@ class RedisState:
                     self._set_available(True)
                 if getattr(self._pool, "master_address", None) != self._master:
                     self._note_master()
-                if not script.replicate:
+                if not replicate:
                     return reply
                 reply, replicas = reply
                 if replicas < 1:

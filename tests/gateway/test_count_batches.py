@@ -1,0 +1,52 @@
+"""Duplicate-count batches on the real stack (gateway in-process): each batch id is applied once in
+PostgreSQL, and a gateway on a standalone Redis (no replica to wait for) still counts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from kubernaut.config import StandaloneRedis
+from kubernaut.gateway.metrics import GatewayMetrics
+from kubernaut.gateway.store import RequestStore
+from kubernaut.localstack import LocalStack
+from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, in_process, isolated, unique, webhook
+
+pytestmark = pytest.mark.stack
+
+
+async def _count(stack: LocalStack, name: str) -> int:
+    rows = await fetch_rows(
+        stack, "SELECT occurrence_count FROM remediation_requests WHERE signal_name = $1", name
+    )
+    return int(rows[0]["occurrence_count"])
+
+
+async def test_a_batch_id_is_applied_once(stack: LocalStack) -> None:
+    name = unique("Batch")
+    async with in_process(isolated(stack, rate_limit={"mode": "off"}), stack.gateway_token) as gw:
+        created = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+    request_id = created.json()["signals"][0]["request_id"]
+    store = RequestStore(stack.settings().postgres, GatewayMetrics(), max_affected=10)
+    await store.start()
+    try:
+        batch = uuid.uuid4().hex
+        assert await store.add_counts({request_id: 5}, datetime.now(UTC), batch)
+        assert not await store.add_counts({request_id: 5}, datetime.now(UTC), batch)
+        assert await store.add_counts({request_id: 2}, datetime.now(UTC), uuid.uuid4().hex)
+    finally:
+        await store.close()
+    assert await _count(stack, name) == 1 + 5 + 2
+
+
+async def test_a_standalone_redis_has_no_replica_to_wait_for(stack: LocalStack) -> None:
+    name = unique("Standalone")
+    t = stack.topology
+    redis = StandaloneRedis(host=t.host, port=t.redis_context_port)  # a single Redis, no replicas
+    settings = isolated(stack, redis=redis, allow_shared_redis=True, rate_limit={"mode": "off"})
+    async with in_process(settings, stack.gateway_token) as gw:
+        first = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+        again = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+    assert (first.status_code, again.status_code) == (201, 202), again.text
