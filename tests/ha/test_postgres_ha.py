@@ -3,6 +3,7 @@ the Context-API reading from the standby without serving a change it has not rep
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -92,6 +93,11 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
         assert first.json()["total"] == 0
         await conn.execute("SELECT pg_wal_replay_pause()")
         try:
+            # The pause takes effect asynchronously ("pause requested" first).
+            deadline = time.monotonic() + 10.0
+            while await conn.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                assert time.monotonic() < deadline, "the standby did not pause its replay"
+                await asyncio.sleep(0.01)
             sent = await client.post(
                 ha_stack.url("gateway") + "/api/v1/signals/prometheus",
                 json=_webhook(namespace),
