@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from kubernaut.localstack import patroni, postgres
-from kubernaut.localstack.processes import ProcessRecord, ProcessTable, is_alive, stop, wait_until
+from kubernaut.localstack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    has_exited,
+    is_alive,
+    stop,
+    wait_until,
+)
 from kubernaut.localstack.topology import RunDir, Topology
 
 ETCD = "etcd"
@@ -145,7 +152,7 @@ class PostgresHA:
 
     def _alive_or_raise(self, name: str) -> bool:
         rec = self.table.get(name)
-        if rec is None or not is_alive(rec):
+        if rec is None or has_exited(rec):
             log = self.run.log(name)
             try:
                 lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
