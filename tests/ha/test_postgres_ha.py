@@ -13,7 +13,7 @@ import pytest
 
 from kubernaut.drill.faults import SCENARIOS
 from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack
+from kubernaut.localstack import LocalStack, patroni
 from kubernaut.localstack import postgres as pg
 
 HA_SCENARIOS = [name for name, s in SCENARIOS.items() if s.postgres == "ha"]
@@ -125,6 +125,23 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
         finally:
             await conn.execute("SELECT pg_wal_replay_resume()")
             await conn.close()
+
+
+async def test_context_api_stays_ready_while_the_primary_is_gone(ha_stack: LocalStack) -> None:
+    """Its reads go to the standby, so a primary failover must not take it out of a Service."""
+    primary = ha_stack.pg_ha.primary()
+    assert primary is not None
+    url = ha_stack.url("context-api") + "/readyz"
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        ha_stack.pg_ha.kill_node(primary.name)
+        try:
+            assert not any(
+                patroni.is_primary(ha_stack.topology.host, n.rest_port) for n in ha_stack.pg_ha.nodes()
+            ), "no node takes writes now"
+            answers = [(await client.get(url)).status_code for _ in range(5)]
+            assert answers == [200] * 5
+        finally:
+            await asyncio.to_thread(ha_stack.up, timeout=120)
 
 
 @pytest.mark.parametrize("scenario", HA_SCENARIOS)
