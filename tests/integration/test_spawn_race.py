@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from kubernaut.localstack import patroni
-from kubernaut.localstack.processes import has_exited, is_alive, spawn, stop
+from kubernaut.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
 from tests.conftest import TEST_PORT_OFFSET
 
 
@@ -19,4 +20,5 @@ def test_a_spawned_process_is_alive_at_once_and_stop_ends_it(tmp_path: Path) -> 
             assert not has_exited(rec)
         finally:
             stop(rec)
-        assert has_exited(rec)
+        # Exiting, its command line empties before it is reaped: wait for that, boundedly.
+        wait_until(partial(has_exited, rec), timeout=5, what="etcd to exit")
