@@ -93,11 +93,17 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
         assert first.json()["total"] == 0
         await conn.execute("SELECT pg_wal_replay_pause()")
         try:
-            # The pause takes effect asynchronously ("pause requested" first).
-            deadline = time.monotonic() + 10.0
-            while await conn.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
-                assert time.monotonic() < deadline, "the standby did not pause its replay"
-                await asyncio.sleep(0.01)
+            # The pause takes effect at the next WAL record replayed ("pause requested" until then): give it
+            # one (a non-transactional message written on the primary).
+            primary = await asyncpg.connect(ha_stack.postgres_dsn)
+            try:
+                deadline = time.monotonic() + 10.0
+                while await conn.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                    assert time.monotonic() < deadline, "the standby did not pause its replay"
+                    await primary.execute("SELECT pg_logical_emit_message(false, 'fence-test', 'x')")
+                    await asyncio.sleep(0.01)
+            finally:
+                await primary.close()
             sent = await client.post(
                 ha_stack.url("gateway") + "/api/v1/signals/prometheus",
                 json=_webhook(namespace),
