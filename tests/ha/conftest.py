@@ -19,11 +19,14 @@ def ha_stack(
 ) -> Iterator[LocalStack]:
     """etcd + two Patroni nodes, the gateway's Redis group, the Context-API's Redis and both services."""
     s = LocalStack(tmp_path_factory.mktemp("ha-stack"), Topology(offset=HA_PORT_OFFSET))
+    started = False
     try:
         s.up(postgres_ha=True, timeout=120)
+        started = True
         yield s
     finally:
-        if request.session.testsfailed:
+        # A start-up failure is not counted in testsfailed yet: keep its logs too.
+        if request.session.testsfailed or not started:
             s.down()
             print(f"\nthe HA test stack's logs are kept in {s.run.logs}")
         else:

@@ -3,6 +3,7 @@ the Context-API reading from the standby without serving a change it has not rep
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -12,7 +13,7 @@ import pytest
 
 from kubernaut.drill.faults import SCENARIOS
 from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack
+from kubernaut.localstack import LocalStack, patroni
 from kubernaut.localstack import postgres as pg
 
 HA_SCENARIOS = [name for name, s in SCENARIOS.items() if s.postgres == "ha"]
@@ -92,6 +93,17 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
         assert first.json()["total"] == 0
         await conn.execute("SELECT pg_wal_replay_pause()")
         try:
+            # The pause takes effect at the next WAL record replayed ("pause requested" until then): give it
+            # one (a non-transactional message written on the primary).
+            primary = await asyncpg.connect(ha_stack.postgres_dsn)
+            try:
+                deadline = time.monotonic() + 10.0
+                while await conn.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                    assert time.monotonic() < deadline, "the standby did not pause its replay"
+                    await primary.execute("SELECT pg_logical_emit_message(false, 'fence-test', 'x')")
+                    await asyncio.sleep(0.01)
+            finally:
+                await primary.close()
             sent = await client.post(
                 ha_stack.url("gateway") + "/api/v1/signals/prometheus",
                 json=_webhook(namespace),
@@ -119,6 +131,23 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
         finally:
             await conn.execute("SELECT pg_wal_replay_resume()")
             await conn.close()
+
+
+async def test_context_api_stays_ready_while_the_primary_is_gone(ha_stack: LocalStack) -> None:
+    """Its reads go to the standby, so a primary failover must not take it out of a Service."""
+    primary = ha_stack.pg_ha.primary()
+    assert primary is not None
+    url = ha_stack.url("context-api") + "/readyz"
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        ha_stack.pg_ha.kill_node(primary.name)
+        try:
+            assert not any(
+                patroni.is_primary(ha_stack.topology.host, n.rest_port) for n in ha_stack.pg_ha.nodes()
+            ), "no node takes writes now"
+            answers = [(await client.get(url)).status_code for _ in range(5)]
+            assert answers == [200] * 5
+        finally:
+            await asyncio.to_thread(ha_stack.up, timeout=120)
 
 
 @pytest.mark.parametrize("scenario", HA_SCENARIOS)

@@ -99,3 +99,27 @@ def test_drill_all_picks_the_postgres_scenarios_of_the_stack_mode(tmp_path: Path
     assert "postgres-restart" in single - ha
     assert pg_ha <= ha - single
     assert "master-kill" in single & ha
+
+
+def test_a_run_directory_with_the_single_instance_refuses_ha(tmp_path: Path) -> None:
+    import pytest
+
+    from kubernaut.localstack import LocalStack
+
+    stack = LocalStack(tmp_path)
+    stack.run.component_dir("postgres").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="single PostgreSQL instance"):
+        stack.up(postgres_ha=True)
+    assert not stack.postgres_ha
+    assert not stack.table.load()  # nothing was started
+
+
+def test_read_dsn_is_optional_and_secret() -> None:
+    from kubernaut.config import load_settings
+
+    assert load_settings().postgres.read_dsn is None
+    dsn = "postgresql://u:pw@a:1,b:2/db?target_session_attrs=prefer-standby"
+    settings = load_settings(postgres={"read_dsn": dsn})
+    assert settings.postgres.read_dsn is not None
+    assert settings.postgres.read_dsn.get_secret_value() == dsn
+    assert "pw" not in repr(settings.postgres)

@@ -187,13 +187,21 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """PostgreSQL only: Redis is optional by design."""
-    try:
-        async with _api(request).pool.acquire(timeout=1.0) as conn:
-            await conn.fetchval("SELECT 1", timeout=1.0)
-    except queries.STORE_ERRORS as err:
-        return problem(503, "not-ready", "Service Unavailable", f"PostgreSQL unavailable: {err}")
-    return JSONResponse({"status": "ready"})
+    """PostgreSQL only: Redis is optional by design. With ``read_dsn``, a standby answering is enough
+    (reads go on while the primary fails over; reads fall back to the primary otherwise)."""
+    api = _api(request)
+    error: BaseException | None = None
+    for pool in (api.reads.standby, api.pool):
+        if pool is None:
+            continue
+        try:
+            async with pool.acquire(timeout=1.0) as conn:
+                await conn.fetchval("SELECT 1", timeout=1.0)
+        except queries.STORE_ERRORS as err:
+            error = err
+            continue
+        return JSONResponse({"status": "ready"})
+    return problem(503, "not-ready", "Service Unavailable", f"PostgreSQL unavailable: {error}")
 
 
 async def metrics(request: Request) -> Response:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from kubernaut.localstack import patroni, postgres
-from kubernaut.localstack.processes import ProcessRecord, ProcessTable, is_alive, stop, wait_until
+from kubernaut.localstack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    has_exited,
+    is_alive,
+    stop,
+    wait_until,
+)
 from kubernaut.localstack.topology import RunDir, Topology
 
 ETCD = "etcd"
@@ -72,9 +79,16 @@ class PostgresHA:
             f.chmod(0o600)
         return f.read_text().strip()
 
-    def start(self, superuser_password: str) -> None:
-        """Start etcd and every Patroni node that is not running."""
+    def start(self, superuser_password: str, timeout: float = 60.0) -> None:
+        """Start etcd and every Patroni node that is not running (the nodes once etcd answers)."""
         self._start_etcd()
+        t = self.topology
+        wait_until(
+            lambda: self._alive_or_raise(ETCD) and patroni.etcd_healthy(t.host, t.etcd_client_port),
+            timeout=timeout,
+            interval=0.1,
+            what=f"etcd on {t.addr(t.etcd_client_port)} (log: {self.run.log(ETCD)})",
+        )
         replication = self.replication_password()
         for node in self.nodes():
             self.start_node(node.name, superuser_password, replication)
@@ -136,8 +150,22 @@ class PostgresHA:
         if rec is not None:
             stop(rec, sig=signal.SIGINT)
 
+    def _alive_or_raise(self, name: str) -> bool:
+        rec = self.table.get(name)
+        if rec is None or has_exited(rec):
+            log = self.run.log(name)
+            try:
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            last = f": {lines[-1].strip()[:300]}" if lines else ""
+            raise RuntimeError(f"{name} exited{last} (log: {log})")
+        return True
+
     def ready(self) -> bool:
         t = self.topology
+        for node in self.nodes():
+            self._alive_or_raise(node.name)
         if not patroni.etcd_healthy(t.host, t.etcd_client_port):
             return False
         return patroni.healthy(self.cluster(), len(self.nodes()))

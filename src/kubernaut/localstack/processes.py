@@ -62,6 +62,16 @@ def is_alive(record: ProcessRecord) -> bool:
     return True
 
 
+def has_exited(record: ProcessRecord) -> bool:
+    """The PID is gone or a zombie. Unlike ``not is_alive``, a process caught mid-exec (its command line
+    still empty) has not exited."""
+    if not Path(f"/proc/{record.pid}").exists() or _is_zombie(record.pid):
+        _reap(record.pid)
+        return True
+    cmd = _cmdline(record.pid)
+    return bool(cmd) and record.marker not in str(cmd)
+
+
 def wait_until(
     condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = "condition"
 ) -> None:
@@ -132,6 +142,11 @@ def spawn(
             group=pwd.getpwnam(user).pw_gid if user else None,
             extra_groups=[] if user else None,
         )
+    # Right after exec the command line can still read empty; until it shows the marker, is_alive would
+    # call the process dead (and stop() would not signal it).
+    deadline = time.monotonic() + 2.0
+    while proc.poll() is None and marker not in (_cmdline(proc.pid) or "") and time.monotonic() < deadline:
+        time.sleep(0.005)
     return ProcessRecord(name=name, pid=proc.pid, marker=marker, argv=list(argv))
 
 
