@@ -23,12 +23,14 @@ SERVICE_ROLES = (GATEWAY, CONTEXT_API)
 GRANTS: dict[str, dict[str, str]] = {
     GATEWAY: {
         "remediation_requests": "SELECT, INSERT, UPDATE",
-        "storm_members": "SELECT, INSERT",
+        "storm_members": "SELECT, INSERT, UPDATE",
+        "applied_count_batches": "SELECT, INSERT, DELETE",
         "schema_migrations": "SELECT",
     },
     CONTEXT_API: {
         "remediation_requests": "SELECT, UPDATE (phase, updated_at)",
         "remediation_outcomes": "SELECT, INSERT",
+        "storm_members": "SELECT",
         "schema_migrations": "SELECT",
     },
 }
