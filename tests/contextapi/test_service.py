@@ -30,6 +30,7 @@ async def test_service_process_serves_metrics_and_stops(
     monkeypatch.setenv("KUBERNAUT_POSTGRES__DSN", context_db)
     monkeypatch.setenv("KUBERNAUT_POSTGRES__CONTEXT_API_DSN", context_db)
     monkeypatch.setenv("KUBERNAUT_CONTEXT_API__KEY_PREFIX", prefix)
+    stack.stop_component("context-api")  # one started by another test runs on the stack's own database
     stack.start_service("context-api", timeout=30)
     try:
         headers = {"authorization": f"Bearer {stack.context_api_read_token}"}
@@ -58,6 +59,7 @@ async def test_service_refuses_a_redis_owned_by_the_gateway(
     redis = Redis(**stack.redis_auth(stack.topology.redis_context_port))
     log = stack.run.log("context-api")
     seen = log.stat().st_size if log.exists() else 0
+    stack.stop_component("context-api")
     try:
         await redis.set(OWNER_KEY, "gateway")
         with pytest.raises(RuntimeError, match="exited during start-up"):

@@ -44,7 +44,9 @@ async def test_a_batch_id_is_applied_once(stack: LocalStack) -> None:
 async def test_a_standalone_redis_has_no_replica_to_wait_for(stack: LocalStack) -> None:
     name = unique("Standalone")
     t = stack.topology
-    redis = StandaloneRedis(host=t.host, port=t.redis_context_port)  # a single Redis, no replicas
+    redis = StandaloneRedis(  # a single Redis, no replicas
+        host=t.host, port=t.redis_context_port, password=stack.redis_context_password
+    )
     settings = isolated(stack, redis=redis, allow_shared_redis=True, rate_limit={"mode": "off"})
     async with in_process(settings, stack.gateway_token) as gw:
         first = await gw.post(PROMETHEUS, json=webhook(alert(name)))

@@ -122,7 +122,8 @@ async def test_requests_open_before_the_upgrade_keep_deduplicating(stack: LocalS
     settings = isolated(stack)
     dsn = stack.postgres_dsn + ("&" if "?" in stack.postgres_dsn else "?") + f"search_path={schema}"
     settings = settings.model_copy(
-        update={"postgres": settings.postgres.model_copy(update={"dsn": SecretStr(dsn)})}
+        # As the owner: the service role's grants are on the public schema's tables, not this one's.
+        update={"postgres": settings.postgres.model_copy(update={"dsn": SecretStr(dsn), "gateway_dsn": None})}
     )
     async with in_process(settings, stack.gateway_token) as gw:
         colliding = COLLIDING[1]

@@ -270,7 +270,7 @@ async def test_a_webhook_refused_for_a_hung_master_counts_nothing(stack: LocalSt
             assert master is not None
             node = next(n.name for n in stack.nodes() if n.port == master[1])
             # Duplicates are counted by the script only once the dedup entry holds the request id.
-            redis = aioredis.Redis(host=master[0], port=master[1])
+            redis = aioredis.Redis(**stack.redis_auth(master[1]))
             try:
                 deadline = time.monotonic() + 10
                 while not (await redis.get(f"{prefix}dd:{fp}") or b"").isdigit():

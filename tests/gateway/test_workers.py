@@ -251,6 +251,7 @@ def test_a_worker_that_cannot_start_stops_the_gateway(stack: LocalStack, tmp_pat
         "KUBERNAUT_GATEWAY__HTTP__WORKERS": "2",
         "KUBERNAUT_GATEWAY__HTTP__PORT": str(stack.topology.gateway_http + 125),
         "KUBERNAUT_POSTGRES__DSN": "postgresql://nobody@127.0.0.1:1/nothing",
+        "KUBERNAUT_POSTGRES__GATEWAY_DSN": "postgresql://nobody@127.0.0.1:1/nothing",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
     argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
