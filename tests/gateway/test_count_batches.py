@@ -7,11 +7,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from redis.asyncio import Redis
 
 from kubernaut.config import StandaloneRedis
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.store import RequestStore
 from kubernaut.localstack import LocalStack
+from kubernaut.redis.keys import OWNER_KEY, SHARERS_KEY
 from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, in_process, isolated, unique, webhook
 
 pytestmark = pytest.mark.stack
@@ -48,7 +50,17 @@ async def test_a_standalone_redis_has_no_replica_to_wait_for(stack: LocalStack) 
         host=t.host, port=t.redis_context_port, password=stack.redis_context_password
     )
     settings = isolated(stack, redis=redis, allow_shared_redis=True, rate_limit={"mode": "off"})
-    async with in_process(settings, stack.gateway_token) as gw:
-        first = await gw.post(PROMETHEUS, json=webhook(alert(name)))
-        again = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+    # Borrowed from the Context-API: give its ownership marks back, or its next start refuses the Redis.
+    client = Redis(**stack.redis_auth(t.redis_context_port))
+    marks = {key: await client.dump(key) for key in (OWNER_KEY, SHARERS_KEY)}
+    try:
+        async with in_process(settings, stack.gateway_token) as gw:
+            first = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+            again = await gw.post(PROMETHEUS, json=webhook(alert(name)))
+    finally:
+        for key, value in marks.items():
+            await client.delete(key)
+            if value is not None:
+                await client.restore(key, 0, value)
+        await client.aclose()
     assert (first.status_code, again.status_code) == (201, 202), again.text
