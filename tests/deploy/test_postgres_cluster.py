@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from kubernaut.store import roles
-from tests.deploy.manifests import NAMESPACE, Rendered, container, render, resolve_env
+from tests.deploy.manifests import NAMESPACE, ROOT, Rendered, container, render, resolve_env
 
 RW = f"kubernaut-postgres-rw.{NAMESPACE}.svc.cluster.local:5432"
 RO = f"kubernaut-postgres-ro.{NAMESPACE}.svc.cluster.local:5432"
@@ -89,3 +90,45 @@ def test_each_container_reaches_the_cluster_as_its_own_role() -> None:
     assert "KUBERNAUT_POSTGRES__DSN" not in context
     # No container still points at the base's StatefulSet or its Secret.
     assert "postgres-credentials" not in str(r.of_kind("Deployment"))
+
+
+def _documented_secrets() -> dict[str, dict[str, str | None]]:
+    """Secret -> key -> literal value (None when generated) created by docs/kubernetes.md's commands for
+    production ("Before you apply", item 3)."""
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    section = text[text.index("3. **Secrets.**") : text.index("4. **Monitoring.**")]
+    commands = " ".join(section.split("\\\n")).splitlines()
+    found: dict[str, dict[str, str | None]] = {}
+    for line in commands:
+        if m := re.search(r"create secret generic (\S+)(.*)", line):
+            keys = re.findall(r"--from-literal=([^=\s]+)=", m.group(2))
+            found[m.group(1).strip('"')] = dict.fromkeys(keys)
+        elif m := re.match(r"\s*basic (\S+) (\S+)\s*$", line):
+            found[m.group(1)] = {"username": m.group(2), "password": None}
+    return found
+
+
+def test_the_documented_commands_create_every_secret_production_reads() -> None:
+    r = render("production")
+    documented = _documented_secrets()
+    wanted: set[tuple[str, str | None]] = set()
+    for w in r.workloads():
+        spec = w["spec"]["template"]["spec"]
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            for e in c.get("env", []):
+                if ref := e.get("valueFrom", {}).get("secretKeyRef"):
+                    wanted.add((ref["name"], ref["key"]))
+        for v in spec.get("volumes", []):
+            if "secret" in v:
+                wanted.add((v["secret"]["secretName"], None))
+    cluster = r.get("Cluster", "kubernaut-postgres")["spec"]
+    for role, secret in role_secrets(r).items():
+        wanted |= {(secret, "username"), (secret, "password")}
+        assert documented[secret]["username"] == role, secret  # CloudNativePG checks the user name
+    for cred in cluster["backup"]["barmanObjectStore"]["s3Credentials"].values():
+        wanted.add((cred["name"], cred["key"]))
+    missing = {
+        (name, key) for name, key in wanted if name not in documented or (key and key not in documented[name])
+    }
+    assert not missing
+    assert "postgres-credentials" not in {name for name, _ in wanted}
