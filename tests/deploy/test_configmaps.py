@@ -159,6 +159,7 @@ def test_migrations_run_as_the_owner_in_an_init_container(
     deployment = r.get("Deployment", "gateway")
     [init] = deployment["spec"]["template"]["spec"]["initContainers"]
     assert init["args"][0] == "migrate"
+    assert "--require-roles" in init["args"]  # no migration without the services' grants
     env = resolve_env(r, init)
     owner = urlsplit(env["KUBERNAUT_POSTGRES__DSN"])
     assert owner.username == roles.OWNER
