@@ -160,15 +160,24 @@ def status(
 
 
 @app.command()
-def migrate(config: Path | None = ConfigOption) -> None:
+def migrate(
+    config: Path | None = ConfigOption,
+    require_roles: bool = typer.Option(
+        False, "--require-roles", help="Fail, changing nothing, while a service role is missing."
+    ),
+) -> None:
     """Apply pending PostgreSQL schema migrations."""
-    from kubernaut.store.migrate import migrate_dsn
+    from kubernaut.store.migrate import RolesMissing, migrate_dsn
 
     settings = settings_or_exit(config)
     try:
-        applied = asyncio.run(migrate_dsn(settings.postgres.dsn.get_secret_value()))
+        applied = asyncio.run(
+            migrate_dsn(settings.postgres.dsn.get_secret_value(), require_roles=require_roles)
+        )
     except OSError as err:
         raise fail(f"cannot reach PostgreSQL: {err}") from None
+    except RolesMissing as err:
+        raise fail(str(err)) from None
     console.print(
         f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:03d} {m.name}" for m in applied)
     )

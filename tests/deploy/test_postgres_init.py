@@ -5,10 +5,12 @@ migrate, and each service role ends up with its grants only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +27,10 @@ from tests.deploy.manifests import container, render, resolve_env
 HOST, PORT = "127.0.0.1", 15550 + TEST_PORT_OFFSET
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh PostgreSQL with the image's bootstrap done (superuser postgres, database kubernaut)."""
-    comp = tmp_path_factory.mktemp("postgres-init")
+@contextlib.contextmanager
+def fresh_postgres(comp: Path, port: int) -> Iterator[str]:
+    """A fresh PostgreSQL on ``port`` with the image's bootstrap done (superuser postgres); yields the
+    superuser's password."""
     data = postgres.data_dir_for(comp)
     if data.parent.exists() and not data.is_relative_to(comp):
         shutil.rmtree(data.parent)
@@ -36,14 +38,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     password.write_text("superuser-pw\n")
     postgres.initdb(data, password, comp / "initdb.log")
     rec = spawn(
-        "postgres-init-test",
-        postgres.server_argv(data, HOST, PORT),
+        f"postgres-init-test-{port}",
+        postgres.server_argv(data, HOST, port),
         marker=str(data),
         log=comp / "postgres.log",
         user=postgres.service_user(),
         cwd=data,
     )
-    admin = postgres.dsn(HOST, PORT, "superuser-pw", "postgres")
+    admin = postgres.dsn(HOST, port, "superuser-pw", "postgres")
 
     async def accepting() -> bool:
         try:
@@ -60,6 +62,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(rec, sig=signal.SIGINT)
         if not data.is_relative_to(comp):
             shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_postgres(tmp_path_factory.mktemp("postgres-init"), PORT) as password:
+        yield password
 
 
 async def _create_database(superuser_password: str) -> None:
@@ -131,3 +139,62 @@ def test_the_init_script_creates_the_roles_the_dsns_name(cluster: str, tmp_path:
         "owner is superuser": False,
         "owner owns the database": True,
     }
+
+
+def _migrate_cli(dsn: str) -> subprocess.CompletedProcess[str]:
+    """`kubernaut migrate --require-roles`, as the manifests' init container runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "kubernaut", "migrate", "--require-roles"],
+        env={"PATH": os.environ["PATH"], "KUBERNAUT_POSTGRES__DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_waits_for_the_service_roles(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """CloudNativePG bootstraps the owner and the database, and creates the managed service roles only
+    later: a migration before that would skip their grants for good. `--require-roles` refuses it,
+    changing nothing, so the init container is retried until the roles exist."""
+    with fresh_postgres(tmp_path_factory.mktemp("postgres-roles-later"), PORT + 1) as superuser:
+        admin = postgres.dsn(HOST, PORT + 1, superuser, "postgres")
+        owner = f"postgresql://{roles.OWNER}:owner-pw@{HOST}:{PORT + 1}/kubernaut"
+
+        async def bootstrap() -> None:  # what the Cluster's initdb does
+            conn = await asyncpg.connect(admin)
+            try:
+                await conn.execute(f"CREATE ROLE {roles.OWNER} LOGIN PASSWORD 'owner-pw'")
+                await conn.execute(f"CREATE DATABASE kubernaut OWNER {roles.OWNER}")
+            finally:
+                await conn.close()
+
+        async def managed_roles() -> None:  # what the operator does afterwards for spec.managed.roles
+            conn = await asyncpg.connect(admin)
+            try:
+                for role in roles.SERVICE_ROLES:
+                    await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+            finally:
+                await conn.close()
+
+        async def tables() -> int:
+            conn = await asyncpg.connect(owner)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+            finally:
+                await conn.close()
+
+        asyncio.run(bootstrap())
+        refused = _migrate_cli(owner)
+        assert refused.returncode == 1
+        assert all(role in refused.stderr for role in roles.SERVICE_ROLES), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert asyncio.run(tables()) == 0, "a refused migration changed the schema"
+
+        asyncio.run(managed_roles())
+        done = _migrate_cli(owner)
+        assert done.returncode == 0, done.stderr
+        privileges = asyncio.run(_privileges(owner))
+        assert privileges["gateway inserts requests"]
+        assert privileges["context-api records outcomes"]
+        assert not privileges["gateway reads outcomes"]

@@ -87,7 +87,9 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
     url = ha_stack.url("context-api") + f"/api/v1/incidents?namespace={namespace}"
     standby = next(m for m in ha_stack.status()["postgres"]["members"] if m["role"] == "standby")
     conn = await asyncpg.connect(_node_dsn(ha_stack, standby["addr"]))
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    # the Context-API's read token by default; the gateway's request carries its own
+    reader = {"authorization": f"Bearer {ha_stack.context_api_read_token}"}
+    async with httpx.AsyncClient(timeout=10.0, headers=reader) as client:
         first = await client.get(url)
         assert first.status_code == 200
         assert first.json()["total"] == 0

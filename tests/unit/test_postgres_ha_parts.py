@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from itertools import combinations
 from pathlib import Path
 
@@ -123,3 +124,30 @@ def test_read_dsn_is_optional_and_secret() -> None:
     assert settings.postgres.read_dsn is not None
     assert settings.postgres.read_dsn.get_secret_value() == dsn
     assert "pw" not in repr(settings.postgres)
+
+
+def test_a_new_cluster_discards_node_data_an_earlier_run_directory_left_behind(tmp_path: Path) -> None:
+    """The run directory was wiped (a new test session at the same path) but the nodes' data directories
+    in /var/tmp were kept: a fresh etcd means a new cluster, so they go; with etcd's data they stay."""
+    from kubernaut.localstack import LocalStack
+
+    stack = LocalStack(tmp_path / "run")
+    stack.run.root.mkdir(parents=True)
+    ha = stack.pg_ha
+    leftovers = []
+    for node in ha.nodes():
+        data = ha.data_dir(node.name)
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "PG_VERSION").write_text("15\n")
+        leftovers.append(data)
+    try:
+        etcd_data = stack.run.component_dir("etcd") / "data"
+        etcd_data.mkdir(parents=True)
+        ha.discard_stale_nodes()  # etcd's data present: the same cluster, restarted
+        assert all((d / "PG_VERSION").exists() for d in leftovers)
+        etcd_data.rmdir()
+        ha.discard_stale_nodes()
+        assert not any(d.exists() for d in leftovers)
+    finally:
+        for d in leftovers:
+            shutil.rmtree(d.parent, ignore_errors=True)

@@ -143,3 +143,17 @@ def ensure_database(host: str, port: int, password: str, role_passwords: dict[st
     """True once the server accepts connections, the roles have ``role_passwords`` and the project's
     database exists, owned by the owner role."""
     return asyncio.run(_ensure_database(host, port, password, role_passwords))
+
+
+async def _has_database(host: str, port: int, password: str, user: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn(host, port, password, DB_NAME, user), timeout=1)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+def has_database(host: str, port: int, password: str, user: str) -> bool:
+    """True once the server lets ``user`` into the project's database (a standby: once it has replayed it)."""
+    return asyncio.run(_has_database(host, port, password, user))

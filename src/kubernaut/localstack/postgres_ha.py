@@ -81,6 +81,7 @@ class PostgresHA:
 
     def start(self, superuser_password: str, timeout: float = 60.0) -> None:
         """Start etcd and every Patroni node that is not running (the nodes once etcd answers)."""
+        self.discard_stale_nodes()
         self._start_etcd()
         t = self.topology
         wait_until(
@@ -93,6 +94,19 @@ class PostgresHA:
         for node in self.nodes():
             self.start_node(node.name, superuser_password, replication)
 
+    def _etcd_data(self) -> Path:
+        return self.run.component_dir(ETCD) / "data"
+
+    def discard_stale_nodes(self) -> None:
+        """A new cluster (no etcd data yet in this run directory) starts with new nodes: data directories
+        left in /var/tmp by an earlier run directory at this path (kept after a failed test session) belong
+        to another cluster, with other passwords, and would keep Patroni from bootstrapping."""
+        if self._etcd_data().exists():
+            return
+        for node in self.nodes():
+            self._stop_orphan_postmaster(node.name)
+        self.purge()
+
     def _start_etcd(self) -> None:
         rec = self.table.get(ETCD)
         if rec is not None and is_alive(rec):
@@ -101,7 +115,7 @@ class PostgresHA:
         comp = self.run.component_dir(ETCD)
         comp.mkdir(exist_ok=True)
         argv = patroni.etcd_argv(
-            comp / "data", t.host, t.etcd_client_port, t.etcd_peer_port, f"kubernaut-{t.offset}"
+            self._etcd_data(), t.host, t.etcd_client_port, t.etcd_peer_port, f"kubernaut-{t.offset}"
         )
         self._spawn(ETCD, argv, f"--listen-client-urls=http://{t.host}:{t.etcd_client_port}")
 

@@ -524,6 +524,15 @@ class LocalStack:
                 )
 
             wait_until(database, timeout=timeout, interval=0.2, what="the project's database on the primary")
+            owner = self.postgres_role_passwords()[roles.OWNER]
+
+            def everywhere() -> bool:
+                # A synchronous commit is flushed on the standby, not yet replayed; asyncpg gives up on a
+                # multi-host DSN at the first node that lacks the database instead of trying the next.
+                nodes = self.pg_ha.nodes()
+                return all(postgres.has_database(t.host, n.pg_port, owner, roles.OWNER) for n in nodes)
+
+            wait_until(everywhere, timeout=timeout, interval=0.2, what="the project's database on every node")
         else:
             wait_until(
                 lambda: postgres.ensure_database(

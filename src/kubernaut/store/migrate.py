@@ -11,7 +11,7 @@ from importlib import resources
 import asyncpg
 
 from kubernaut.config import PostgresSettings, ServiceName
-from kubernaut.store.roles import apply_grants
+from kubernaut.store.roles import apply_grants, missing_service_roles
 
 _LOCK_ID = 0x6B75626E  # "kubn"
 
@@ -90,9 +90,21 @@ async def prepare_schema(postgres: PostgresSettings, service: ServiceName) -> No
         await conn.close()
 
 
-async def migrate_dsn(dsn: str) -> list[Migration]:
+class RolesMissing(Exception):
+    """Service roles the migration would have to grant do not exist yet; nothing was applied."""
+
+
+async def migrate_dsn(dsn: str, *, require_roles: bool = False) -> list[Migration]:
+    """``require_roles``: refuse (RolesMissing) before changing anything while a service role is missing,
+    e.g. CloudNativePG creates its managed roles only after bootstrap, and grants to a role that does not
+    exist yet are skipped."""
     conn = await asyncpg.connect(dsn)
     try:
+        if require_roles and (missing := await missing_service_roles(conn)):
+            raise RolesMissing(
+                f"PostgreSQL roles {', '.join(missing)} do not exist yet: create them before migrating"
+                " (their grants come with the migration)"
+            )
         return await migrate(conn)
     finally:
         await conn.close()

@@ -69,6 +69,17 @@ async def ensure_roles(admin: asyncpg.Connection, passwords: Mapping[str, str], 
         await _run(admin, "GRANT CONNECT ON DATABASE %I TO %I", database, role)
 
 
+async def missing_service_roles(conn: asyncpg.Connection) -> list[str]:
+    """The service roles that do not exist (yet): ``apply_grants`` would skip them."""
+    present = {
+        r["rolname"]
+        for r in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])", SERVICE_ROLES
+        )
+    }
+    return [role for role in SERVICE_ROLES if role not in present]
+
+
 async def apply_grants(conn: asyncpg.Connection) -> list[str]:
     """Give each existing service role exactly ``GRANTS`` on the current database; return the roles
     granted. Privileges granted before and no longer listed are revoked."""
