@@ -14,11 +14,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubernaut.config import Settings
-from kubernaut.contextapi import queries, routes
+from kubernaut.contextapi import openapi, queries, routes
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.problems import problem
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.openapi import docs_routes
 
 
 class _RequestMetrics:
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             await api.close()
 
     app = Starlette(
-        routes=routes.ROUTES,
+        routes=[*routes.ROUTES, *docs_routes(openapi.spec())],
         lifespan=lifespan,
         exception_handlers={
             ParamError: routes.param_error,

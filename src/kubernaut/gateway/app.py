@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kubernaut.config import ConfigError, Settings
+from kubernaut.gateway import openapi
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
@@ -30,6 +31,7 @@ from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import Signal, SourceType
 from kubernaut.gateway.store import RequestStore
+from kubernaut.openapi import docs_routes
 from kubernaut.store.migrate import migrate_dsn
 
 log = structlog.get_logger("kubernaut.gateway")
@@ -211,6 +213,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/healthz", gateway.healthz, "GET"),
             route("/readyz", gateway.readyz, "GET"),
             route("/metrics", gateway.metrics_endpoint, "GET"),
+            *docs_routes(openapi.spec()),
         ],
         lifespan=gateway.lifespan,
     )
