@@ -19,6 +19,7 @@ from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.problems import problem
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.contextapi.ui import UI_ROUTES
 from kubernaut.openapi import docs_routes
 
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings) -> Starlette:
             await api.close()
 
     app = Starlette(
-        routes=[*routes.ROUTES, *docs_routes(openapi.spec())],
+        routes=[*routes.ROUTES, *docs_routes(openapi.spec()), *UI_ROUTES],
         lifespan=lifespan,
         exception_handlers={
             ParamError: routes.param_error,

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from kubernaut.contextapi import params, schemas
+from kubernaut.contextapi.ui.data import UiFilters
 from kubernaut.openapi import Operation, build_spec
+
+
+class UiQuery(UiFilters):
+    token: str | None = None
+
 
 TITLE = "Kubernaut Context-API"
 VERSION = "1"
@@ -85,6 +91,27 @@ OPERATIONS = [
         query=params.TrendQuery,
         secured=True,
         tag="aggregations",
+    ),
+    Operation(
+        "GET",
+        "/ui",
+        "The operator's page (token once via ?token= or the login form, then an HttpOnly cookie)",
+        {200: None, 303: None, 401: None},
+        (400,),
+        query=UiQuery,
+        tag="ui",
+        media_type="text/html",
+    ),
+    Operation(
+        "POST",
+        "/ui/login",
+        "Sign in with the token (form field `token`)",
+        {303: None, 401: None, 413: None},
+        tag="ui",
+        media_type="text/html",
+    ),
+    Operation(
+        "POST", "/ui/logout", "Sign out (clears the cookie)", {303: None}, tag="ui", media_type="text/html"
     ),
     Operation("GET", "/healthz", "Liveness and the cache's view of Redis", {200: schemas.Health}, tag="ops"),
     Operation("GET", "/readyz", "Ready when PostgreSQL answers", {200: schemas.Ready}, (503,), tag="ops"),

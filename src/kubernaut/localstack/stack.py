@@ -118,6 +118,15 @@ class LocalStack:
         return str(tokens[GATEWAY_TOKEN_NAME])
 
     @property
+    def context_api_token_file(self) -> Path:
+        """The token of the operator's page ``/ui`` (until the Context-API has bearer auth of its own)."""
+        return self.run.secrets / "context-api-token"
+
+    @property
+    def context_api_token(self) -> str:
+        return self.context_api_token_file.read_text().strip()
+
+    @property
     def postgres_dsn(self) -> str:
         return postgres.dsn(self.topology.host, self.topology.postgres_port, self.postgres_password)
 
@@ -150,6 +159,9 @@ class LocalStack:
         if not self.run.postgres_password_file.exists():
             self.run.postgres_password_file.write_text(secrets.token_urlsafe(24) + "\n")
             self.run.postgres_password_file.chmod(0o600)
+        if not self.context_api_token_file.exists():
+            self.context_api_token_file.write_text(secrets.token_urlsafe(32) + "\n")
+            self.context_api_token_file.chmod(0o600)
         if not self.run.gateway_tokens_file.exists():
             self.run.gateway_tokens_file.write_text(
                 yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
@@ -287,6 +299,9 @@ class LocalStack:
         """Start one service (``gateway`` or ``context-api``) unless running; wait for /readyz."""
         if self.record(name) is None:
             env = {**os.environ, "KUBERNAUT_CONFIG": str(self.run.config_file)}
+            if name == "context-api":
+                env["KUBERNAUT_CONTEXT_API_TOKEN_FILE"] = str(self.context_api_token_file)
+                env["KUBERNAUT_GATEWAY_URL"] = self.url("gateway")
             argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
             marker = f"-m kubernaut {name}"
             self._spawn(name, argv, marker=marker, env=env)
