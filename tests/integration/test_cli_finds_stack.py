@@ -117,7 +117,11 @@ def test_foreground_up_stops_everything_after_sigint_sighup_and_a_closed_stdout(
     assert proc.stdout is not None
     assert proc.stderr is not None
     try:
-        printed = _read_until(proc.stdout.fileno(), b"password in", timeout=240)
+        try:
+            printed = _read_until(proc.stdout.fileno(), b"password in", timeout=240)
+        except AssertionError as err:
+            proc.kill()
+            raise AssertionError(f"{err}; stderr: {proc.stderr.read().decode(errors='replace')}") from None
         password = stack.postgres_password
         assert password.encode() not in printed
         records = stack.table.load()
