@@ -143,4 +143,4 @@ def test_foreground_up_stops_everything_after_sigint_sighup_and_a_closed_stdout(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-        stack.down()
+        stack.destroy()  # its PostgreSQL data may live outside the run directory

@@ -102,8 +102,8 @@ Refs = Mapping[tuple[Any, JsonSchemaMode], Any]
 
 
 def _content(media_type: str, model: type[BaseModel] | None, ref: Any = None) -> dict[str, Any]:
-    if model is None:
-        return {media_type: {"schema": {"type": "string"}}}
+    if model is None:  # text (a page, metrics), or a JSON document without a model (this one)
+        return {media_type: {"schema": {"type": "object" if media_type.endswith("json") else "string"}}}
     return {media_type: {"schema": dict(ref)}}
 
 
@@ -129,6 +129,9 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
         out["requestBody"] = {"required": True, "content": body}
     responses: dict[str, Any] = {}
     for status, model in op.answers.items():
+        if status in (204, 303):
+            responses[str(status)] = {"description": "No body" if status == 204 else "See Other (Location)"}
+            continue
         ref = refs[(model, "serialization")] if model is not None else None
         responses[str(status)] = {"description": "OK", "content": _content(op.media_type, model, ref)}
     for status in op.problems:
