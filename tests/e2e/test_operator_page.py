@@ -85,6 +85,12 @@ def test_page_shows_a_fresh_alert_and_a_storm_with_members(
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
     assert browser.execute_script("return document.cookie") == ""
+    group = browser.find_element("id", "redis-group").text
+    master = stack.current_master()
+    assert master is not None
+    assert f"{master[0]}:{master[1]}" in group
+    for sentinel in stack.sentinels():
+        assert f":{sentinel.port}" in group
 
     # Filters, then the page refreshing by itself: a later alert shows up without a reload.
     browser.get(f"{context_api_url}/ui?namespace={namespace}&severity=critical")

@@ -20,11 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kubernaut.config import ConfigError, Settings
+from kubernaut.config import ConfigError, SentinelRedis, Settings
 from kubernaut.gateway import openapi
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
+from kubernaut.gateway.group import redis_group
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.problems import Problem
@@ -38,6 +39,7 @@ log = structlog.get_logger("kubernaut.gateway")
 
 PROMETHEUS_ROUTE = "/api/v1/signals/prometheus"
 EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
+REDIS_GROUP_ROUTE = "/api/v1/redis-group"
 _STARTUP_TIMEOUT_S = 30.0
 
 
@@ -176,6 +178,19 @@ class Gateway:
         body = {"ready": ready, "redis_master": redis_ok, "postgres": postgres_ok}
         return _json_response(body, 200 if ready else 503)
 
+    async def redis_group_endpoint(self, request: Request) -> Response:
+        """The Redis HA group as Sentinel sees it; behind the webhook token (it names internal addresses)."""
+        try:
+            self._source(request)
+        except Problem as problem:
+            return problem.response(REDIS_GROUP_ROUTE)
+        if not isinstance(self.settings.gateway.redis, SentinelRedis):
+            return Problem(
+                404, "not-found", "Not Found", "the gateway's Redis is not a Sentinel group"
+            ).response(REDIS_GROUP_ROUTE)
+        group = await redis_group(self.settings.gateway.redis)
+        return Response(group.model_dump_json(), media_type="application/json")
+
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -213,6 +228,7 @@ def create_app(settings: Settings) -> Starlette:
             route("/healthz", gateway.healthz, "GET"),
             route("/readyz", gateway.readyz, "GET"),
             route("/metrics", gateway.metrics_endpoint, "GET"),
+            route(REDIS_GROUP_ROUTE, gateway.redis_group_endpoint, "GET"),
             *docs_routes(openapi.spec()),
         ],
         lifespan=gateway.lifespan,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
+from kubernaut.gateway.group import RedisGroup
 from kubernaut.openapi import Operation, build_spec
 
 TITLE = "Kubernaut Gateway"
@@ -76,6 +77,15 @@ OPERATIONS = [
         "/readyz",
         "Ready when the Redis master and PostgreSQL answer",
         {200: Readiness, 503: Readiness},
+        tag="ops",
+    ),
+    Operation(
+        "GET",
+        "/api/v1/redis-group",
+        "The Redis HA group as Sentinel sees it: master, replicas, sentinels, failover epoch",
+        {200: RedisGroup},
+        (401, 404),
+        secured=True,
         tag="ops",
     ),
     Operation("GET", "/metrics", "Prometheus metrics", {200: None}, tag="ops", media_type="text/plain"),

@@ -123,6 +123,11 @@ class LocalStack:
         return self.run.secrets / "context-api-token"
 
     @property
+    def ui_gateway_token_file(self) -> Path:
+        """The gateway token alone, for the Context-API's page to read the gateway's Redis group."""
+        return self.run.secrets / "ui-gateway-token"
+
+    @property
     def context_api_token(self) -> str:
         return self.context_api_token_file.read_text().strip()
 
@@ -167,6 +172,8 @@ class LocalStack:
                 yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
             )
             self.run.gateway_tokens_file.chmod(0o600)
+        self.ui_gateway_token_file.write_text(self.gateway_token)
+        self.ui_gateway_token_file.chmod(0o600)
 
     def _write_service_config(self) -> None:
         t = self.topology
@@ -302,6 +309,7 @@ class LocalStack:
             if name == "context-api":
                 env["KUBERNAUT_CONTEXT_API_TOKEN_FILE"] = str(self.context_api_token_file)
                 env["KUBERNAUT_GATEWAY_URL"] = self.url("gateway")
+                env["KUBERNAUT_GATEWAY_TOKEN_FILE"] = str(self.ui_gateway_token_file)
             argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
             marker = f"-m kubernaut {name}"
             self._spawn(name, argv, marker=marker, env=env)

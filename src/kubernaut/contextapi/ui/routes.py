@@ -4,6 +4,8 @@ HttpOnly SameSite=Strict cookie; the page never carries the token."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -17,7 +19,10 @@ from kubernaut.contextapi.ui import data
 from kubernaut.contextapi.ui.auth import COOKIE, token_valid
 
 GATEWAY_URL_ENV = "KUBERNAUT_GATEWAY_URL"
+GATEWAY_TOKEN_FILE_ENV = "KUBERNAUT_GATEWAY_TOKEN_FILE"
 MAX_FORM_BYTES = 4096
+_TOKEN_FILE = os.environ.get(GATEWAY_TOKEN_FILE_ENV)
+_GATEWAY_TOKEN = Path(_TOKEN_FILE).read_text().strip() if _TOKEN_FILE else None
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("kubernaut.contextapi.ui", "templates"),
     autoescape=True,
@@ -37,17 +42,25 @@ def _signed_in(token: str, query: list[tuple[str, str]]) -> Response:
     return response
 
 
-async def _gateway_health() -> dict[str, object]:
+async def _gateway_health() -> dict[str, Any]:
+    """The gateway's /readyz and, with its token, its Redis group (``/api/v1/redis-group``)."""
     url = os.environ.get(GATEWAY_URL_ENV)
     if not url:
         return {"state": "unknown", "detail": f"${GATEWAY_URL_ENV} not set"}
+    headers = {"Authorization": f"Bearer {_GATEWAY_TOKEN}"} if _GATEWAY_TOKEN else {}
     try:
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            answer = await client.get(f"{url.rstrip('/')}/readyz")
-        body = answer.json()
-    except (httpx.HTTPError, ValueError) as err:
+        async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
+            ready = await client.get("/readyz")
+            group = await client.get("/api/v1/redis-group", headers=headers) if headers else None
+        health: dict[str, Any] = {
+            "state": "ready" if ready.status_code == 200 else "not ready",
+            **ready.json(),
+        }
+        if group is not None and group.status_code == 200:
+            health["group"] = group.json()
+    except (httpx.HTTPError, ValueError, OSError) as err:
         return {"state": "unreachable", "detail": type(err).__name__}
-    return {"state": "ready" if answer.status_code == 200 else "not ready", **body}
+    return health
 
 
 async def ui(request: Request) -> Response:
