@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := redis-server redis-sentinel redis-tools postgresql wrk prometheus prometheus-alertmanager patroni etcd-server
+DEBIAN_PACKAGES := redis-server redis-sentinel redis-tools postgresql wrk prometheus prometheus-alertmanager patroni etcd-server chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: help install run test lint typecheck pytest down clean

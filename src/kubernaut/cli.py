@@ -17,7 +17,10 @@ from rich.table import Table
 
 from kubernaut import send as client
 from kubernaut.config import ConfigError, Settings, load_settings
+from kubernaut.foreground import StopRequested, line_writer, stop_on_signals, survive_closed_output
 from kubernaut.localstack import LocalStack, Topology
+from kubernaut.localstack.stack import default_run_dir
+from kubernaut.localstack.topology import RunDir
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +48,17 @@ def settings_or_exit(config: Path | None) -> Settings:
         return load_settings(config)
     except ConfigError as err:
         raise fail(str(err)) from None
+
+
+def client_settings(config: Path | None, run_dir: Path | None) -> Settings:
+    """Settings for a command that talks to the services or PostgreSQL: ``--config`` (or
+    $KUBERNAUT_CONFIG) when given, else the local stack's own configuration when it has one."""
+    if config is None:
+        local = RunDir((run_dir or default_run_dir()).resolve()).config_file
+        if local.is_file():
+            err_console.print(f"[dim]using the local stack's configuration {local}[/]", highlight=False)
+            config = local
+    return settings_or_exit(config)
 
 
 def _stack(run_dir: Path | None, offset: int, quiet: bool = False) -> LocalStack:
@@ -105,30 +119,44 @@ def up(
     timeout: float = typer.Option(90.0, help="Seconds to wait for each part to become ready."),
 ) -> None:
     """Start the local stack (only what is not running yet) and wait until it is ready."""
-    stack = _stack(run_dir, port_offset)
+    if not foreground:
+        _start(_stack(run_dir, port_offset), with_alerting, timeout, postgres_ha, chaos_proxy)
+        return
+    stack = LocalStack(run_dir=run_dir, topology=Topology(offset=port_offset), log=line_writer(2))
+    # Attached: the first SIGINT/SIGHUP/SIGTERM (even during start-up) tears the stack down, and nothing
+    # (a second signal, a closed terminal or pipe) can cut that teardown short.
     try:
-        stack.up(alerting=with_alerting, timeout=timeout, postgres_ha=postgres_ha, chaos_proxy=chaos_proxy)
+        with stop_on_signals():
+            status = _start(stack, with_alerting, timeout, postgres_ha, chaos_proxy)
+            with Live(_status_table(status), console=console, refresh_per_second=1) as live:
+                while True:
+                    time.sleep(1)
+                    live.update(_status_table(stack.status()))
+    except (KeyboardInterrupt, StopRequested):
+        pass
+    except (OSError, SystemExit):  # the terminal or pipe we print to is gone (rich exits on EPIPE)
+        survive_closed_output()
+    finally:
+        stack.down()
+
+
+def _start(
+    stack: LocalStack, alerting: bool, timeout: float, postgres_ha: bool, chaos_proxy: bool
+) -> dict[str, Any]:
+    try:
+        stack.up(alerting=alerting, timeout=timeout, postgres_ha=postgres_ha, chaos_proxy=chaos_proxy)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
     console.print(_status_table(status))
     console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
     console.print(f"context-api  {status['context_api']['url']}")
-    console.print(f"postgres     {status['postgres']['dsn']}")
+    pg = status["postgres"]
+    console.print(f"postgres     {pg['addr']}  (password in {stack.run.postgres_password_file})")
     for name in ("prometheus", "alertmanager"):
         if name in status.get("alerting", {}):
             console.print(f"{name:<12} {status['alerting'][name]['url']}")
-    if not foreground:
-        return
-    try:
-        with Live(_status_table(status), console=console, refresh_per_second=1) as live:
-            while True:
-                time.sleep(1)
-                live.update(_status_table(stack.status()))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.down()
+    return status
 
 
 @app.command()
@@ -162,14 +190,15 @@ def status(
 @app.command()
 def migrate(
     config: Path | None = ConfigOption,
+    run_dir: Path | None = RunDirOption,
     require_roles: bool = typer.Option(
         False, "--require-roles", help="Fail, changing nothing, while a service role is missing."
     ),
 ) -> None:
-    """Apply pending PostgreSQL schema migrations."""
+    """Apply pending PostgreSQL schema migrations (to the local stack's PostgreSQL without --config)."""
     from kubernaut.store.migrate import RolesMissing, migrate_dsn
 
-    settings = settings_or_exit(config)
+    settings = client_settings(config, run_dir)
     try:
         applied = asyncio.run(
             migrate_dsn(settings.postgres.dsn.get_secret_value(), require_roles=require_roles)
@@ -306,7 +335,6 @@ def bench(
     from kubernaut.bench import BENCHMARKS
     from kubernaut.bench import report as bench_report
     from kubernaut.bench.errors import BenchError
-    from kubernaut.localstack.stack import default_run_dir
 
     if name not in BENCHMARKS:
         raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
@@ -493,14 +521,15 @@ def seed_history(
     days: int = typer.Option(90, "--days", min=1, max=3650, help="Spread them over this many days."),
     seed: int = typer.Option(1, "--seed", help="Random seed (same seed, same history)."),
     config: Path | None = ConfigOption,
+    run_dir: Path | None = RunDirOption,
 ) -> None:
-    """Fill PostgreSQL with realistic remediation history (for demos, tests and benchmarks)."""
+    """Fill PostgreSQL with realistic remediation history (the local stack's without --config)."""
     import asyncpg
 
     from kubernaut.contextapi.seed import seed_dsn
     from kubernaut.store.migrate import migrate_dsn
 
-    settings = settings_or_exit(config)
+    settings = client_settings(config, run_dir)
     dsn = settings.postgres.dsn.get_secret_value()
     try:
         asyncio.run(migrate_dsn(dsn))

@@ -254,8 +254,15 @@ class ContextApiAuthSettings(Section):
     tokens_file: Path | None = None
 
 
+class OperatorPageSettings(Section):
+    # Where /ui reads the gateway's readiness and Redis group; the token file holds one gateway token.
+    gateway_url: str | None = None
+    gateway_token_file: Path | None = None
+
+
 class ContextApiSettings(Section):
     http: HttpSettings = HttpSettings(port=8091)
+    ui: OperatorPageSettings = OperatorPageSettings()
     auth: ContextApiAuthSettings = ContextApiAuthSettings()
     redis: RedisSettings = StandaloneRedis(port=16390, timeouts=CONTEXT_REDIS_TIMEOUTS)
     key_prefix: str = "ctx:"

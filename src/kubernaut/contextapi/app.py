@@ -12,12 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubernaut import httpserver, logs, production
 from kubernaut.config import ConfigError, Settings
-from kubernaut.contextapi import queries, routes
+from kubernaut.contextapi import openapi, queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
 from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.contextapi.ui import UI_ROUTES
 from kubernaut.http_errors import http_exception, internal_error
+from kubernaut.openapi import docs_routes
 
 
 class _RequestMetrics:
@@ -71,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             await api.close()
 
     app = Starlette(
-        routes=routes.ROUTES,
+        routes=[*routes.ROUTES, *docs_routes(openapi.spec()), *UI_ROUTES],
         lifespan=lifespan,
         exception_handlers={
             ParamError: routes.param_error,
@@ -81,6 +83,8 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.router.redirect_slashes = False  # a trailing slash is a 404 problem, not a redirect
+    app.state.token_check = check  # the operator's page checks its cookie against the same tokens
+    app.state.ui = settings.context_api.ui
     if check is not None:
 
         def refused(reason: str) -> None:

@@ -21,7 +21,9 @@ from kubernaut.contextapi.problems import problem
 TokenScope = Literal["read", "write"]
 FailureReason = Literal["missing", "invalid", "duplicate", "forbidden"]
 SCOPES: tuple[TokenScope, ...] = ("read", "write")
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+# The operator's page checks the token itself (a cookie, set once from a form or ?token=).
+SELF_CHECKED_PATHS = frozenset({"/ui", "/ui/login", "/ui/logout"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 _HTTP_WHITESPACE = " \t"  # RFC 9110 OWS: only SP and HTAB are stripped, nothing str.strip() also takes
 
@@ -82,6 +84,13 @@ class TokenCheck:
     def __init__(self, tokens: list[Token]) -> None:
         self._tokens = tokens
 
+    def accepts(self, candidate: bytes) -> bool:
+        """Any known token (the operator's page only reads). Every token is compared."""
+        found = False
+        for token in self._tokens:
+            found |= hmac.compare_digest(candidate, token.secret)
+        return found
+
     def identify(self, headers: list[tuple[bytes, bytes]], method: str) -> Token:
         """The token presented, allowed for ``method``; raise AuthFailure. Every token is compared."""
         candidate = presented_token(headers)
@@ -113,7 +122,7 @@ class BearerAuth:
         self._on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"] in SELF_CHECKED_PATHS:
             await self.app(scope, receive, send)
             return
         try:

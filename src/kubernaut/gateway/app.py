@@ -27,10 +27,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kubernaut import httpserver, logs, production
-from kubernaut.config import ConfigError, Settings
+from kubernaut.config import ConfigError, SentinelRedis, Settings
+from kubernaut.gateway import openapi
 from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
+from kubernaut.gateway.group import redis_group
 from kubernaut.gateway.metrics import MULTIPROC_ENV, GatewayMetrics, forget_dead_workers, release_worker
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.problems import Problem
@@ -38,12 +40,14 @@ from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
 from kubernaut.http_errors import http_exception, internal_error
+from kubernaut.openapi import docs_routes
 from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger("kubernaut.gateway")
 
 PROMETHEUS_ROUTE = "/api/v1/signals/prometheus"
 EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
+REDIS_GROUP_ROUTE = "/api/v1/redis-group"
 _STARTUP_TIMEOUT_S = 30.0
 CLIENT_CLOSED_REQUEST = 499
 PROBLEM_TYPE_BASE = "urn:kubernaut:gateway:problem:"  # as gateway/problems.py's answers
@@ -223,6 +227,19 @@ class Gateway:
         body = {"ready": ready, "redis_master": redis_ok, "postgres": postgres_ok}
         return _json_response(body, 200 if ready else 503)
 
+    async def redis_group_endpoint(self, request: Request) -> Response:
+        """The Redis HA group as Sentinel sees it; behind the webhook token (it names internal addresses)."""
+        try:
+            self._source(request)
+        except Problem as problem:
+            return problem.response(REDIS_GROUP_ROUTE)
+        if not isinstance(self.settings.gateway.redis, SentinelRedis):
+            return Problem(
+                404, "not-found", "Not Found", "the gateway's Redis is not a Sentinel group"
+            ).response(REDIS_GROUP_ROUTE)
+        group = await redis_group(self.settings.gateway.redis)
+        return Response(group.model_dump_json(), media_type="application/json")
+
     async def metrics_endpoint(self, _request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -270,6 +287,8 @@ def create_app(settings: Settings) -> Starlette:
             route("/healthz", gateway.healthz, "GET"),
             route("/readyz", gateway.readyz, "GET"),
             route("/metrics", gateway.metrics_endpoint, "GET"),
+            route(REDIS_GROUP_ROUTE, gateway.redis_group_endpoint, "GET"),
+            *docs_routes(openapi.spec()),
         ],
         lifespan=gateway.lifespan,
         exception_handlers={HTTPException: http_exception, Exception: internal_error},

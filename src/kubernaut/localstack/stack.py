@@ -209,6 +209,11 @@ class LocalStack:
         return self._pg_dsn(role, self.run.postgres_role_password_file(role).read_text().strip(), attrs)
 
     @property
+    def ui_gateway_token_file(self) -> Path:
+        """The gateway token alone, for the Context-API's page to read the gateway's Redis group."""
+        return self.run.secrets / "ui-gateway-token"
+
+    @property
     def postgres_dsn(self) -> str:
         """The schema owner's DSN (migrations, tools; no superuser): ``postgres.dsn`` of the config."""
         return self.postgres_role_dsn(roles.OWNER)
@@ -300,6 +305,8 @@ class LocalStack:
             }
             self.run.context_api_tokens_file.write_text(yaml.safe_dump(tokens))
             self.run.context_api_tokens_file.chmod(0o600)
+        self.ui_gateway_token_file.write_text(self.gateway_token)
+        self.ui_gateway_token_file.chmod(0o600)
 
     @property
     def chaos_proxy(self) -> bool:
@@ -373,6 +380,10 @@ class LocalStack:
                     "password": self.redis_user_password(redis_servers.CONTEXT_API_USER),
                 },
                 "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
+                "ui": {
+                    "gateway_url": self.url("gateway"),
+                    "gateway_token_file": str(self.ui_gateway_token_file),
+                },
             },
             "postgres": {
                 "dsn": self.postgres_dsn,
