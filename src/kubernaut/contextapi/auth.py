@@ -1,12 +1,12 @@
 """Bearer tokens for the Context-API, each with a scope: ``read`` may GET, ``write`` may also POST.
 
-/healthz, /readyz and /metrics stay open (probes and Prometheus carry no token; they reveal no incident).
-The header parsing here is the Context-API's own until the services share one helper.
+/healthz, /readyz, /metrics, /openapi.json and /docs stay open (probes and Prometheus carry no token; none
+reveals an incident); the operator page /ui checks its own cookie against the same tokens.
+The header is read as the gateway reads it (kubernaut.http_auth).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubernaut.config import ConfigError
 from kubernaut.contextapi.problems import problem
+from kubernaut.http_auth import CredentialError, match_token, presented_token
 
 TokenScope = Literal["read", "write"]
 FailureReason = Literal["missing", "invalid", "duplicate", "forbidden"]
@@ -66,40 +67,31 @@ class AuthFailure(Exception):
         self.reason: FailureReason = reason
 
 
-def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The bearer token of the one Authorization header; two headers are refused, not picked from."""
-    values = [v for k, v in headers if k.lower() == b"authorization"]
-    if len(values) > 1:
-        raise AuthFailure("duplicate")
-    if not values:
-        raise AuthFailure("missing")
-    scheme, _, rest = values[0].partition(b" ")
-    token = rest.strip(_HTTP_WHITESPACE.encode())
-    if scheme.lower() != b"bearer" or not token:
-        raise AuthFailure("missing")
-    return token
+def _authorization(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    return [v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"]
 
 
 class TokenCheck:
     def __init__(self, tokens: list[Token]) -> None:
-        self._tokens = tokens
+        self._tokens = {t.name: t for t in tokens}
+
+    def _match(self, candidate: bytes) -> Token:
+        return self._tokens[match_token(candidate, ((t.name, t.secret) for t in self._tokens.values()))]
 
     def accepts(self, candidate: bytes) -> bool:
-        """Any known token (the operator's page only reads). Every token is compared."""
-        found = False
-        for token in self._tokens:
-            found |= hmac.compare_digest(candidate, token.secret)
-        return found
+        """Any known token (the operator's page only reads)."""
+        try:
+            self._match(candidate)
+        except CredentialError:
+            return False
+        return True
 
     def identify(self, headers: list[tuple[bytes, bytes]], method: str) -> Token:
-        """The token presented, allowed for ``method``; raise AuthFailure. Every token is compared."""
-        candidate = presented_token(headers)
-        found = None
-        for token in self._tokens:
-            if hmac.compare_digest(candidate, token.secret):
-                found = token
-        if found is None:
-            raise AuthFailure("invalid")
+        """The token presented, allowed for ``method``; raise AuthFailure."""
+        try:
+            found = self._match(presented_token(_authorization(headers)))
+        except CredentialError as err:
+            raise AuthFailure(err.reason) from None
         if not found.allows(method):
             raise AuthFailure("forbidden")
         return found
