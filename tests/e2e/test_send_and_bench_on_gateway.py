@@ -87,12 +87,15 @@ def test_alertmanager_webhooks_are_sent_whole(gateway: LocalStack, tmp_path: Pat
 
 
 def test_the_bench_measures_the_gateway_through_its_target(gateway: LocalStack, tmp_path: Path) -> None:
+    master = gateway.current_master()
+    assert master is not None
     target = IngestTarget(
         "gateway",
         gateway.url("gateway") + WEBHOOK_PATH,
         webhook_v4,
         headers=(f"Authorization: Bearer {gateway.gateway_token}",),
-        redis=gateway.current_master(),
+        redis=master,
+        redis_password=gateway.redis_password(master[1]),
     )
     # Paced under the stack's rate limit (100/s per source), lightly: this checks the hook, not speed.
     row = measure(
