@@ -23,9 +23,13 @@ CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 
 @pytest.fixture(scope="module")
 def gateway(stack: LocalStack) -> Iterator[LocalStack]:
+    """The stack's gateway; stopped afterwards only if this module started it (the session's
+    ``gateway_url`` fixture may own it)."""
+    started = stack.record("gateway") is None
     stack.start_service("gateway", timeout=60)
     yield stack
-    stack.stop_component("gateway")
+    if started:
+        stack.stop_component("gateway")
 
 
 def send(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
