@@ -56,7 +56,9 @@ def client_settings(config: Path | None, run_dir: Path | None) -> Settings:
     if config is None:
         local = RunDir((run_dir or default_run_dir()).resolve()).config_file
         if local.is_file():
-            err_console.print(f"[dim]using the local stack's configuration {local}[/]", highlight=False)
+            err_console.print(
+                f"[dim]using the local stack's configuration {local}[/]", highlight=False, soft_wrap=True
+            )
             config = local
     return settings_or_exit(config)
 

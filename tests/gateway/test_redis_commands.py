@@ -95,8 +95,11 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
         assert sent / ALERTS <= 2, f"{phase}: {sent} commands for {ALERTS} alerts"
         # The hot path is one EVALSHA per webhook; binds and flushes add a few per second.
         assert calls.get("evalsha", 0) <= 2 * WEBHOOKS + 5
-    # Duplicates, the steady state: GETEX + HINCRBY per alert inside the one call, nothing else.
+    # Duplicates, the steady state: GETEX + HINCRBY per alert inside the one call; per webhook a fixed few
+    # (TIME, the rate limit's GET/SET, the ran:<nonce> record, the batch id's HSETNX, one WAIT), plus the
+    # flusher's take once a second.
     repeat = figures["repeat"]
     assert repeat["getex"] == ALERTS
     assert repeat["hincrby"] == ALERTS
-    assert (sum(repeat.values()) - repeat["evalsha"]) / ALERTS <= 2.15
+    per_webhook = (sum(repeat.values()) - repeat["evalsha"] - 2 * ALERTS) / WEBHOOKS
+    assert per_webhook <= 10, f"{per_webhook} commands per webhook beside the per-alert two"

@@ -58,7 +58,7 @@ async def _counted(stack: LocalStack, namespace: str) -> dict[str, int]:
 async def _pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
     master = stack.current_master()
     assert master is not None
-    r = aioredis.Redis(host=master[0], port=master[1])
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
         return [k async for k in r.scan_iter(match=f"{prefix}count*")]
     finally:
@@ -99,7 +99,7 @@ async def _flusher_seen(stack: LocalStack, prefix: str) -> float:
     """When the (only) gateway on ``prefix`` last ran a count take (its score in ``flushers``, ms)."""
     master = stack.current_master()
     assert master is not None
-    r = aioredis.Redis(host=master[0], port=master[1])
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
         members = await r.zrange(f"{prefix}flushers", 0, -1, withscores=True)
     finally:

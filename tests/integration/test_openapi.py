@@ -60,7 +60,9 @@ def test_document_is_valid_openapi_3_1(service: str) -> None:
 
 
 def test_every_route_is_documented() -> None:
-    settings = Settings.model_validate({"gateway": {"auth": {"enabled": False}}})
+    settings = Settings.model_validate(
+        {"gateway": {"auth": {"enabled": False}}, "context_api": {"auth": {"enabled": False}}}
+    )
     for app, spec in (
         (gateway_app.create_app(settings), gateway_openapi.spec()),
         (contextapi_app.create_app(settings), contextapi_openapi.spec()),
