@@ -161,9 +161,8 @@ async def test_postgres_drill_keeps_the_invariants(ha_stack: LocalStack, scenari
     assert report.duplicate_open_requests == 0
     assert report.other_errors == 0, "every refusal must be 503/429 with Retry-After"
     assert report.context_api_errors == 0, "the Context-API must answer throughout"
-    # Counting is at-least-once until a refused webhook counts nothing (issue 12 item 3): nothing
-    # acknowledged goes uncounted.
-    assert report.count_drift <= 0
+    # A commit whose answer died with the primary is resolved, not refused and counted again on retry.
+    assert report.count_drift == 0
     assert all(report.checks.values()), report.checks
     if scenario == "postgres-standby-kill":
         assert report.postgres_failover_s is None

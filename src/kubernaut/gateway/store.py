@@ -16,6 +16,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from kubernaut.config import PostgresSettings
+from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve, take_mark
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.signal import Signal
 
@@ -144,6 +145,11 @@ WITH fresh AS (
 SELECT EXISTS (SELECT 1 FROM fresh)
 """
 _PRUNE_BATCHES = "DELETE FROM applied_count_batches WHERE applied_at < now() - $1::interval"
+# Group commits' tokens (commit_outcome.py) matter only while an outcome is being resolved.
+_PRUNE_COMMIT_TOKENS = f"""
+DELETE FROM applied_count_batches WHERE applied_at < now() - interval '10 minutes'
+  AND batch_id LIKE '{TOKEN_PREFIX}%'
+"""
 
 # Errors after which the pool's connections are presumed dead.
 _CONNECTION_ERRORS = (
@@ -331,6 +337,8 @@ class RequestStore:
         Group commit: webhooks that arrive while a commit is in progress are written together in the
         next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
         webhook fails alone. Results are exactly those of running the webhooks one after another.
+        A commit whose answer is lost with its connection is resolved (commit_outcome.py): committed,
+        it returns as if answered; otherwise, or if undecided within the command timeout, it fails.
         """
         work = _Work(
             signal_type, source, now, phases, counts or {}, asyncio.get_running_loop().create_future()
@@ -356,8 +364,10 @@ class RequestStore:
 
     async def _commit(self, batch: list[_Work]) -> None:
         outcomes: list[list[Written] | BaseException] = []
+        mark: CommitMark | None = None
         try:
-            async with self.pool.acquire() as conn, self._transaction(conn, batch):
+            async with self.pool.acquire() as conn, conn.transaction():
+                mark = await take_mark(conn)
                 for work in batch:
                     savepoint = conn.transaction() if len(batch) > 1 else contextlib.nullcontext()
                     try:
@@ -369,7 +379,10 @@ class RequestStore:
                         outcomes.append(err)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             failure = await self._failed(err)
-            outcomes = [failure] * len(batch)
+            # Every statement answered, so the connection failed at COMMIT: its outcome is unknown.
+            unknown = mark is not None and len(outcomes) == len(batch) and isinstance(err, _CONNECTION_ERRORS)
+            if not (unknown and mark is not None and await self._committed(mark)):
+                outcomes = [failure] * len(batch)
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.future.done():
                 continue  # the caller went away; its writes stand, as after any answer lost in transit
@@ -380,17 +393,12 @@ class RequestStore:
             else:
                 work.future.set_exception(await self._failed(outcome))
 
-    @staticmethod
-    def _transaction(
-        conn: PoolConnectionProxy[Any], batch: list[_Work]
-    ) -> contextlib.AbstractAsyncContextManager[object]:
-        """One statement alone needs no explicit transaction (one round trip instead of three)."""
-        work = batch[0]
-        if len(batch) == 1 and len(work.phases) == 1 and not work.counts:
-            phase = work.phases[0]
-            if phase.singles and not phase.storms and not phase.resolves:  # storms and resolves take several
-                return contextlib.nullcontext()
-        return conn.transaction()
+    async def _committed(self, mark: CommitMark) -> bool:
+        """Resolve a commit whose answer was lost, within the command timeout (the failover budget)."""
+        s = self._settings
+        verdict = await resolve(self.pool, s.dsn.get_secret_value(), mark, s.command_timeout_s)
+        log.warning("resolved a commit whose answer was lost", verdict=verdict.value, xid=mark.xid)
+        return verdict is Verdict.COMMITTED
 
     async def _apply(self, conn: PoolConnectionProxy[Any], work: _Work) -> list[Written]:
         """One webhook's statements, phase after phase. Within a phase rows are touched in fingerprint
@@ -512,5 +520,6 @@ class RequestStore:
         """Forget applied batch ids older than any batch can wait unflushed in Redis."""
         try:
             await self.pool.execute(_PRUNE_BATCHES, older_than)
+            await self.pool.execute(_PRUNE_COMMIT_TOKENS)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             raise await self._failed(err) from None
