@@ -39,7 +39,8 @@ def prefix() -> str:
 
 
 def _env(prefix: str) -> dict[str, str]:
-    return {"key_prefix": prefix, "rate_limit__mode": "off"}
+    # One worker: these tests time one flusher's cycle and kill one gateway process by its PID.
+    return {"key_prefix": prefix, "rate_limit__mode": "off", "http__workers": "1"}
 
 
 async def _counted(stack: LocalStack, namespace: str) -> dict[str, int]:
