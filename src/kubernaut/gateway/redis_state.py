@@ -192,15 +192,20 @@ class RedisState:
         command = hiredis.pack_command(("EVALSHA", script.sha, 0, *args))  # type: ignore[arg-type]
         replicate = script.replicate and self._replicas
         while True:
+            failure: BaseException
             try:
                 reply = await self._pipeline.execute(command, replicate=replicate)
             except NoScriptError:
-                await self._load(script)  # a new master after failover, or SCRIPT FLUSH
-                continue
+                try:
+                    await self._load(script)  # a new master after failover, or SCRIPT FLUSH
+                except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+                    failure = err  # that master went away too: a failover error like any other
+                else:
+                    continue
             except ResponseError as err:
                 if _error_kind(err) is None:
                     raise
-                failure: BaseException = err
+                failure = err
             except (RedisConnectionError, RedisTimeoutError, OSError) as err:
                 failure = err
             else:
