@@ -82,7 +82,8 @@ RETURNING r.id, r.fingerprint
 """
 
 # Members of open storms resolve; a storm whose members have all resolved closes (at its last
-# member's resolution).
+# member's resolution). A member of two open storms answers with the one it joined first (the order
+# is part of the result, so it must not be the plan's).
 RESOLVE_MEMBERS = f"""
 WITH d AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)),
 resolved AS (
@@ -90,9 +91,9 @@ resolved AS (
     FROM d, remediation_requests r
     WHERE m.fingerprint = d.f AND m.resolved_at IS NULL AND r.id = m.request_id AND r.is_storm
       AND r.{OPEN}
-    RETURNING m.request_id, m.fingerprint, m.resolved_at
+    RETURNING m.request_id, m.fingerprint, m.resolved_at, m.received_at, r.fingerprint AS storm
 )
-SELECT request_id, fingerprint, resolved_at FROM resolved
+SELECT request_id, fingerprint, resolved_at FROM resolved ORDER BY received_at, storm
 """
 
 _CLOSE_STORMS = f"""
