@@ -15,7 +15,7 @@ import redis
 from kubernaut.bench import baseline
 from kubernaut.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
 from kubernaut.bench.errors import BenchError
-from kubernaut.bench.postgres_limit import TAG, cleanup, pgbench
+from kubernaut.bench.postgres_limit import LOCAL_COMMIT, TAG, cleanup, pgbench
 from kubernaut.bench.redis_limit import evalsha
 from kubernaut.bench.wrk import Load, WrkError, run_wrk
 from kubernaut.localstack import LocalStack
@@ -150,12 +150,18 @@ def test_pgbench_runs_the_gateways_commit_and_cleans_up(stack: LocalStack) -> No
         storm = pgbench(
             pg_bin("pgbench"), dsn, script="storm members", alerts=5, clients=1, seconds=1, max_affected=3
         )
+        local = pgbench(
+            pg_bin("pgbench"), dsn, script=LOCAL_COMMIT, alerts=5, clients=1, seconds=1, max_affected=3
+        )
         assert new.transactions > 0
         assert storm.transactions > 0
-        assert (new.failed, storm.failed) == (0, 0)
+        assert local.transactions > 0
+        assert (new.failed, storm.failed, local.failed) == (0, 0, 0)
         assert new.alerts_per_s == pytest.approx(5 * new.commits_per_s)
-        # Every commit wrote its alerts: new requests, storm members and the storm row's count.
-        assert _pgbench_rows(dsn) == (5 * new.transactions, 5 * storm.transactions, 5 * storm.transactions)
+        # Every commit wrote its alerts: new requests, storm members and the storm row's count (both storm
+        # scripts join the same storm row).
+        members = 5 * (storm.transactions + local.transactions)
+        assert _pgbench_rows(dsn) == (5 * new.transactions, members, members)
     finally:
         cleanup(dsn, pg_bin("psql"))
     assert _pgbench_rows(dsn) == (0, 0, 0)

@@ -15,7 +15,7 @@ import redis
 from kubernaut import httpserver
 from kubernaut.bench import baseline, gateway_target
 from kubernaut.bench.ingest import IngestRow, TargetFactory, add_ratios, paced_row, throughput_rows
-from kubernaut.bench.postgres_limit import PgbenchRow, cleanup, pgbench
+from kubernaut.bench.postgres_limit import LOCAL_COMMIT, PgbenchRow, cleanup, pgbench
 from kubernaut.bench.redis_limit import EvalshaRow, evalsha
 from kubernaut.bench.report import BenchReport, FigureTable, tool_version
 from kubernaut.bench.wrk import Load
@@ -112,9 +112,12 @@ PGBENCH_RUNS = (
 def postgres_limit_rows(stack: LocalStack, seconds: float, log: Callable[[str], None]) -> list[PgbenchRow]:
     dsn = stack.postgres_dsn
     max_affected = stack.settings().gateway.storm.max_affected_resources
+    runs = list(PGBENCH_RUNS)
+    if stack.postgres_ha:
+        runs[1:1] = [(LOCAL_COMMIT, 50, 1)]
     rows = []
     try:
-        for script, alerts, clients in PGBENCH_RUNS:
+        for script, alerts, clients in runs:
             log(f"pgbench: {script}, {alerts} alert(s) a commit, {clients} connection(s), {seconds:g} s")
             rows.append(
                 pgbench(

@@ -78,7 +78,14 @@ WHERE r.id = CAST(:storm AS bigint);
 COMMIT;
 """
 
-SCRIPTS = {"new requests": _NEW_REQUESTS, "storm members": _STORM_MEMBERS}
+# With a synchronous standby (Patroni's synchronous_mode), the same commit without waiting for the
+# standby: the pair prices synchronous replication in one run.
+LOCAL_COMMIT = "storm members, local commit"
+SCRIPTS = {
+    "new requests": _NEW_REQUESTS,
+    "storm members": _STORM_MEMBERS,
+    LOCAL_COMMIT: _STORM_MEMBERS.replace("BEGIN;\n", "BEGIN;\nSET LOCAL synchronous_commit = local;\n", 1),
+}
 
 _CLEANUP = f"""
 DELETE FROM remediation_requests WHERE namespace = '{TAG}';
