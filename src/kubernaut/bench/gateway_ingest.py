@@ -1,5 +1,6 @@
 """``kubernaut bench gateway-ingest``: the gateway against Alertmanager 0.25 on the same alerts, tool and
-concurrency in one run, and the physical limit beneath (redis-benchmark EVALSHA on the gateway's master).
+concurrency in one run, and the physical limits beneath (redis-benchmark EVALSHA on the gateway's master;
+pgbench running the gateway's commit on its PostgreSQL).
 
 Rows per target: maximum rate for single alerts and 50-alert batches, each for the repeat-heavy and the
 all-new mix; then single-alert latency of both, paced at half the gateway's maximum single-alert rate.
