@@ -3,9 +3,11 @@ mixes it promises, pacing holds the rate down, and the EVALSHA helper counts Red
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -13,9 +15,12 @@ import redis
 from kubernaut.bench import baseline
 from kubernaut.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
 from kubernaut.bench.errors import BenchError
+from kubernaut.bench.postgres_limit import LOCAL_COMMIT, TAG, cleanup, pgbench
 from kubernaut.bench.redis_limit import evalsha
 from kubernaut.bench.wrk import Load, WrkError, run_wrk
 from kubernaut.localstack import LocalStack
+from kubernaut.localstack.postgres import pg_bin
+from kubernaut.store.migrate import migrate_dsn
 
 LIGHT = Load(duration_s=1, connections=2, threads=1)
 
@@ -110,3 +115,53 @@ def test_evalsha_counts_redis_commands_per_call(stack: LocalStack) -> None:
             clients=1,
             password=password,
         )
+
+
+def _pgbench_rows(dsn: str) -> tuple[int, int, int]:
+    """(new requests, storm members, storm_alert_count) the pgbench scripts left."""
+
+    async def query() -> tuple[int, int, int]:
+        await migrate_dsn(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE NOT is_storm) AS singles,"
+                " (SELECT count(*) FROM storm_members m JOIN remediation_requests s ON s.id = m.request_id"
+                "  WHERE s.namespace = $1) AS members,"
+                " coalesce(sum(storm_alert_count), 0) AS counted"
+                " FROM remediation_requests WHERE namespace = $1",
+                TAG,
+            )
+        finally:
+            await conn.close()
+        assert row is not None
+        return int(row["singles"]), int(row["members"]), int(row["counted"])
+
+    return asyncio.run(query())
+
+
+def test_pgbench_runs_the_gateways_commit_and_cleans_up(stack: LocalStack) -> None:
+    dsn = stack.postgres_dsn
+    assert _pgbench_rows(dsn) == (0, 0, 0)
+    try:
+        new = pgbench(
+            pg_bin("pgbench"), dsn, script="new requests", alerts=5, clients=2, seconds=1, max_affected=3
+        )
+        storm = pgbench(
+            pg_bin("pgbench"), dsn, script="storm members", alerts=5, clients=1, seconds=1, max_affected=3
+        )
+        local = pgbench(
+            pg_bin("pgbench"), dsn, script=LOCAL_COMMIT, alerts=5, clients=1, seconds=1, max_affected=3
+        )
+        assert new.transactions > 0
+        assert storm.transactions > 0
+        assert local.transactions > 0
+        assert (new.failed, storm.failed, local.failed) == (0, 0, 0)
+        assert new.alerts_per_s == pytest.approx(5 * new.commits_per_s)
+        # Every commit wrote its alerts: new requests, storm members and the storm row's count (both storm
+        # scripts join the same storm row).
+        members = 5 * (storm.transactions + local.transactions)
+        assert _pgbench_rows(dsn) == (5 * new.transactions, members, members)
+    finally:
+        cleanup(dsn, pg_bin("psql"))
+    assert _pgbench_rows(dsn) == (0, 0, 0)

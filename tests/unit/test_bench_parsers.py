@@ -9,7 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from kubernaut.bench.contextapi_target import CacheCounters
+from kubernaut.bench.errors import BenchError
 from kubernaut.bench.ingest import IngestRow, add_ratios
+from kubernaut.bench.postgres_limit import parse as parse_pgbench
 from kubernaut.bench.redis_limit import parse_csv
 from kubernaut.bench.report import BenchReport, FigureTable, append, find_results_file
 from kubernaut.bench.wrk import Load, WrkError, parse_wrk_output
@@ -158,3 +160,25 @@ def test_cache_counters_from_a_context_api_exposition() -> None:
     assert during.postgres_invalidations == 4
     assert during.hit_rate("l1") is None  # no L1 lookups in between
     assert CacheCounters.from_exposition("") == CacheCounters()
+
+
+PGBENCH_15 = """pgbench (15.18 (Debian 15.18-0+deb12u1))
+transaction type: /tmp/kubernaut-pgbench-x/gateway.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 1
+number of threads: 1
+maximum number of tries: 1
+duration: 3 s
+number of transactions actually processed: 1234
+number of failed transactions: 2 (0.162%)
+latency average = 2.431 ms
+initial connection time = 3.102 ms
+tps = 411.338921 (without initial connection time)
+"""
+
+
+def test_pgbench_report() -> None:
+    assert parse_pgbench(PGBENCH_15) == (1234, 411.338921, 2.431, 2)
+    with pytest.raises(BenchError, match="tps"):
+        parse_pgbench(PGBENCH_15.replace("tps =", "rate ="))

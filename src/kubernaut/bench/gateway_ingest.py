@@ -1,5 +1,6 @@
 """``kubernaut bench gateway-ingest``: the gateway against Alertmanager 0.25 on the same alerts, tool and
-concurrency in one run, and the physical limit beneath (redis-benchmark EVALSHA on the gateway's master).
+concurrency in one run, and the physical limits beneath (redis-benchmark EVALSHA on the gateway's master;
+pgbench running the gateway's commit on its PostgreSQL).
 
 Rows per target: maximum rate for single alerts and 50-alert batches, each for the repeat-heavy and the
 all-new mix; then single-alert latency of both, paced at half the gateway's maximum single-alert rate.
@@ -15,10 +16,12 @@ import redis
 from kubernaut import httpserver
 from kubernaut.bench import baseline, gateway_target
 from kubernaut.bench.ingest import IngestRow, TargetFactory, add_ratios, paced_row, throughput_rows
+from kubernaut.bench.postgres_limit import LOCAL_COMMIT, PgbenchRow, cleanup, pgbench
 from kubernaut.bench.redis_limit import EvalshaRow, evalsha
 from kubernaut.bench.report import BenchReport, FigureTable, tool_version
 from kubernaut.bench.wrk import Load
 from kubernaut.localstack import LocalStack
+from kubernaut.localstack.postgres import pg_bin
 from kubernaut.localstack.stack import service_available
 
 # One INCR per call: the peers' reference figure for EVALSHA on this kind of machine, when quiet.
@@ -75,6 +78,80 @@ def limit_table(rows: list[EvalshaRow]) -> FigureTable:
             for r in rows
         ],
     )
+
+
+def postgres_table(rows: list[PgbenchRow]) -> FigureTable:
+    return FigureTable(
+        "PostgreSQL limit: pgbench running the gateway's new-alert commit on the bench's PostgreSQL",
+        ("script", "alerts/commit", "connections", "commits/s", "alerts/s", "latency avg ms", "failed"),
+        [
+            (
+                r.script,
+                str(r.alerts_per_commit),
+                str(r.clients),
+                _fmt(r.commits_per_s),
+                _fmt(r.alerts_per_s),
+                _fmt(r.latency_ms, 2),
+                str(r.failed),
+            )
+            for r in rows
+        ],
+    )
+
+
+# (script, new alerts a commit, connections): the gateway's own shape (one committing connection, a
+# group of new alerts a commit: one 50-alert webhook, or a group of ten), then one alert a commit from as
+# many connections as wrk has (no group commit of our own: only PostgreSQL's WAL flush grouping).
+PGBENCH_RUNS = (
+    ("storm members", 50, 1),
+    ("storm members", 500, 1),
+    ("new requests", 50, 1),
+    ("new requests", 1, 50),
+)
+
+
+def postgres_limit_rows(stack: LocalStack, seconds: float, log: Callable[[str], None]) -> list[PgbenchRow]:
+    dsn = stack.postgres_dsn
+    max_affected = stack.settings().gateway.storm.max_affected_resources
+    runs = list(PGBENCH_RUNS)
+    if stack.postgres_ha:
+        runs[1:1] = [(LOCAL_COMMIT, 50, 1)]
+    rows = []
+    try:
+        for script, alerts, clients in runs:
+            log(f"pgbench: {script}, {alerts} alert(s) a commit, {clients} connection(s), {seconds:g} s")
+            rows.append(
+                pgbench(
+                    pg_bin("pgbench"),
+                    dsn,
+                    script=script,
+                    alerts=alerts,
+                    clients=clients,
+                    seconds=seconds,
+                    max_affected=max_affected,
+                )
+            )
+    finally:
+        cleanup(dsn, pg_bin("psql"))
+    return rows
+
+
+def _postgres_fractions(rows: list[IngestRow], limit: list[PgbenchRow]) -> list[str]:
+    """The gateway's all-new alert rates as fractions of PostgreSQL's on the gateway's own commit shape."""
+    shapes = [r for r in limit if (r.script, r.clients) == ("storm members", 1) and r.alerts_per_s]
+    if not shapes:
+        return []
+    shape = max(shapes, key=lambda r: r.alerts_per_s)
+    notes = []
+    for r in rows:
+        if (r.target, r.mix, r.paced_at_per_s) == ("gateway", "all-new", None):
+            fraction = r.alerts_per_s / shape.alerts_per_s
+            notes.append(
+                f"gateway {r.shape} all-new: {r.alerts_per_s:,.0f} alerts/s = {fraction:.2f}"
+                f" of PostgreSQL's {shape.alerts_per_s:,.0f}/s (pgbench, the gateway's storm-member commit, "
+                f"{shape.alerts_per_commit} alerts a commit, 1 connection)"
+            )
+    return notes
 
 
 def _gateway_script_args(stack: LocalStack, signals: int) -> list[str]:
@@ -181,6 +258,7 @@ def run(
         rows.append(paced_row(start, peak.requests_per_s / 2, load, workdir, log))
     add_ratios(rows)
     limit = redis_limit_rows(stack, 100_000 if quick else 500_000, with_gateway, log)
+    pg_limit = postgres_limit_rows(stack, load.duration_s, log) if with_gateway else []
 
     versions = {
         "wrk": tool_version(["wrk", "--version"]),
@@ -204,6 +282,11 @@ def run(
             "shadow mode; Redis flushed and requests emptied before each row"
         )
         notes += _verdicts(rows)
+        notes.append(
+            "PostgreSQL: "
+            + ("Patroni cluster, synchronous standby" if stack.postgres_ha else "one server (no standby)")
+        )
+        notes += _postgres_fractions(rows, pg_limit)
         notes += [
             f"stored after gateway {r.shape}, {r.mix}{' paced' if r.paced_at_per_s else ''}: {r.check}"
             for r in rows
@@ -223,7 +306,8 @@ def run(
             "versions": versions,
             "rows": [r.as_json() for r in rows],
             "redis_limit": [r.as_json() for r in limit],
+            "postgres_limit": [r.as_json() for r in pg_limit],
         },
-        tables=[ingest_table(rows), limit_table(limit)],
+        tables=[ingest_table(rows), limit_table(limit), *([postgres_table(pg_limit)] if pg_limit else [])],
         notes=notes,
     )
