@@ -3,7 +3,7 @@
 -- in order. The shebang makes Redis refuse the whole call up front when the master cannot take writes
 -- (min-replicas-to-write), so a refused call has written nothing.
 --
--- ARGV (layout mirrored by kubernaut/gateway/redis_state.py, IngestArgs):
+-- ARGV (encoded, and the reply decoded, by kubernaut/gateway/ingest_protocol.py):
 --  1 prefix  2 nonce  3 source  4 rate-limit mode (0 off, 1 enforce, 2 shadow)
 --  5 emission interval (us)  6 burst  7 dedup TTL (s)  8 storms on (1/0)
 --  9 rate threshold  10 rate window (ms)  11 pattern threshold  12 pattern window (ms)
