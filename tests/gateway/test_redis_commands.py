@@ -101,13 +101,13 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
     # alert before the storm state became one hash per group.
     new, groups = figures["new"], 10 * WEBHOOKS
     assert new["getex"] == ALERTS
-    assert new["hmget"] == new["hset"] == new["pexpire"] == groups
+    assert (new.get("hmget"), new.get("hset"), new.get("pexpire")) == (groups, groups, groups)
     assert "zcount" not in new
     assert "zremrangebyrank" not in new
     assert sum(new.values()) - new["evalsha"] <= 4 * ALERTS + 3 * groups + 10 * WEBHOOKS
     # The storm: one group per webhook, its hash read and written once (and ZADD to the open-storm index).
     storm_calls = figures["storm"]
-    assert storm_calls["hmget"] == storm_calls["hset"] == WEBHOOKS
+    assert (storm_calls.get("hmget"), storm_calls.get("hset")) == (WEBHOOKS, WEBHOOKS)
     assert sum(storm_calls.values()) - storm_calls["evalsha"] <= 4 * ALERTS + 4 * WEBHOOKS + 10 * WEBHOOKS
     # Duplicates, the steady state: GETEX + HINCRBY per alert inside the one call; per webhook a fixed few
     # (TIME, the rate limit's GET/SET, the ran:<nonce> record, the batch id's HSETNX, one WAIT), plus the
