@@ -95,6 +95,20 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
         assert sent / ALERTS <= 2, f"{phase}: {sent} commands for {ALERTS} alerts"
         # The hot path is one EVALSHA per webhook; binds and flushes add a few per second.
         assert calls.get("evalsha", 0) <= 2 * WEBHOOKS + 5
+    # New alerts: per alert GETEX + SET (the dedup entry), GET + SET (its bind after PostgreSQL); per
+    # (namespace, name) group and webhook one HMGET and one HSET of its storm hash, and a PEXPIRE the
+    # first time (every group here is new); per webhook the same fixed few as for duplicates. 13.1 per
+    # alert before the storm state became one hash per group.
+    new, groups = figures["new"], 10 * WEBHOOKS
+    assert new["getex"] == ALERTS
+    assert (new.get("hmget"), new.get("hset"), new.get("pexpire")) == (groups, groups, groups)
+    assert "zcount" not in new
+    assert "zremrangebyrank" not in new
+    assert sum(new.values()) - new["evalsha"] <= 4 * ALERTS + 3 * groups + 10 * WEBHOOKS
+    # The storm: one group per webhook, its hash read and written once (and ZADD to the open-storm index).
+    storm_calls = figures["storm"]
+    assert (storm_calls.get("hmget"), storm_calls.get("hset")) == (WEBHOOKS, WEBHOOKS)
+    assert sum(storm_calls.values()) - storm_calls["evalsha"] <= 4 * ALERTS + 4 * WEBHOOKS + 10 * WEBHOOKS
     # Duplicates, the steady state: GETEX + HINCRBY per alert inside the one call; per webhook a fixed few
     # (TIME, the rate limit's GET/SET, the ran:<nonce> record, the batch id's HSETNX, one WAIT), plus the
     # flusher's take once a second.

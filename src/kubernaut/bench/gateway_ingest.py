@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
@@ -20,6 +21,7 @@ from kubernaut.bench.postgres_limit import LOCAL_COMMIT, PgbenchRow, cleanup, pg
 from kubernaut.bench.redis_limit import EvalshaRow, evalsha
 from kubernaut.bench.report import BenchReport, FigureTable, tool_version
 from kubernaut.bench.wrk import Load
+from kubernaut.gateway.ingest_protocol import encode, settings_args
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.postgres import pg_bin
 from kubernaut.localstack.stack import service_available
@@ -154,14 +156,22 @@ def _postgres_fractions(rows: list[IngestRow], limit: list[PgbenchRow]) -> list[
     return notes
 
 
+@dataclass(frozen=True, slots=True)
+class _BenchSignal:
+    """A firing alert whose fingerprint and pod redis-benchmark randomises per call (``__rand_int__``)."""
+
+    firing: bool = True
+    fingerprint: str = "fp__rand_int__"
+    name: str = "BenchAlert"
+    namespace: str = "bench"
+    resource: str = "Pod/bench-__rand_int__"
+
+
 def _gateway_script_args(stack: LocalStack, signals: int) -> list[str]:
     """The gateway's ingest script arguments for ``signals`` never-seen firing alerts of one group."""
-    from kubernaut.gateway.pipeline import script_settings
-
     settings = stack.settings().gateway
-    head = [settings.key_prefix, "bench", "bench", *map(str, script_settings(settings)), str(signals)]
-    per_signal = ("f", "fp__rand_int__", "BenchAlert", "bench", "Pod/bench-__rand_int__")
-    return head + [arg for _ in range(signals) for arg in per_signal]
+    args = encode(settings.key_prefix, "bench", "bench", settings_args(settings), [_BenchSignal()] * signals)
+    return [str(arg) for arg in args]
 
 
 def redis_limit_rows(

@@ -3,7 +3,7 @@
 -- in order. The shebang makes Redis refuse the whole call up front when the master cannot take writes
 -- (min-replicas-to-write), so a refused call has written nothing.
 --
--- ARGV (layout mirrored by kubernaut/gateway/redis_state.py, IngestArgs):
+-- ARGV (encoded, and the reply decoded, by kubernaut/gateway/ingest_protocol.py):
 --  1 prefix  2 nonce  3 source  4 rate-limit mode (0 off, 1 enforce, 2 shadow)
 --  5 emission interval (us)  6 burst  7 dedup TTL (s)  8 storms on (1/0)
 --  9 rate threshold  10 rate window (ms)  11 pattern threshold  12 pattern window (ms)
@@ -77,36 +77,93 @@ if rl_mode > 0 then
   end
 end
 
--- Sliding windows per (namespace, name): the newest signals and the most recently seen resources, each
--- trimmed to threshold + 1 entries, which is all "more than threshold within the window" needs.
-local function storm_window(name, namespace, resource, i)
-  local group = #namespace .. ':' .. namespace .. ':' .. name
-  local rk, pk, sk = prefix .. 'rate:' .. group, prefix .. 'pattern:' .. group, prefix .. 'storm:' .. group
-  redis.call('ZADD', rk, now, nonce .. ':' .. i)
-  redis.call('ZREMRANGEBYRANK', rk, 0, -(rate_threshold + 2))
-  redis.call('PEXPIRE', rk, rate_window)
-  redis.call('ZADD', pk, now, resource)
-  redis.call('ZREMRANGEBYRANK', pk, 0, -(pattern_threshold + 2))
-  redis.call('PEXPIRE', pk, pattern_window)
-  local open = redis.call('HMGET', sk, 'start', 'type')
-  local window
-  if open[1] and now - tonumber(open[1]) < max_window then
-    window = open[1] .. ':' .. open[2]
-  else
-    local kind
-    if redis.call('ZCOUNT', pk, '(' .. (now - pattern_window), '+inf') > pattern_threshold then
-      kind = 'pattern'
-    elseif redis.call('ZCOUNT', rk, '(' .. (now - rate_window), '+inf') > rate_threshold then
-      kind = 'rate'
+-- Storm bookkeeping, one hash per (namespace, name) group, read once per call and written back once
+-- after the loop (every signal of a call shares `now`): 'rate' the times of the newest rate_threshold + 1
+-- new signals; 'pattern' the newest pattern_threshold + 1 resources, each with the time it was last seen;
+-- 'start', 'type', 'seen' the storm window (open while seen within `inactivity` and started within
+-- `max_window`); 'exp' when the key expires. Keeping only the newest threshold + 1 entries changes no
+-- decision: "more than threshold within the window" holds for them exactly when it holds for all.
+local groups, touched = {}, {}
+local function fmt(number) return string.format('%.0f', number) end
+
+local function load_group(name, namespace)
+  local key = prefix .. 'storm:' .. #namespace .. ':' .. namespace .. ':' .. name
+  local g = groups[key]
+  if g then return g end
+  local h = redis.call('HMGET', key, 'start', 'type', 'seen', 'rate', 'pattern', 'exp')
+  g = {key = key, rate = {}, rate_in = 0, pattern = {}, pattern_in = 0, exp = tonumber(h[6])}
+  -- A hash written before 'seen' existed lived only `inactivity` past its last join: it is still open.
+  local seen = tonumber(h[3]) or now
+  if h[1] and now - seen <= inactivity then g.start, g.kind = tonumber(h[1]), h[2] end
+  for at in string.gmatch(h[4] or '', '%d+') do
+    at = tonumber(at)
+    g.rate[#g.rate + 1] = at
+    if at > now - rate_window then g.rate_in = g.rate_in + 1 end
+  end
+  local text, pos = h[5] or '', 1
+  while pos <= #text do
+    local _, stop, at, len = string.find(text, '^(%d+) (%d+) ', pos)
+    local resource = string.sub(text, stop + 1, stop + tonumber(len))
+    g.pattern[resource] = tonumber(at)
+    if tonumber(at) > now - pattern_window then g.pattern_in = g.pattern_in + 1 end
+    pos = stop + tonumber(len) + 1
+  end
+  groups[key] = g
+  touched[#touched + 1] = g
+  return g
+end
+
+local function storm_window(name, namespace, resource)
+  local g = load_group(name, namespace)
+  g.rate[#g.rate + 1] = now
+  g.rate_in = g.rate_in + 1
+  local last = g.pattern[resource]
+  if not (last and last > now - pattern_window) then g.pattern_in = g.pattern_in + 1 end
+  g.pattern[resource] = now
+  if not (g.start and now - g.start < max_window) then
+    if g.pattern_in > pattern_threshold then
+      g.kind = 'pattern'
+    elseif g.rate_in > rate_threshold then
+      g.kind = 'rate'
     else
       return nil
     end
-    redis.call('HSET', sk, 'start', now, 'type', kind)
-    window = now .. ':' .. kind
+    g.start, g.opened = now, true
   end
-  redis.call('PEXPIRE', sk, inactivity)
-  redis.call('ZADD', prefix .. 'storms', now + inactivity, sk)
-  return window
+  g.joined = true
+  return fmt(g.start) .. ':' .. g.kind
+end
+
+local function save_groups()
+  local keep_for = math.max(rate_window, pattern_window, inactivity)
+  for _, g in ipairs(touched) do
+    table.sort(g.rate)
+    local rate = {}
+    for j = math.max(1, #g.rate - rate_threshold), #g.rate do rate[#rate + 1] = fmt(g.rate[j]) end
+    local seen = {}
+    for resource, at in pairs(g.pattern) do seen[#seen + 1] = {at, resource} end
+    table.sort(seen, function(a, b) return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2]) end)
+    local pattern = {}
+    for j = 1, math.min(#seen, pattern_threshold + 1) do
+      pattern[j] = fmt(seen[j][1]) .. ' ' .. #seen[j][2] .. ' ' .. seen[j][2]
+    end
+    local fields = {'rate', table.concat(rate, ' '), 'pattern', table.concat(pattern)}
+    if g.opened then
+      for _, v in ipairs({'start', fmt(g.start), 'type', g.kind}) do fields[#fields + 1] = v end
+    end
+    if g.joined then
+      fields[#fields + 1], fields[#fields + 2] = 'seen', fmt(now)
+    end
+    -- The key is only garbage collection (every read checks times), so its TTL is renewed only when
+    -- less than keep_for is left.
+    local renew = not g.exp or g.exp - now < keep_for
+    if renew then
+      fields[#fields + 1], fields[#fields + 2] = 'exp', fmt(now + 2 * keep_for)
+    end
+    redis.call('HSET', g.key, unpack(fields))
+    if renew then redis.call('PEXPIRE', g.key, 2 * keep_for) end
+    if g.joined then redis.call('ZADD', prefix .. 'storms', now + inactivity, g.key) end
+  end
 end
 
 local duplicates, decided = {}, true
@@ -126,7 +183,7 @@ for i = 0, n - 1 do
       push(v:sub(1, 2) == 'p:' and 1 or 2, v)
       decided = false
     else
-      local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], i)
+      local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5])
       local code, marker = 1, 'p:' .. nonce .. ':' .. i
       if window then code, marker = 2, 'q:' .. nonce .. ':' .. i .. ':' .. window end
       redis.call('SET', dd, marker, 'EX', dedup_ttl)
@@ -135,6 +192,7 @@ for i = 0, n - 1 do
     end
   end
 end
+save_groups()
 if decided and #duplicates > 0 then
   for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
   -- The counts hash is born with its batch id (take_counts.lua), so that a copy resurrected from an old

@@ -1,0 +1,130 @@
+"""The ingest script's protocol (scripts/ingest.lua) in one place: its ARGV, its reply and the pending
+dedup markers it stores. The pipeline and the bench both speak it through this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from kubernaut.config import GatewaySettings
+
+RATE_LIMIT_MODES = {"off": 0, "enforce": 1, "shadow": 2}
+_HEAD = 15  # ARGV before the per-signal fields
+_STORM_MARKER = "q"
+
+
+class Limit(IntEnum):
+    """Reply field 1: the rate limit's verdict on the source."""
+
+    NONE = 0
+    ENFORCED = 1  # nothing else ran; field 2 is the wait in ms
+    SHADOW = 2  # would be limited; the signals were processed
+
+
+class Code(IntEnum):
+    """Per-signal reply code."""
+
+    DUPLICATE = 0  # value: the open request's id
+    SINGLE = 1  # value: the pending marker of its own request
+    STORM = 2  # value: the pending marker of a storm member
+    RESOLVED = 3  # value: the request id the dedup entry held, or ''
+
+
+class ScriptSignal(Protocol):
+    """What the script needs of one signal."""
+
+    @property
+    def firing(self) -> bool: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+
+
+def settings_args(settings: GatewaySettings) -> list[int]:
+    """ARGV 4-14: rate-limit, dedup and storm settings."""
+    rl, st = settings.rate_limit, settings.storm
+    return [
+        RATE_LIMIT_MODES[rl.mode],
+        round(1_000_000 / rl.requests_per_second),
+        rl.burst,
+        settings.dedup_ttl_s,
+        1 if st.enabled else 0,
+        st.rate_threshold,
+        st.rate_window_s * 1000,
+        st.pattern_threshold,
+        st.pattern_window_s * 1000,
+        st.inactivity_s * 1000,
+        st.max_window_s * 1000,
+    ]
+
+
+def encode(
+    prefix: str, nonce: str, source: str, settings: Sequence[int], signals: Iterable[ScriptSignal]
+) -> list[str | int]:
+    """The whole ARGV of one call; ``settings`` from :func:`settings_args`."""
+    if len(settings) != _HEAD - 4:
+        raise ValueError(f"expected {_HEAD - 4} settings, got {len(settings)}")
+    per_signal: list[str | int] = []
+    for s in signals:
+        per_signal += ("f" if s.firing else "r", s.fingerprint, s.name, s.namespace, s.resource)
+    return [prefix, nonce, source, *settings, len(per_signal) // 5, *per_signal]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One signal's answer."""
+
+    code: Code
+    value: str
+
+    @property
+    def request_id(self) -> int | None:
+        """The request id of a duplicate or a resolution (None: nothing was open)."""
+        if self.code not in (Code.DUPLICATE, Code.RESOLVED):
+            raise ValueError(f"a {self.code.name} entry carries a marker, not a request id")
+        return int(self.value) if self.value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    limit: Limit
+    retry_after_ms: int
+    entries: list[Entry]  # one per signal, in order; empty when ENFORCED
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
+    """The script's reply to a call carrying ``signals`` signals."""
+    limit, retry_after = Limit(int(raw[0])), int(raw[1])
+    if limit is Limit.ENFORCED:
+        return Reply(limit, retry_after, [])
+    if len(raw) != 2 + 2 * signals:
+        raise ValueError(f"ingest reply has {len(raw) - 2} fields for {signals} signals")
+    entries = [Entry(Code(int(raw[i])), _text(raw[i + 1])) for i in range(2, len(raw), 2)]
+    return Reply(limit, retry_after, entries)
+
+
+@dataclass(frozen=True, slots=True)
+class StormWindow:
+    """The storm window a member's marker names: one aggregated request per window."""
+
+    start_ms: int
+    storm_type: str
+
+
+def storm_window(marker: str) -> StormWindow:
+    """Parse a storm member's marker, ``q:<nonce>:<index>:<start ms>:<type>``."""
+    parts = marker.split(":")
+    if len(parts) != 5 or parts[0] != _STORM_MARKER:
+        raise ValueError(f"not a storm member's marker: {marker!r}")
+    return StormWindow(int(parts[3]), parts[4])

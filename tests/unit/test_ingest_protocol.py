@@ -1,0 +1,82 @@
+"""The ingest script's protocol (gateway/ingest_protocol.py) against the layout ingest.lua reads."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from kubernaut.config import GatewaySettings
+from kubernaut.gateway.ingest_protocol import (
+    Code,
+    Entry,
+    Limit,
+    StormWindow,
+    decode,
+    encode,
+    settings_args,
+    storm_window,
+)
+from kubernaut.gateway.signal import Signal
+
+LUA = (resources.files("kubernaut.gateway") / "scripts" / "ingest.lua").read_text()
+
+
+def _signal(pod: str, firing: bool) -> Signal:
+    return Signal("prometheus", "Boom", firing, "warning", "shop", "Pod", pod, {}, {}, f"fp-{pod}")
+
+
+def test_the_argv_layout_is_the_one_the_script_reads() -> None:
+    settings = settings_args(GatewaySettings())
+    args = encode("gw:", "n0", "src", settings, [_signal("a", True), _signal("b", False)])
+    base, fields = (int(x) for x in re.findall(r"local BASE, FIELDS = (\d+), (\d+)", LUA)[0])
+    assert args[:3] == ["gw:", "n0", "src"]
+    assert args[3 : base - 1] == settings
+    assert args[base - 1] == 2  # ARGV[base] in Lua (1-based): the number of signals
+    assert args[base:] == ["f", "fp-a", "Boom", "shop", "Pod/a", "r", "fp-b", "Boom", "shop", "Pod/b"]
+    assert len(args) == base + 2 * fields
+
+
+def test_settings_are_whole_milliseconds_and_microseconds() -> None:
+    mode, interval_us, *_, rate_window_ms, _pattern, pattern_window_ms, inactivity_ms, max_ms = settings_args(
+        GatewaySettings()
+    )
+    assert mode in (0, 1, 2)
+    assert interval_us > 0
+    assert (rate_window_ms, pattern_window_ms, inactivity_ms, max_ms) == (60_000, 120_000, 60_000, 300_000)
+
+
+def test_encode_refuses_a_wrong_settings_list() -> None:
+    with pytest.raises(ValueError, match="settings"):
+        encode("gw:", "n0", "src", [1, 2], [])
+
+
+def test_decode_reads_each_signal_entry() -> None:
+    reply = decode([2, 15, 0, b"7", 1, b"p:n0:1", 2, b"q:n0:2:1000:rate", 3, b""], 4)
+    assert reply.limit is Limit.SHADOW
+    assert reply.retry_after_ms == 15
+    assert reply.entries == [
+        Entry(Code.DUPLICATE, "7"),
+        Entry(Code.SINGLE, "p:n0:1"),
+        Entry(Code.STORM, "q:n0:2:1000:rate"),
+        Entry(Code.RESOLVED, ""),
+    ]
+    assert reply.entries[0].request_id == 7
+    assert reply.entries[3].request_id is None
+    with pytest.raises(ValueError, match="marker"):
+        _ = reply.entries[1].request_id
+
+
+def test_a_limited_call_has_no_entries_and_a_short_reply_is_an_error() -> None:
+    assert decode([1, 250], 3).entries == []
+    assert decode([1, 250], 3).limit is Limit.ENFORCED
+    with pytest.raises(ValueError, match="fields"):
+        decode([0, 0, 0, b"7"], 2)
+
+
+def test_a_storm_marker_names_its_window() -> None:
+    assert storm_window("q:ab12:3:1780000000000:pattern") == StormWindow(1_780_000_000_000, "pattern")
+    for bad in ("p:ab12:3", "q:ab12:3:1000", "x:ab12:3:1000:rate"):
+        with pytest.raises(ValueError, match="marker"):
+            storm_window(bad)
