@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from kubernaut.contextapi.cache import TieredCache
-from kubernaut.contextapi.metrics import Origin
+from kubernaut.contextapi.cache.observer import Origin
 from kubernaut.contextapi.params import ALL_TAG, incident_tag, namespace_tag
 from kubernaut.contextapi.queries import STORE_ERRORS
 

@@ -15,8 +15,9 @@ from kubernaut.contextapi.cache import TieredCache
 from kubernaut.contextapi.cache.invalidation import InvalidationListener
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
+from kubernaut.contextapi.cache.observer import Origin
 from kubernaut.contextapi.freshness import RequestChangeListener
-from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
+from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.contextapi.standby import ReadRouter
 from kubernaut.redis import RedisHandle, connect
@@ -80,10 +81,10 @@ class ContextApi:
                     failure_threshold=cfg.breaker.failure_threshold,
                     reset_timeout_s=cfg.breaker.reset_timeout_s,
                     allow_shared=cfg.allow_shared_redis,
-                    metrics=metrics,
+                    observer=metrics,
                 )
                 await l1.start()
-                listener = InvalidationListener(l1, l2, metrics.invalidations.labels(Origin.REMOTE.value).inc)
+                listener = InvalidationListener(l1, l2, lambda: metrics.invalidated(Origin.REMOTE))
                 listener.start()
             else:
                 metrics.l1_available.set(0)

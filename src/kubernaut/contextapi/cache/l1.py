@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from kubernaut.contextapi.cache.breaker import BreakerState, CircuitBreaker
 from kubernaut.contextapi.cache.invalidation import encode
-from kubernaut.contextapi.metrics import ContextApiMetrics
+from kubernaut.contextapi.cache.observer import CacheObserver
 from kubernaut.redis import OwnershipError, claim_ownership
 from kubernaut.redis.keys import CONTEXT_API
 
@@ -80,7 +80,7 @@ class RedisTier:
         failure_threshold: int,
         reset_timeout_s: float,
         allow_shared: bool,
-        metrics: ContextApiMetrics,
+        observer: CacheObserver,
     ) -> None:
         self.client = client
         self.instance_id = uuid.uuid4().hex
@@ -92,7 +92,7 @@ class RedisTier:
         self._max_value_bytes = max_value_bytes
         self._op_timeout_s = op_timeout_s
         self._allow_shared = allow_shared
-        self._metrics = metrics
+        self._observer = observer
         self._available = asyncio.Event()
         self._trouble = asyncio.Event()
         # Invalidations Redis has not taken yet: tag -> whether other replicas must be told (pub/sub).
@@ -117,8 +117,7 @@ class RedisTier:
         await self._available.wait()
 
     def _on_state(self, state: BreakerState) -> None:
-        self._metrics.set_breaker(state)
-        self._metrics.l1_available.set(1 if state is BreakerState.CLOSED else 0)
+        self._observer.breaker_changed(state)
         if state is BreakerState.CLOSED:
             self._trouble.clear()
             self._available.set()

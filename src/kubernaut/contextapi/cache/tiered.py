@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
+from kubernaut.contextapi.cache.observer import CacheObserver, Origin
 from kubernaut.contextapi.cache.singleflight import SingleFlight
-from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 
 
 class Tier(StrEnum):
@@ -31,15 +31,15 @@ class TieredCache:
         self,
         l2: LocalCache,
         l1: RedisTier | None,
-        metrics: ContextApiMetrics,
+        observer: CacheObserver,
         unavailable: tuple[type[BaseException], ...] = (),
     ) -> None:
         """``unavailable``: the loader's errors after which a last known answer is better than none."""
         self.l2 = l2
         self.l1 = l1
-        self._metrics = metrics
+        self._observer = observer
         self._unavailable = unavailable
-        self._flight: SingleFlight[Loaded] = SingleFlight(metrics.singleflight_collapsed.inc)
+        self._flight: SingleFlight[Loaded] = SingleFlight(observer.collapsed)
         self._background: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str, tags: Iterable[str], load: Callable[[], Awaitable[bytes | None]]) -> Loaded:
@@ -47,9 +47,9 @@ class TieredCache:
         (not cached: an absent incident may appear later)."""
         body = self.l2.get(key)
         if body is not None:
-            self._metrics.cache_hits.labels("l2").inc()
+            self._observer.hit("l2")
             return body, Tier.L2
-        self._metrics.cache_misses.labels("l2").inc()
+        self._observer.miss("l2")
         tag_list = list(tags)
         return await self._flight.do(key, lambda: self._load(key, tag_list, load))
 
@@ -59,18 +59,18 @@ class TieredCache:
         if self.l1 is not None and self.l1.available:
             body, l1_generation = await self.l1.get(key)
             if body is not None:
-                self._metrics.cache_hits.labels("l1").inc()
+                self._observer.hit("l1")
                 self.l2.put(key, body, tags, l2_generation)
                 return body, Tier.L1
             if l1_generation is not None:
-                self._metrics.cache_misses.labels("l1").inc()
+                self._observer.miss("l1")
         try:
             body = await load()
         except self._unavailable:
             stale = self.l2.last_known(key)
             if stale is None:
                 raise
-            self._metrics.cache_hits.labels(Tier.STALE.value).inc()
+            self._observer.hit(Tier.STALE.value)
             return stale, Tier.STALE
         if body is not None:
             self.l2.put(key, body, tags, l2_generation)
@@ -87,14 +87,14 @@ class TieredCache:
         if self.l1 is not None:
             await self.l1.invalidate(tag_list, announce=origin is Origin.LOCAL)
         self.l2.invalidate(tag_list)
-        self._metrics.invalidations.labels(origin.value).inc()
+        self._observer.invalidated(origin)
 
     async def invalidate_everything(self, origin: Origin) -> None:
         """Invalidate every entry of L1 and of this replica's L2 (changes may have gone unannounced)."""
         if self.l1 is not None:
             await self.l1.invalidate_everything()
         self.l2.invalidate_all()
-        self._metrics.invalidations.labels(origin.value).inc()
+        self._observer.invalidated(origin)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
