@@ -173,3 +173,64 @@ async def test_postgres_drill_keeps_the_invariants(ha_stack: LocalStack, scenari
     assert ha_stack.pg_ha.ready()
     ha_stack.wait_service_ready("gateway", timeout=30)
     ha_stack.wait_service_ready("context-api", timeout=30)
+
+
+async def _listener_query(stack: LocalStack, node: patroni.Node) -> str | None:
+    """The last statement of the Context-API's LISTEN connection on ``node`` (None: it is not there)."""
+    try:
+        conn = await asyncpg.connect(pg.dsn(stack.topology.host, node.pg_port, stack.postgres_password))
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        query: str | None = await conn.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'kubernaut-context-api-listener'"
+        )
+        return query
+    finally:
+        await conn.close()
+
+
+async def test_context_api_listens_on_the_new_primary_after_a_failover(ha_stack: LocalStack) -> None:
+    """PostgreSQL NOTIFY is the Context-API's only invalidation channel: after a primary failover its
+    listener must LISTEN on the new primary, and a request created there reach a cached answer in moments
+    (the L2 TTL is 30 s, L1's 300 s)."""
+    namespace = f"listen-{uuid.uuid4().hex[:8]}"
+    url = ha_stack.url("context-api") + f"/api/v1/incidents?namespace={namespace}"
+    reader = {"authorization": f"Bearer {ha_stack.context_api_read_token}"}
+    old = ha_stack.pg_ha.primary()
+    assert old is not None
+    ha_stack.pg_ha.kill_node(old.name)
+    try:
+        deadline = time.monotonic() + FAILOVER_BOUND_S + 15.0
+        while True:
+            new = await asyncio.to_thread(ha_stack.pg_ha.primary)
+            # "SELECT 1" is the heartbeat, sent only once LISTEN and the resync after it are done.
+            if (
+                new is not None
+                and new.name != old.name
+                and await _listener_query(ha_stack, new) == "SELECT 1"
+            ):
+                break
+            assert time.monotonic() < deadline, "the Context-API does not listen on the new primary"
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(timeout=10.0, headers=reader) as client:
+            assert (await client.get(url)).json()["total"] == 0
+            assert (await client.get(url)).headers["x-cache"] in ("l1", "l2")  # cached now
+            deadline = time.monotonic() + 30.0
+            while True:
+                sent = await client.post(
+                    ha_stack.url("gateway") + "/api/v1/signals/prometheus",
+                    json=_webhook(namespace),
+                    headers={"authorization": f"Bearer {ha_stack.gateway_token}"},
+                )
+                if sent.status_code != 503:  # the gateway may still be following the failover
+                    break
+                assert time.monotonic() < deadline, sent.text
+                await asyncio.sleep(0.2)
+            assert sent.status_code == 201, sent.text
+            deadline = time.monotonic() + 10.0
+            while (await client.get(url)).json()["total"] != 1:
+                assert time.monotonic() < deadline, "the new request's notification did not arrive"
+                await asyncio.sleep(0.02)
+    finally:
+        await asyncio.to_thread(ha_stack.up, timeout=120)
