@@ -13,7 +13,6 @@ class Origin(StrEnum):
     """Who reported a change: the ``origin`` label of context_api_invalidations_total."""
 
     LOCAL = "local"  # this replica recorded it
-    REMOTE = "remote"  # another replica did, through Redis pub/sub
     POSTGRES = "postgres"  # PostgreSQL announced it (e.g. a request the gateway wrote)
 
 

@@ -17,6 +17,8 @@ from kubernaut.contextapi.cache.singleflight import SingleFlight
 
 
 class Tier(StrEnum):
+    """The tier that served an answer: the ``X-Cache`` header's value."""
+
     L1 = "l1"
     L2 = "l2"
     L3 = "l3"
@@ -27,6 +29,8 @@ Loaded = tuple[bytes | None, Tier]
 
 
 class TieredCache:
+    """The read path over L2, L1 and the loader, and the invalidation of all three tiers by tags."""
+
     def __init__(
         self,
         l2: LocalCache,
@@ -81,11 +85,11 @@ class TieredCache:
     async def invalidate(self, tags: Iterable[str], origin: Origin = Origin.LOCAL) -> None:
         """After a write: Redis first (so no replica refills L2 from stale L1), then this replica's L2.
 
-        A write only this replica knows of (``local``) is announced to the others through Redis; one
-        PostgreSQL announced (``postgres``) reached every replica already."""
+        Other replicas hear of every change from PostgreSQL (``freshness``), this replica's own outcomes
+        included: nothing is sent to them from here."""
         tag_list = list(tags)
         if self.l1 is not None:
-            await self.l1.invalidate(tag_list, announce=origin is Origin.LOCAL)
+            await self.l1.invalidate(tag_list)
         self.l2.invalidate(tag_list)
         self._observer.invalidated(origin)
 
