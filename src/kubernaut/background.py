@@ -41,6 +41,7 @@ class Worker:
         if not first_wait:
             self._woken.set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # the loop ends at its next turn, even if a cancel was swallowed
         self._draining = False
 
     @property
@@ -48,7 +49,8 @@ class Worker:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        if self._task is None:
+        """Start the loop (once: a stopped worker stays stopped)."""
+        if self._task is None and not self._stopping:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     def wake(self) -> None:
@@ -63,6 +65,7 @@ class Worker:
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True
         if drain:
             self._draining = True
             self._woken.set()
@@ -80,7 +83,7 @@ class Worker:
         return self._interval() if callable(self._interval) else self._interval
 
     async def _run(self) -> None:
-        while not self._draining:
+        while not self._stopping:
             wait_s = self._wait_s()
             if wait_s is None:
                 await self._woken.wait()
@@ -89,10 +92,11 @@ class Worker:
                     async with asyncio.timeout(wait_s):
                         await self._woken.wait()
             self._woken.clear()
-            if self._draining:
+            if self._stopping:
                 break
             await self._run_step()
-        await self._run_step()
+        if self._draining:
+            await self._run_step()
 
     async def _run_step(self) -> None:
         try:
