@@ -78,7 +78,7 @@ async def test_outcome_reaches_every_tier_on_both_replicas(
         assert (await b.get(path, **params)).headers["x-cache"] == "l2"
         assert (await a.get(path, **params)).headers["x-cache"] == "l2"
 
-    remote = await b.metric("context_api_invalidations_total", origin="remote")
+    told = await b.metric("context_api_invalidations_total", origin="postgres")
     r = await a.client.post(
         f"/api/v1/incidents/{iid}/outcome", json={"action": "scale_deployment", "succeeded": True}
     )
@@ -86,7 +86,7 @@ async def test_outcome_reaches_every_tier_on_both_replicas(
     assert await a.metric("context_api_invalidations_total", origin="local") == 1
 
     async def b_was_told() -> bool:
-        return await b.metric("context_api_invalidations_total", origin="remote") > remote
+        return await b.metric("context_api_invalidations_total", origin="postgres") > told
 
     await eventually(b_was_told, within=5, what="replica b to receive the invalidation")
 

@@ -15,6 +15,7 @@ from kubernaut.drill.faults import SCENARIOS
 from kubernaut.drill.runner import run_drill
 from kubernaut.localstack import LocalStack, patroni
 from kubernaut.localstack import postgres as pg
+from kubernaut.localstack.processes import wait_until
 
 HA_SCENARIOS = [name for name, s in SCENARIOS.items() if s.postgres == "ha"]
 FAILOVER_BOUND_S = 30.0
@@ -173,3 +174,75 @@ async def test_postgres_drill_keeps_the_invariants(ha_stack: LocalStack, scenari
     assert ha_stack.pg_ha.ready()
     ha_stack.wait_service_ready("gateway", timeout=30)
     ha_stack.wait_service_ready("context-api", timeout=30)
+
+
+def _settled(stack: LocalStack) -> bool:
+    """A primary and a synchronous standby: a primary's death is then a failover."""
+    members = stack.status()["postgres"]["members"]
+    return [m["role"] for m in members].count("primary") == 1 and any(
+        m["role"] == "standby" and m["sync"] for m in members
+    )
+
+
+async def _listener_since(stack: LocalStack, node: patroni.Node, since: float) -> str | None:
+    """The last statement of a Context-API LISTEN connection opened on ``node`` after ``since`` (epoch
+    seconds); None when there is none (or the node does not answer)."""
+    try:
+        conn = await asyncpg.connect(pg.dsn(stack.topology.host, node.pg_port, stack.postgres_password))
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        query: str | None = await conn.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'kubernaut-context-api-listener'"
+            " AND backend_start > to_timestamp($1)",
+            since,
+        )
+        return query
+    finally:
+        await conn.close()
+
+
+async def test_context_api_listens_on_the_new_primary_after_a_failover(ha_stack: LocalStack) -> None:
+    """PostgreSQL NOTIFY is the Context-API's only invalidation channel: after the primary dies its
+    listener must LISTEN again on whichever node is primary next, and a request created there reach a
+    cached answer in moments (the L2 TTL is 30 s, L1's 300 s)."""
+    namespace = f"listen-{uuid.uuid4().hex[:8]}"
+    url = ha_stack.url("context-api") + f"/api/v1/incidents?namespace={namespace}"
+    reader = {"authorization": f"Bearer {ha_stack.context_api_read_token}"}
+    await asyncio.to_thread(
+        wait_until, lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby"
+    )
+    old = ha_stack.pg_ha.primary()
+    assert old is not None
+    killed_at = time.time()
+    ha_stack.pg_ha.kill_node(old.name)
+    try:
+        deadline = time.monotonic() + FAILOVER_BOUND_S + 30.0
+        while True:
+            new = await asyncio.to_thread(ha_stack.pg_ha.primary)
+            # "SELECT 1" is the heartbeat, sent only once LISTEN and the resync after it are done.
+            if new is not None and await _listener_since(ha_stack, new, killed_at) == "SELECT 1":
+                break
+            assert time.monotonic() < deadline, "the Context-API does not listen on the new primary"
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(timeout=10.0, headers=reader) as client:
+            assert (await client.get(url)).json()["total"] == 0
+            assert (await client.get(url)).headers["x-cache"] in ("l1", "l2")  # cached now
+            deadline = time.monotonic() + 30.0
+            while True:
+                sent = await client.post(
+                    ha_stack.url("gateway") + "/api/v1/signals/prometheus",
+                    json=_webhook(namespace),
+                    headers={"authorization": f"Bearer {ha_stack.gateway_token}"},
+                )
+                if sent.status_code != 503:  # the gateway may still be following the failover
+                    break
+                assert time.monotonic() < deadline, sent.text
+                await asyncio.sleep(0.2)
+            assert sent.status_code == 201, sent.text
+            deadline = time.monotonic() + 10.0
+            while (await client.get(url)).json()["total"] != 1:
+                assert time.monotonic() < deadline, "the new request's notification did not arrive"
+                await asyncio.sleep(0.02)
+    finally:
+        await asyncio.to_thread(ha_stack.up, timeout=120)

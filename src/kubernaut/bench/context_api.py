@@ -54,7 +54,6 @@ PROCESS_PREFIX = "bench-context-api-"
 INCIDENTS = 100_000
 SEED = 9
 DEFAULT_L2_ENTRIES = 10_000
-MAX_WARM_WALKS = 3
 DEGRADED_ROUNDS = 3  # L3-only and Redis-killed runs taking turns after the kill (1 with --quick)
 # This round's targets (issue 9).
 TARGET_L2_OVER_L3, TARGET_DEGRADED_P99 = 5.0, 1.2
@@ -220,14 +219,7 @@ def run(stack: LocalStack, *, quick: bool, log: Callable[[str], None]) -> BenchR
             for i, (name, spec) in enumerate(REPLICAS.items())
         }
         warm = replicas["l2-warm"]
-        failures = warm.l1_failures()
         warm_s, walks = walk_all(warm, key_file, len(mix), log), 1
-        # An L1 failure can make a replica drop its L2 (its invalidation listener resubscribes): walk again,
-        # which puts back into L2 what it lost (from L1) and costs little for what it kept.
-        while warm.l1_failures() > failures and walks < MAX_WARM_WALKS:
-            failures = warm.l1_failures()
-            log(f"{warm.name} had an L1 failure while warming; walking every key again")
-            warm_s, walks = warm_s + walk_all(warm, key_file, len(mix), log), walks + 1
         held = l1_entries(
             (t.host, t.redis_context_port),
             stack.settings().context_api.key_prefix,

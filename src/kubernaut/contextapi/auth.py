@@ -31,6 +31,8 @@ _HTTP_WHITESPACE = " \t"  # RFC 9110 OWS: only SP and HTAB are stripped, nothing
 
 @dataclass(frozen=True)
 class Token:
+    """One configured bearer token: its name (for logs and metrics), secret and scope."""
+
     name: str
     secret: bytes
     scope: TokenScope
@@ -62,6 +64,8 @@ def load_tokens(path: Path) -> list[Token]:
 
 
 class AuthFailure(Exception):
+    """A request refused by the bearer-token check; ``reason`` is the metric label and the problem's."""
+
     def __init__(self, reason: FailureReason) -> None:
         super().__init__(reason)
         self.reason: FailureReason = reason
@@ -72,6 +76,8 @@ def _authorization(headers: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 class TokenCheck:
+    """Matches a presented bearer token against the configured ones (constant time) and its scope."""
+
     def __init__(self, tokens: list[Token]) -> None:
         self._tokens = {t.name: t for t in tokens}
 

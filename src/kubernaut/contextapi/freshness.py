@@ -1,5 +1,6 @@
-"""Freshness for rows the Context-API did not write: PostgreSQL announces RemediationRequest changes and
-every replica invalidates the answers they touch.
+"""Freshness across replicas: PostgreSQL announces RemediationRequest changes (the gateway's and this
+service's outcomes alike) and every replica invalidates the answers they touch. It is the only channel
+between replicas (docs/context-api.md says why Redis pub/sub is not used).
 
 Migration 010 makes PostgreSQL NOTIFY on ``kubernaut_requests`` when a request is created (``{"ns": ...}``)
 or its phase or resolved_at changes (``{"id": ..., "ns": ...}``). Each replica holds one connection of
@@ -25,8 +26,9 @@ import asyncpg
 import orjson
 import structlog
 
+from kubernaut.background import Worker
 from kubernaut.contextapi.cache import TieredCache
-from kubernaut.contextapi.metrics import Origin
+from kubernaut.contextapi.cache.observer import Origin
 from kubernaut.contextapi.params import ALL_TAG, incident_tag, namespace_tag
 from kubernaut.contextapi.queries import STORE_ERRORS
 
@@ -63,6 +65,8 @@ def tags_for(payload: str) -> list[str] | None:
 
 
 class RequestChangeListener:
+    """LISTENs to PostgreSQL's request notifications and invalidates the cached answers they touch."""
+
     def __init__(
         self,
         dsn: str,
@@ -77,28 +81,27 @@ class RequestChangeListener:
         self._timeout_s = timeout_s
         self._tags: set[str] = set()
         self._everything = False
-        self._dirty = asyncio.Event()
         self._resynced = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._delay = _BACKOFF_FIRST_S
+        self._wait_s = 0.0  # before the next connection attempt
+        self._listener = Worker(
+            "context-api-request-listener", self._session, interval=lambda: self._wait_s, first_wait=False
+        )
+        self._invalidator = Worker("context-api-request-invalidator", self._apply)
         self.listening = False
 
     async def start(self, wait_s: float) -> None:
         """Start listening; wait up to ``wait_s`` for the first connection's resync, so answers cached
         before this replica started are not served (PostgreSQL being away does not stop the start)."""
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="context-api-request-listener"),
-            asyncio.create_task(self._apply(), name="context-api-request-invalidator"),
-        ]
+        self._invalidator.start()
+        self._listener.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 await self._resynced.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._listener.stop()
+        await self._invalidator.stop()
 
     # -- notifications -> invalidations --------------------------------------------------------------
 
@@ -111,48 +114,45 @@ class RequestChangeListener:
             self._everything = True
         else:
             self._tags.update(tags)
-        self._dirty.set()
+        self._invalidator.wake()
 
     async def _apply(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            everything, tags = self._everything, self._tags
-            self._everything, self._tags = False, set()
-            if self._before is not None:
-                await self._before()  # e.g. the standby fence: a refill must see the change
-            if everything:
-                await self._cache.invalidate_everything(Origin.POSTGRES)
-            elif tags:
-                await self._cache.invalidate(sorted(tags), Origin.POSTGRES)
+        everything, tags = self._everything, self._tags
+        self._everything, self._tags = False, set()
+        if self._before is not None:
+            await self._before()  # e.g. the standby fence: a refill must see the change
+        if everything:
+            await self._cache.invalidate_everything(Origin.POSTGRES)
+        elif tags:
+            await self._cache.invalidate(sorted(tags), Origin.POSTGRES)
 
     # -- the connection ------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        delay = _BACKOFF_FIRST_S
-        while True:
-            try:
-                conn = await asyncpg.connect(
-                    self._dsn,
-                    timeout=self._timeout_s,
-                    server_settings={"application_name": "kubernaut-context-api-listener"},
-                )
-            except STORE_ERRORS as err:
-                if delay == _BACKOFF_FIRST_S:
-                    log.warning(
-                        "request notifications: cannot connect to PostgreSQL; retrying", error=repr(err)
-                    )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, _BACKOFF_MAX_S)
-                continue
-            delay = _BACKOFF_FIRST_S
-            try:
-                await self._serve(conn)
-            except STORE_ERRORS as err:
-                log.warning("request notifications: connection lost; reconnecting", error=repr(err))
-            finally:
-                self.listening = False
-                conn.terminate()
+    async def _session(self) -> None:
+        """One connection, held until it is lost; the next one follows at once, or after a backoff when
+        connecting failed."""
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._timeout_s,
+                server_settings={"application_name": "kubernaut-context-api-listener"},
+            )
+        except STORE_ERRORS as err:
+            if self._delay == _BACKOFF_FIRST_S:
+                log.warning("request notifications: cannot connect to PostgreSQL; retrying", error=repr(err))
+            self._wait_s = self._delay * random.uniform(0.5, 1.0)
+            self._delay = min(self._delay * 2, _BACKOFF_MAX_S)
+            return
+        self._delay = _BACKOFF_FIRST_S
+        self._wait_s = _BACKOFF_MAX_S  # kept only if the session ends in an unexpected error
+        try:
+            await self._serve(conn)
+        except STORE_ERRORS as err:
+            log.warning("request notifications: connection lost; reconnecting", error=repr(err))
+        finally:
+            self.listening = False
+            conn.terminate()
+        self._wait_s = 0.0
 
     async def _serve(self, conn: asyncpg.Connection) -> None:
         closed = asyncio.Event()

@@ -8,22 +8,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kubernaut.contextapi.cache.breaker import BreakerState
-
-
-class Origin(StrEnum):
-    """Who reported a change: the ``origin`` label of context_api_invalidations_total."""
-
-    LOCAL = "local"  # this replica recorded it
-    REMOTE = "remote"  # another replica did, through Redis pub/sub
-    POSTGRES = "postgres"  # PostgreSQL announced it (e.g. a request the gateway wrote)
+from kubernaut.contextapi.cache.observer import Origin
 
 
 class ContextApiMetrics:
+    """The Context-API's metrics registry; also the cache's observer (``CacheObserver``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -72,8 +66,23 @@ class ContextApiMetrics:
         for origin in Origin:
             self.invalidations.labels(origin.value)
 
-    def set_breaker(self, state: BreakerState) -> None:
+    # -- CacheObserver ---------------------------------------------------------------------------------
+
+    def hit(self, tier: str) -> None:
+        self.cache_hits.labels(tier).inc()
+
+    def miss(self, tier: str) -> None:
+        self.cache_misses.labels(tier).inc()
+
+    def collapsed(self) -> None:
+        self.singleflight_collapsed.inc()
+
+    def invalidated(self, origin: Origin) -> None:
+        self.invalidations.labels(origin.value).inc()
+
+    def breaker_changed(self, state: BreakerState) -> None:
         self.breaker_state.set(int(state))
+        self.l1_available.set(1 if state is BreakerState.CLOSED else 0)
 
     @contextmanager
     def l3(self, query: str) -> Iterator[None]:

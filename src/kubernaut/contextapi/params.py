@@ -40,6 +40,8 @@ def incident_tag(incident_id: int) -> str:
 
 
 class ParamError(Exception):
+    """Query parameters refused: every ``(field, message)`` found, rendered as one 400 problem."""
+
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
         self.problems = list(problems)

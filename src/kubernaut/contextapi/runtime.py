@@ -12,11 +12,10 @@ from redis.backoff import NoBackoff
 
 from kubernaut.config import Settings
 from kubernaut.contextapi.cache import TieredCache
-from kubernaut.contextapi.cache.invalidation import InvalidationListener
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
 from kubernaut.contextapi.freshness import RequestChangeListener
-from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
+from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.contextapi.standby import ReadRouter
 from kubernaut.redis import RedisHandle, connect
@@ -27,13 +26,14 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class ContextApi:
+    """One process's resources, opened and closed together (the app holds it in ``app.state.api``)."""
+
     settings: Settings
     metrics: ContextApiMetrics
     pool: asyncpg.Pool
     reads: ReadRouter
     cache: TieredCache
     redis: RedisHandle | None
-    listener: InvalidationListener | None
     changes: RequestChangeListener
 
     @classmethod
@@ -51,7 +51,6 @@ class ContextApi:
         read_pool: asyncpg.Pool | None = None
         redis: RedisHandle | None = None
         l1: RedisTier | None = None
-        listener: InvalidationListener | None = None
         changes: RequestChangeListener | None = None
         try:
             await prepare_schema(settings.postgres, "context_api")
@@ -80,11 +79,9 @@ class ContextApi:
                     failure_threshold=cfg.breaker.failure_threshold,
                     reset_timeout_s=cfg.breaker.reset_timeout_s,
                     allow_shared=cfg.allow_shared_redis,
-                    metrics=metrics,
+                    observer=metrics,
                 )
                 await l1.start()
-                listener = InvalidationListener(l1, l2, metrics.invalidations.labels(Origin.REMOTE.value).inc)
-                listener.start()
             else:
                 metrics.l1_available.set(0)
             cache = TieredCache(l2, l1, metrics, unavailable=STORE_ERRORS)
@@ -98,8 +95,6 @@ class ContextApi:
         except BaseException:
             if changes is not None:
                 await changes.stop()
-            if listener is not None:
-                await listener.stop()
             if l1 is not None:
                 await l1.aclose()
             if read_pool is not None:
@@ -108,12 +103,10 @@ class ContextApi:
             if redis is not None:
                 await redis.aclose()
             raise
-        return cls(settings, metrics, pool, reads, cache, redis, listener, changes)
+        return cls(settings, metrics, pool, reads, cache, redis, changes)
 
     async def close(self) -> None:
         await self.changes.stop()
-        if self.listener is not None:
-            await self.listener.stop()
         await self.cache.idle()
         if self.cache.l1 is not None:
             await self.cache.l1.aclose()

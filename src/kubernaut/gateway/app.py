@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kubernaut import httpserver, logs, production
+from kubernaut.background import Worker
 from kubernaut.config import ConfigError, SentinelRedis, Settings
 from kubernaut.gateway import openapi
 from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
@@ -76,7 +77,9 @@ class Gateway:
         self.store = RequestStore(pg, self.metrics, gw.storm.max_affected_resources)
         self.pipeline = Pipeline(gw, self.redis, self.store, self.metrics)
         self.flusher = CountFlusher(self.redis, self.store, self.metrics, gw.count_flush_interval_s)
-        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_worker = Worker(
+            "gateway-count-flusher", self.flusher.step, interval=self.flusher.interval_s
+        )
         self._http_children: dict[tuple[str, int], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -85,13 +88,12 @@ class Gateway:
         await prepare_schema(self.settings.postgres, "gateway")
         await self.store.start()
         await self.redis.start(_STARTUP_TIMEOUT_S)
-        self._flush_task = asyncio.create_task(self.flusher.run())
+        self._flush_worker.start()
         log.info("gateway started", redis=self.redis.handle.describe(), instance=self.redis.instance_id)
 
     async def stop(self) -> None:
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            await asyncio.wait([self._flush_task], timeout=5.0)  # bounded: see RedisState.close
+        if self._flush_worker.running:
+            await self._flush_worker.stop(timeout_s=5.0)  # bounded: see RedisState.close
             await self.flusher.final()
         await self.redis.close()
         await self.store.close()

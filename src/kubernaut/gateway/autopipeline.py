@@ -15,6 +15,8 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from kubernaut.background import Worker
+
 
 class Unanswered(RedisConnectionError):
     """The command was sent but no reply came: it may have run (or may still run, on a hung master)."""
@@ -33,18 +35,15 @@ class AutoPipeline:
         self._timeout_s = timeout_s
         self._wait = hiredis.pack_command(("WAIT", 1, replica_wait_ms))  # type: ignore[arg-type]
         self._pending: list[_Call] = []
-        self._wakeup = asyncio.Event()
         self._conn: AbstractConnection | None = None
         self._stale = False
-        self._task: asyncio.Task[None] | None = None
+        self._sender = Worker("gateway-redis-autopipeline", self._send_pending)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._sender.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=self._timeout_s)  # bounded: see RedisState.close
+        await self._sender.stop(timeout_s=self._timeout_s)  # bounded: see RedisState.close
         await self._discard()
 
     async def execute(self, packed: bytes, replicate: bool = False) -> Any:
@@ -52,7 +51,7 @@ class AutoPipeline:
         ``replicate``: ``(reply, replicas)``, the number of replicas that acknowledged its writes."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Call(packed, future, replicate))
-        self._wakeup.set()
+        self._sender.wake()
         return await future
 
     async def reset(self) -> None:
@@ -70,13 +69,10 @@ class AutoPipeline:
                 await conn.disconnect()
             await self._pool.release(conn)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._send(batch)
+    async def _send_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            await self._send(batch)
 
     async def _send(self, batch: list[_Call]) -> None:
         sent = False

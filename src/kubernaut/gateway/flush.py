@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -32,15 +31,14 @@ class CountFlusher:
         self._redis = redis
         self._store = store
         self._metrics = metrics
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._flushed: str | None = None  # in PostgreSQL, not yet acknowledged in Redis
         self._pruned_at = 0.0
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.flush_once()
-            await self._prune()
+    async def step(self) -> None:
+        """What the gateway's count-flusher worker runs every ``interval_s``."""
+        await self.flush_once()
+        await self._prune()
 
     async def flush_once(self) -> int:
         """Flush one batch; return the number of occurrences it added in PostgreSQL."""

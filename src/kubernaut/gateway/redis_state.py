@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 import uuid
@@ -33,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubernaut import tls
+from kubernaut.background import Worker
 from kubernaut.config import GatewaySettings, SentinelRedis
 from kubernaut.gateway.autopipeline import AutoPipeline, Unanswered
 from kubernaut.gateway.metrics import GatewayMetrics
@@ -57,6 +59,7 @@ _MAX_BIND_TRIPLES = 1000
 # inside the call's own timeout (connect_s + socket_s).
 _REPLICA_WAIT_SHARE = 0.5
 _WATCH_TIMEOUT_S = 1.0
+_WATCH_RETRY_S = 1.0  # between a sentinel watcher's lost connection and the next one
 
 
 class RedisUnavailable(Exception):
@@ -126,8 +129,8 @@ class RedisState:
         self._available = False
         self._switched = asyncio.Event()
         self._binds: list[str] = []
-        self._bind_wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._binder = Worker("gateway-dedup-binder", self._bind_pending)
+        self._watchers: list[Worker] = []
         self._closing = False
         timeouts = settings.redis.timeouts
         # Only a Sentinel group has replicas to wait for; a standalone Redis (no failover) answers alone.
@@ -167,17 +170,23 @@ class RedisState:
         self._set_available(True)
         if isinstance(self.settings.redis, SentinelRedis):
             for host, port in self.settings.redis.sentinel_addresses():
-                self._tasks.append(asyncio.create_task(self._watch_sentinel(host, port)))
-        self._tasks.append(asyncio.create_task(self._bind_loop()))
+                watcher = Worker(
+                    f"gateway-sentinel-watcher-{host}:{port}",
+                    functools.partial(self._watch_sentinel, host, port),
+                    interval=_WATCH_RETRY_S,
+                    first_wait=False,
+                )
+                self._watchers.append(watcher)
+                watcher.start()
+        self._binder.start()
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
         # A cancel that lands as a read times out can be swallowed (asyncio.timeout in 3.11), so the
-        # loops also watch `_closing` and wake at least every _WATCH_TIMEOUT_S.
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2 * _WATCH_TIMEOUT_S)
+        # watchers also watch `_closing` and wake at least every _WATCH_TIMEOUT_S.
+        await asyncio.gather(
+            *(w.stop(timeout_s=2 * _WATCH_TIMEOUT_S) for w in (*self._watchers, self._binder))
+        )
         await self._pipeline.close()
         await self.handle.aclose()
 
@@ -252,17 +261,14 @@ class RedisState:
         Losing a bind costs nothing but speed: the pending marker sends the next repeat to PostgreSQL.
         """
         self._binds.extend((fingerprint, marker, str(request_id)))
-        self._bind_wakeup.set()
+        self._binder.wake()
 
-    async def _bind_loop(self) -> None:
-        while not self._closing:
-            await self._bind_wakeup.wait()
-            self._bind_wakeup.clear()
-            while self._binds:
-                batch = self._binds[: 3 * _MAX_BIND_TRIPLES]
-                del self._binds[: len(batch)]
-                with contextlib.suppress(RedisUnavailable):
-                    await self.run(BIND, [self.prefix, *batch])
+    async def _bind_pending(self) -> None:
+        while self._binds:
+            batch = self._binds[: 3 * _MAX_BIND_TRIPLES]
+            del self._binds[: len(batch)]
+            with contextlib.suppress(RedisUnavailable):
+                await self.run(BIND, [self.prefix, *batch])
 
     # -- duplicate counts --------------------------------------------------------------------------
 
@@ -326,32 +332,30 @@ class RedisState:
         self._switched = asyncio.Event()
 
     async def _watch_sentinel(self, host: str, port: int) -> None:
-        """Follow ``+switch-master`` on one sentinel, reconnecting while the sentinel is away."""
+        """Follow ``+switch-master`` on one sentinel until the connection fails (its worker reconnects
+        after a pause) or the gateway closes."""
         settings = self.settings.redis
         assert isinstance(settings, SentinelRedis)
         password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
-        while not self._closing:
-            client = Redis(
-                host=host,
-                port=port,
-                username=settings.sentinel_username,
-                password=password,
-                **tls.redis_options(settings.tls),
-                socket_connect_timeout=settings.timeouts.connect_s,
-                retry=no_retry(),
-            )
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe("+switch-master")
-                while not self._closing:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=_WATCH_TIMEOUT_S
-                    )
-                    if message is not None and message["type"] == "message":
-                        await self._on_switch_master(message["data"])
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    await client.aclose()
+        client = Redis(
+            host=host,
+            port=port,
+            username=settings.sentinel_username,
+            password=password,
+            **tls.redis_options(settings.tls),
+            socket_connect_timeout=settings.timeouts.connect_s,
+            retry=no_retry(),
+        )
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe("+switch-master")
+            while not self._closing:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_WATCH_TIMEOUT_S)
+                if message is not None and message["type"] == "message":
+                    await self._on_switch_master(message["data"])
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()

@@ -27,7 +27,7 @@ GATEWAY_COMMANDS = (
 )
 CONTEXT_API_COMMANDS = (
     f"-@all {_CONNECT} +evalsha +eval +script|load +get +mget +set +sadd +smembers +scan +expire "
-    "+unlink +del +incr +publish +subscribe"
+    "+unlink +del +incr"
 )
 GATEWAY_USER = "gateway"
 CONTEXT_API_USER = "context-api"

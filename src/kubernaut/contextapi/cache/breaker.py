@@ -22,6 +22,8 @@ class BreakerState(IntEnum):
 
 
 class CircuitBreaker:
+    """The breaker's state machine alone (no I/O): callers report outcomes, the prober asks for delays."""
+
     def __init__(
         self,
         failure_threshold: int,

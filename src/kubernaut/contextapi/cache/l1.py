@@ -13,19 +13,17 @@ recorded while Redis was away, before requests use Redis again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import re
-import uuid
 from collections.abc import Iterable
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kubernaut.background import Worker
 from kubernaut.contextapi.cache.breaker import BreakerState, CircuitBreaker
-from kubernaut.contextapi.cache.invalidation import encode
-from kubernaut.contextapi.metrics import ContextApiMetrics
+from kubernaut.contextapi.cache.observer import CacheObserver
 from kubernaut.redis import OwnershipError, claim_ownership
 from kubernaut.redis.keys import CONTEXT_API
 
@@ -33,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _REPLAY_BATCH = 500
+_HEARTBEAT_S = 1.0  # while closed; a failed heartbeat is a failure like a request's
 
 _SET_IF_CURRENT = """
 -- KEYS: generation, entry, tag sets...; ARGV: expected generation, value, ttl
@@ -46,7 +45,7 @@ return 1
 """
 
 _INVALIDATE = """
--- KEYS: generation, tag sets...; ARGV: channel, message ('' = tell no other replica)
+-- KEYS: generation, tag sets...
 local removed = 0
 for i = 2, #KEYS do
   local members = redis.call('SMEMBERS', KEYS[i])
@@ -56,9 +55,6 @@ for i = 2, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 redis.call('INCR', KEYS[1])
-if ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
-end
 return removed
 """
 
@@ -68,6 +64,8 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
 
 
 class RedisTier:
+    """L1: cache entries, tag sets and the generation on the Context-API's Redis, behind the breaker."""
+
     def __init__(
         self,
         client: Redis,
@@ -80,11 +78,9 @@ class RedisTier:
         failure_threshold: int,
         reset_timeout_s: float,
         allow_shared: bool,
-        metrics: ContextApiMetrics,
+        observer: CacheObserver,
     ) -> None:
         self.client = client
-        self.instance_id = uuid.uuid4().hex
-        self.channel = f"{prefix}invalidations"
         self._where = where
         self._prefix = prefix
         self._generation_key = f"{prefix}gen"
@@ -92,16 +88,14 @@ class RedisTier:
         self._max_value_bytes = max_value_bytes
         self._op_timeout_s = op_timeout_s
         self._allow_shared = allow_shared
-        self._metrics = metrics
-        self._available = asyncio.Event()
-        self._trouble = asyncio.Event()
-        # Invalidations Redis has not taken yet: tag -> whether other replicas must be told (pub/sub).
-        self._pending: dict[str, bool] = {}
+        self._observer = observer
+        # Tags whose invalidation Redis has not taken yet (insertion-ordered: replayed oldest first).
+        self._pending: dict[str, None] = {}
         # Drop every entry before L1 is used again (PostgreSQL notifications may have been missed).
         self._pending_everything = False
         self._set_if_current = client.register_script(_SET_IF_CURRENT)
         self._invalidate = client.register_script(_INVALIDATE)
-        self._supervisor: asyncio.Task[None] | None = None
+        self._prober = Worker("context-api-redis-prober", self._supervise, interval=self._next_check_s)
         # Unverified until the first probe: nothing is read from or written to an unchecked server.
         self.breaker = CircuitBreaker(
             failure_threshold, reset_timeout_s, on_change=self._on_state, state=BreakerState.HALF_OPEN
@@ -113,21 +107,13 @@ class RedisTier:
     def available(self) -> bool:
         return self.breaker.closed
 
-    async def wait_available(self) -> None:
-        await self._available.wait()
-
     def _on_state(self, state: BreakerState) -> None:
-        self._metrics.set_breaker(state)
-        self._metrics.l1_available.set(1 if state is BreakerState.CLOSED else 0)
-        if state is BreakerState.CLOSED:
-            self._trouble.clear()
-            self._available.set()
-        else:
-            self._available.clear()
-            self._trouble.set()
+        self._observer.breaker_changed(state)
+        if state is not BreakerState.CLOSED:
+            self._prober.wake()
 
     def report_failure(self, err: BaseException) -> None:
-        """A request or the listener failed on Redis: stop using it and let the prober take over."""
+        """A request or the heartbeat failed on Redis: stop using it and let the prober take over."""
         if self.breaker.closed:
             log.warning(
                 "context-api redis unavailable; serving from L2/L3", where=self._where, error=repr(err)
@@ -145,13 +131,10 @@ class RedisTier:
             self.breaker.record_failure()
         else:
             self.breaker.record_success()
-        self._supervisor = asyncio.create_task(self._supervise(), name="context-api-redis-prober")
+        self._prober.start()
 
     async def aclose(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._prober.stop()
 
     async def _probe(self) -> None:
         async with asyncio.timeout(self._op_timeout_s * 2):
@@ -160,23 +143,34 @@ class RedisTier:
             )
         await self._replay_pending()
 
+    def _next_check_s(self) -> float:
+        return _HEARTBEAT_S if self.breaker.closed else self.breaker.probe_delay()
+
     async def _supervise(self) -> None:
-        while True:
-            await self._trouble.wait()
-            await asyncio.sleep(self.breaker.probe_delay())
-            self.breaker.begin_probe()
-            # Pooled connections may point at a dead or replaced server: none survives to serve requests.
-            await self.client.connection_pool.disconnect()
+        """While closed: a heartbeat, so a dead or hung server is noticed even when no request needs L1
+        (a replica answering from L2 alone). Otherwise: a probe, once the open period is over."""
+        if self.breaker.closed:
             try:
-                await self._probe()
-            except OwnershipError as err:
-                log.error("context-api keeps L1 off", error=str(err))
-                self.breaker.trip()
-            except REDIS_ERRORS:
-                self.breaker.record_failure()
-            else:
-                log.info("context-api redis available again; L1 back on", where=self._where)
-                self.breaker.record_success()
+                async with asyncio.timeout(self._op_timeout_s):
+                    await self.client.ping()
+            except REDIS_ERRORS as err:
+                self.report_failure(err)
+            return
+        if self.breaker.probe_delay() > 0:
+            return  # woken while open: the period is not over
+        self.breaker.begin_probe()
+        # Pooled connections may point at a dead or replaced server: none survives to serve requests.
+        await self.client.connection_pool.disconnect()
+        try:
+            await self._probe()
+        except OwnershipError as err:
+            log.error("context-api keeps L1 off", error=str(err))
+            self.breaker.trip()
+        except REDIS_ERRORS:
+            self.breaker.record_failure()
+        else:
+            log.info("context-api redis available again; L1 back on", where=self._where)
+            self.breaker.record_success()
 
     # -- cache operations ----------------------------------------------------------------------------
 
@@ -209,15 +203,14 @@ class RedisTier:
         except REDIS_ERRORS as err:
             self.report_failure(err)
 
-    async def invalidate(self, tags: Iterable[str], *, announce: bool = True) -> None:
-        """Drop the tagged entries on Redis and, with ``announce``, tell the other replicas (without it,
-        each replica learns of the change itself). Replayed later if Redis is away."""
-        for tag in tags:
-            self._pending[tag] = self._pending.get(tag, False) or announce
+    async def invalidate(self, tags: Iterable[str]) -> None:
+        """Drop the tagged entries on Redis (other replicas learn of the change from PostgreSQL, not from
+        here). Replayed later if Redis is away."""
+        self._pending.update(dict.fromkeys(tags))
         await self._replay_if_available()
 
     async def invalidate_everything(self) -> None:
-        """Drop every entry: every tag set's members (each entry is in one). Not announced."""
+        """Drop every entry: every tag set's members (each entry is in one)."""
         self._pending_everything = True
         await self._replay_if_available()
 
@@ -243,10 +236,10 @@ class RedisTier:
             if cursor == 0:
                 return tags
 
-    async def _run_invalidate(self, tags: list[str], message: bytes) -> None:
+    async def _run_invalidate(self, tags: list[str]) -> None:
         keys = [self._generation_key, *(self._tag_key(t) for t in tags)]
         async with asyncio.timeout(self._op_timeout_s):
-            await self._invalidate(keys=keys, args=[self.channel, message])
+            await self._invalidate(keys=keys)
 
     async def _replay_pending(self) -> None:
         """Run what is pending, in batches; whatever fails stays pending (merged with newer requests)."""
@@ -255,23 +248,18 @@ class RedisTier:
             try:
                 # The generation goes up first: a fill landing after it is refused, one landing before
                 # it is in a tag set the scan finds.
-                await self._run_invalidate([], b"")
+                await self._run_invalidate([])
                 tags = await self._all_tags()
             except BaseException:
                 self._pending_everything = True
                 raise
-            for tag in tags:
-                self._pending.setdefault(tag, False)
+            self._pending.update(dict.fromkeys(tags))
         while self._pending:
-            batch = dict(itertools.islice(self._pending.items(), _REPLAY_BATCH))
+            batch = list(itertools.islice(self._pending, _REPLAY_BATCH))
             for tag in batch:
                 del self._pending[tag]
-            announced = [tag for tag, announce in batch.items() if announce]
             try:
-                await self._run_invalidate(
-                    list(batch), encode(self.instance_id, announced) if announced else b""
-                )
+                await self._run_invalidate(batch)
             except BaseException:
-                for tag, announce in batch.items():
-                    self._pending[tag] = self._pending.get(tag, False) or announce
+                self._pending.update(dict.fromkeys(batch))
                 raise

@@ -10,6 +10,8 @@ T = TypeVar("T")
 
 
 class SingleFlight(Generic[T]):
+    """Concurrent calls for one key share the first caller's load (each key's load runs once at a time)."""
+
     def __init__(self, on_collapse: Callable[[], None] = lambda: None) -> None:
         self._inflight: dict[str, asyncio.Task[T]] = {}
         self._on_collapse = on_collapse

@@ -12,11 +12,13 @@ from enum import StrEnum
 
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
+from kubernaut.contextapi.cache.observer import CacheObserver, Origin
 from kubernaut.contextapi.cache.singleflight import SingleFlight
-from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 
 
 class Tier(StrEnum):
+    """The tier that served an answer: the ``X-Cache`` header's value."""
+
     L1 = "l1"
     L2 = "l2"
     L3 = "l3"
@@ -27,19 +29,21 @@ Loaded = tuple[bytes | None, Tier]
 
 
 class TieredCache:
+    """The read path over L2, L1 and the loader, and the invalidation of all three tiers by tags."""
+
     def __init__(
         self,
         l2: LocalCache,
         l1: RedisTier | None,
-        metrics: ContextApiMetrics,
+        observer: CacheObserver,
         unavailable: tuple[type[BaseException], ...] = (),
     ) -> None:
         """``unavailable``: the loader's errors after which a last known answer is better than none."""
         self.l2 = l2
         self.l1 = l1
-        self._metrics = metrics
+        self._observer = observer
         self._unavailable = unavailable
-        self._flight: SingleFlight[Loaded] = SingleFlight(metrics.singleflight_collapsed.inc)
+        self._flight: SingleFlight[Loaded] = SingleFlight(observer.collapsed)
         self._background: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str, tags: Iterable[str], load: Callable[[], Awaitable[bytes | None]]) -> Loaded:
@@ -47,9 +51,9 @@ class TieredCache:
         (not cached: an absent incident may appear later)."""
         body = self.l2.get(key)
         if body is not None:
-            self._metrics.cache_hits.labels("l2").inc()
+            self._observer.hit("l2")
             return body, Tier.L2
-        self._metrics.cache_misses.labels("l2").inc()
+        self._observer.miss("l2")
         tag_list = list(tags)
         return await self._flight.do(key, lambda: self._load(key, tag_list, load))
 
@@ -59,18 +63,18 @@ class TieredCache:
         if self.l1 is not None and self.l1.available:
             body, l1_generation = await self.l1.get(key)
             if body is not None:
-                self._metrics.cache_hits.labels("l1").inc()
+                self._observer.hit("l1")
                 self.l2.put(key, body, tags, l2_generation)
                 return body, Tier.L1
             if l1_generation is not None:
-                self._metrics.cache_misses.labels("l1").inc()
+                self._observer.miss("l1")
         try:
             body = await load()
         except self._unavailable:
             stale = self.l2.last_known(key)
             if stale is None:
                 raise
-            self._metrics.cache_hits.labels(Tier.STALE.value).inc()
+            self._observer.hit(Tier.STALE.value)
             return stale, Tier.STALE
         if body is not None:
             self.l2.put(key, body, tags, l2_generation)
@@ -81,20 +85,20 @@ class TieredCache:
     async def invalidate(self, tags: Iterable[str], origin: Origin = Origin.LOCAL) -> None:
         """After a write: Redis first (so no replica refills L2 from stale L1), then this replica's L2.
 
-        A write only this replica knows of (``local``) is announced to the others through Redis; one
-        PostgreSQL announced (``postgres``) reached every replica already."""
+        Other replicas hear of every change from PostgreSQL (``freshness``), this replica's own outcomes
+        included: nothing is sent to them from here."""
         tag_list = list(tags)
         if self.l1 is not None:
-            await self.l1.invalidate(tag_list, announce=origin is Origin.LOCAL)
+            await self.l1.invalidate(tag_list)
         self.l2.invalidate(tag_list)
-        self._metrics.invalidations.labels(origin.value).inc()
+        self._observer.invalidated(origin)
 
     async def invalidate_everything(self, origin: Origin) -> None:
         """Invalidate every entry of L1 and of this replica's L2 (changes may have gone unannounced)."""
         if self.l1 is not None:
             await self.l1.invalidate_everything()
         self.l2.invalidate_all()
-        self._metrics.invalidations.labels(origin.value).inc()
+        self._observer.invalidated(origin)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

@@ -22,6 +22,8 @@ class UiFilters(QueryModel):
 
 @dataclass
 class View:
+    """Everything the operator's page shows, read in one go from PostgreSQL."""
+
     filters: UiFilters
     open_requests: list[dict[str, Any]]
     storms: list[dict[str, Any]]
