@@ -11,7 +11,6 @@ from kubernaut.config import ConfigError
 from kubernaut.gateway.adapters import alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.pipeline import storm_fingerprint
-from kubernaut.gateway.problems import Problem, field_path
 from kubernaut.gateway.signal import (
     environment,
     fingerprint,
@@ -19,6 +18,8 @@ from kubernaut.gateway.signal import (
     priority,
     resource_from_labels,
 )
+from kubernaut.problems import Problem
+from kubernaut.validation import field_path
 
 
 def test_fingerprint_is_sha256_of_the_length_prefixed_identity() -> None:

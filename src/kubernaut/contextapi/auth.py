@@ -16,8 +16,8 @@ import yaml
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubernaut.config import ConfigError
-from kubernaut.contextapi.problems import problem
 from kubernaut.http_auth import CredentialError, match_token, presented_token
+from kubernaut.problems import Problem
 
 TokenScope = Literal["read", "write"]
 FailureReason = Literal["missing", "invalid", "duplicate", "forbidden"]
@@ -126,15 +126,13 @@ class BearerAuth:
             challenge = 'Bearer realm="context-api"'
             if forbidden:
                 challenge += ', error="insufficient_scope", scope="write"'
-            response = problem(
+            response = Problem(
                 status,
                 "forbidden" if forbidden else "unauthorized",
-                "Forbidden" if forbidden else "Unauthorized",
                 _DETAILS[failure.reason],
-                instance=scope["path"],
                 field="Authorization",
                 headers={"WWW-Authenticate": challenge},
-            )
+            ).response(scope["path"])
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

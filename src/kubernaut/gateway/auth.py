@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from kubernaut.config import ConfigError
-from kubernaut.gateway.problems import Problem
 from kubernaut.http_auth import CredentialError, CredentialFailure, match_token, presented_token
+from kubernaut.problems import Problem
 
 _DETAILS: dict[CredentialFailure, str] = {
     "missing": "an Authorization: Bearer token is required",
@@ -23,7 +23,6 @@ class AuthFailure(Problem):
         super().__init__(
             401,
             "unauthorized",
-            "Unauthorized",
             _DETAILS[reason],
             field="Authorization",
             headers={"WWW-Authenticate": 'Bearer realm="gateway"'},

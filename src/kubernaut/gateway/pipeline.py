@@ -14,10 +14,10 @@ import structlog
 
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
-from kubernaut.gateway.problems import Problem, unavailable
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
 from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
+from kubernaut.problems import Problem, unavailable
 
 log = structlog.get_logger("kubernaut.gateway.pipeline")
 
@@ -111,7 +111,6 @@ class Pipeline:
             raise Problem(
                 429,
                 "rate-limited",
-                "Too many requests",
                 f"source {source!r} is over its rate limit; retry after {retry_after} s",
                 headers={"Retry-After": str(retry_after)},
             )

@@ -19,13 +19,14 @@ from kubernaut.config import PostgresSettings
 from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve, take_mark
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.signal import Signal
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OPEN, REQUESTS, STORM_MEMBERS
 
 log = structlog.get_logger("kubernaut.gateway.store")
 
-_OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
+_OPEN = OPEN
 
 _UPSERT_SINGLES = f"""
-INSERT INTO remediation_requests AS r (
+INSERT INTO {REQUESTS} AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, first_seen, last_seen, occurrence_count, received_at)
 SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.fs,
@@ -41,7 +42,7 @@ RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
 """
 
 _UPSERT_STORM = f"""
-INSERT INTO remediation_requests AS r (
+INSERT INTO {REQUESTS} AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, first_seen, last_seen, occurrence_count,
     is_storm, storm_type, storm_window_start, storm_window_end, received_at)
@@ -57,16 +58,16 @@ RETURNING r.id, (r.xmax = 0) AS inserted
 
 # Members already taken in (a repeat that reached PostgreSQL) are skipped; resources beyond the cap are
 # only counted.
-_ADD_MEMBERS = """
+_ADD_MEMBERS = f"""
 WITH added AS (
-    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen, received_at)
+    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at)
     SELECT $1, m.f, m.res, m.fs, $4 FROM unnest($2::text[], $3::text[], $6::timestamptz[]) AS m(f, res, fs)
     ON CONFLICT DO NOTHING
     RETURNING fingerprint, resource
 ), named AS (
     SELECT ARRAY(SELECT resource FROM added WHERE resource <> '') AS resources
 )
-UPDATE remediation_requests r
+UPDATE {REQUESTS} r
 SET storm_alert_count = r.storm_alert_count + (SELECT count(*) FROM added),
     affected_resources = (r.affected_resources || named.resources)[1:$5],
     affected_overflow = r.affected_overflow
@@ -79,7 +80,7 @@ RETURNING ARRAY(SELECT fingerprint FROM added)
 
 # An alert's endsAt before the request's first_seen (two alerts of one fingerprint) closes it at first_seen.
 _RESOLVE = f"""
-UPDATE remediation_requests r
+UPDATE {REQUESTS} r
 SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = $3,
     last_seen = greatest(r.last_seen, d.t), updated_at = now()
 FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)
@@ -92,8 +93,8 @@ RETURNING r.id, r.fingerprint
 _RESOLVE_MEMBERS = f"""
 WITH d AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)),
 resolved AS (
-    UPDATE storm_members m SET resolved_at = greatest(m.first_seen, d.t)
-    FROM d, remediation_requests r
+    UPDATE {STORM_MEMBERS} m SET resolved_at = greatest(m.first_seen, d.t)
+    FROM d, {REQUESTS} r
     WHERE m.fingerprint = d.f AND m.resolved_at IS NULL AND r.id = m.request_id AND r.is_storm
       AND r.{_OPEN}
     RETURNING m.request_id, m.fingerprint, m.resolved_at
@@ -102,30 +103,30 @@ SELECT request_id, fingerprint, resolved_at FROM resolved
 """
 
 _CLOSE_STORMS = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM storm_members m
+UPDATE {REQUESTS} r
+SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM {STORM_MEMBERS} m
                                           WHERE m.request_id = r.id)),
     resolved_received_at = $2, updated_at = now()
 WHERE r.id = ANY($1::bigint[]) AND r.{_OPEN}
-  AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM {STORM_MEMBERS} m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
 """
 
 # A member firing again is unresolved again (its storm stays open).
-_REOPEN_MEMBERS = """
-UPDATE storm_members SET resolved_at = NULL
+_REOPEN_MEMBERS = f"""
+UPDATE {STORM_MEMBERS} SET resolved_at = NULL
 WHERE request_id = $1 AND fingerprint = ANY($2::text[]) AND resolved_at IS NOT NULL
 """
 
 # The storm's group's requests opened in the detection window before the storm: linked to it.
-_LINK_EARLIER = """
-UPDATE remediation_requests r SET storm_request_id = $1, updated_at = now()
+_LINK_EARLIER = f"""
+UPDATE {REQUESTS} r SET storm_request_id = $1, updated_at = now()
 WHERE r.signal_name = $2 AND r.namespace = $3 AND NOT r.is_storm AND r.storm_request_id IS NULL
   AND r.received_at >= $4
 """
 
 # A webhook's duplicates of known requests, counted in its own transaction.
-_COUNT_DUPLICATES = """
-UPDATE remediation_requests r
+_COUNT_DUPLICATES = f"""
+UPDATE {REQUESTS} r
 SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
 FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
 WHERE r.id = d.id
@@ -133,21 +134,21 @@ WHERE r.id = d.id
 
 # One statement, so atomic: the batch id is recorded and its counts added, or neither; a known id adds
 # nothing. Returns whether this call applied the batch.
-_ADD_COUNTS = """
+_ADD_COUNTS = f"""
 WITH fresh AS (
-    INSERT INTO applied_count_batches (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
+    INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
 ), counted AS (
-    UPDATE remediation_requests r
+    UPDATE {REQUESTS} r
     SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
     FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
     WHERE r.id = d.id AND EXISTS (SELECT 1 FROM fresh)
 )
 SELECT EXISTS (SELECT 1 FROM fresh)
 """
-_PRUNE_BATCHES = "DELETE FROM applied_count_batches WHERE applied_at < now() - $1::interval"
+_PRUNE_BATCHES = f"DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - $1::interval"
 # Group commits' tokens (commit_outcome.py) matter only while an outcome is being resolved.
 _PRUNE_COMMIT_TOKENS = f"""
-DELETE FROM applied_count_batches WHERE applied_at < now() - interval '10 minutes'
+DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - interval '10 minutes'
   AND batch_id LIKE '{TOKEN_PREFIX}%'
 """
 

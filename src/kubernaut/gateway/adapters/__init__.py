@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubernaut.gateway.limits import Rejection
-from kubernaut.gateway.problems import Problem
+from kubernaut.gateway.problems import INVALID
 from kubernaut.gateway.signal import Signal
+from kubernaut.problems import Problem
+from kubernaut.validation import FieldError
 
 
 @dataclass(slots=True)
@@ -28,11 +30,5 @@ class Batch:
         if self.signals or not self.rejections:
             return
         first = self.rejections[0]
-        raise Problem(
-            400,
-            "invalid-signal",
-            "Invalid signal",
-            first.detail,
-            field=first.field,
-            errors=[{"field": r.field, "message": r.detail, "reason": r.reason} for r in self.rejections],
-        )
+        errors = [FieldError(r.field, r.detail, r.reason) for r in self.rejections]
+        raise Problem(400, INVALID, first.detail, field=first.field, errors=errors)

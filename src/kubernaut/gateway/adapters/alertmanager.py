@@ -20,8 +20,9 @@ from kubernaut.gateway.limits import (
     Rejection,
     over_limit,
 )
-from kubernaut.gateway.problems import field_path, from_validation_error, invalid
+from kubernaut.gateway.problems import from_validation_error, invalid
 from kubernaut.gateway.signal import DEFAULT_NAMESPACE, RESOURCE_LABELS, Signal, fingerprint
+from kubernaut.validation import field_path
 
 
 class _Alert(BaseModel):
