@@ -26,7 +26,9 @@ from kubernaut.store.schema import OPEN, OPEN_PHASES, OUTCOMES, REQUESTS, STORM_
 
 
 @dataclass(frozen=True)
-class Signal:
+class SignalProfile:
+    """One kind of signal in the seeded history: how often it comes and what is usually done about it."""
+
     name: str
     severity: str
     signal_type: str
@@ -56,7 +58,7 @@ Evicted critical event Pod 1.5 restart_pod
 FailedMount critical event Pod 1 restart_pod recreate_pvc
 """
 SIGNALS = tuple(
-    Signal(name, sev, PROM if src == "prom" else EVENT, kind, float(weight), tuple(actions))
+    SignalProfile(name, sev, PROM if src == "prom" else EVENT, kind, float(weight), tuple(actions))
     for name, sev, src, kind, weight, *actions in (
         line.split() for line in _SIGNAL_TABLE.strip().splitlines()
     )
@@ -160,7 +162,7 @@ class _Generator:
             if t.weekday() < 5 or self.rng.random() < 0.6:
                 return t
 
-    def resource(self, signal: Signal, namespace: str) -> tuple[str, str]:
+    def resource(self, signal: SignalProfile, namespace: str) -> tuple[str, str]:
         if signal.kind == "Node":
             return NODE_NAMESPACE, self.rng.choice(NODES)
         app = self.rng.choice(NAMESPACES[namespace][2])
@@ -227,7 +229,7 @@ class _Generator:
         )  # fmt: skip
 
     def storm(
-        self, ident: int, signal: Signal, namespace: str, start: datetime, history: History
+        self, ident: int, signal: SignalProfile, namespace: str, start: datetime, history: History
     ) -> tuple[str, list[str], int, datetime]:
         rng = self.rng
         storm_type = rng.choice(("rate", "pattern"))

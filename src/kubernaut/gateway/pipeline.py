@@ -15,7 +15,14 @@ import structlog
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
-from kubernaut.gateway.signal import Signal, SourceType, alert_time, environment, identity_digest, priority
+from kubernaut.gateway.signal import (
+    NormalizedSignal,
+    SourceType,
+    alert_time,
+    environment,
+    identity_digest,
+    priority,
+)
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin, Written
 from kubernaut.problems import Problem, unavailable
 
@@ -89,7 +96,7 @@ class Pipeline:
         return unavailable(what, self._settings.retry_after_s)
 
     async def ingest(
-        self, signals: Sequence[Signal], source_type: SourceType, source: str
+        self, signals: Sequence[NormalizedSignal], source_type: SourceType, source: str
     ) -> tuple[int, list[Outcome]]:
         """Process every signal; return the HTTP status (201 if anything was created, else 202) and
         each signal's outcome. Raises a Problem (429, 503) having accepted nothing that could be lost."""
@@ -210,7 +217,7 @@ class Pipeline:
 
     def _settle(
         self,
-        signals: Sequence[Signal],
+        signals: Sequence[NormalizedSignal],
         outcomes: list[Outcome],
         written: list[Written],
         phases: list[Phase],

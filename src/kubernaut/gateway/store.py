@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 from kubernaut.config import PostgresSettings
 from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve, take_mark
 from kubernaut.gateway.metrics import GatewayMetrics
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.signal import NormalizedSignal
 from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OPEN, REQUESTS, STORM_MEMBERS
 
 log = structlog.get_logger("kubernaut.gateway.store")
@@ -181,7 +181,7 @@ class StoreUnavailable(Exception):
 class NewRequest:
     """A fingerprint PostgreSQL must create or count, with how often it came in this webhook."""
 
-    signal: Signal
+    signal: NormalizedSignal
     environment: str
     priority: str
     occurrences: int = 1
@@ -195,10 +195,10 @@ class StormJoin:
     fingerprint: str
     storm_type: str
     window_start: datetime
-    first: Signal
+    first: NormalizedSignal
     environment: str
     priority: str
-    members: dict[str, Signal] = field(default_factory=dict)
+    members: dict[str, NormalizedSignal] = field(default_factory=dict)
     occurrences: int = 0
     first_seen: dict[str, datetime] = field(default_factory=dict)  # member -> its alert's own time
     lookback: timedelta = timedelta(0)  # the detection window: earlier requests within it are linked

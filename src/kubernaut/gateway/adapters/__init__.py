@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from kubernaut.gateway.limits import Rejection
 from kubernaut.gateway.problems import INVALID
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.signal import NormalizedSignal
 from kubernaut.problems import Problem
 from kubernaut.validation import FieldError
 
@@ -17,11 +17,11 @@ class Batch:
     alone. A request with nothing to take is refused whole (:meth:`refuse_if_empty`)."""
 
     size: int
-    signals: list[Signal] = field(default_factory=list)
+    signals: list[NormalizedSignal] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
-    def take(self, index: int, signal: Signal) -> None:
+    def take(self, index: int, signal: NormalizedSignal) -> None:
         self.signals.append(signal)
         self.positions.append(index)
 
