@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import redis
-
 from kubernaut import httpserver
 from kubernaut.bench import baseline, gateway_target
 from kubernaut.bench.ingest import IngestRow, TargetFactory, add_ratios, paced_row, throughput_rows
 from kubernaut.bench.redis_limit import EvalshaRow, evalsha
 from kubernaut.bench.report import BenchReport, FigureTable, tool_version
 from kubernaut.bench.wrk import Load
-from kubernaut.localstack import LocalStack
+from kubernaut.localstack import LocalStack, redis_servers
 from kubernaut.localstack.stack import service_available
 
 # One INCR per call: the peers' reference figure for EVALSHA on this kind of machine, when quiet.
@@ -108,7 +106,7 @@ def redis_limit_rows(
         ]
     rows = []
     for script, source, keys, args, pipeline, n in runs:
-        with redis.Redis(host=host, port=port, password=password) as r:
+        with redis_servers.client(host, port, password, timeout=10.0) as r:
             sha = str(r.script_load(source))
         log(f"redis-benchmark: EVALSHA {script}, pipeline {pipeline}, {n:,} calls")
         rows.append(
