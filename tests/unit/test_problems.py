@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,6 +52,18 @@ def test_field_path_brackets_indices_and_names_the_whole() -> None:
     assert field_path((), whole="(root)") == "(root)"
     assert field_path(("", "a")) == "(unnamed).a"
     assert field_path(("redis", "sentinel", "port"), skip=("sentinel",)) == "redis.port"
+
+
+@given(st.lists(st.one_of(st.integers(min_value=0, max_value=10**6), st.text(max_size=8)), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_field_path_keeps_every_part_in_order(loc: list[int | str]) -> None:
+    path = field_path(loc)
+    assert path
+    rest = path
+    for part in loc:
+        piece = f"[{part}]" if isinstance(part, int) else (part or "(unnamed)")
+        assert piece in rest, (loc, path)
+        rest = rest[rest.index(piece) + len(piece) :]
 
 
 def test_field_errors_name_every_field_in_order() -> None:
