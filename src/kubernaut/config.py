@@ -28,6 +28,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from kubernaut.validation import field_errors
+
 CONFIG_ENV = "KUBERNAUT_CONFIG"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -314,17 +316,12 @@ class ConfigError(Exception):
     """Invalid configuration, rendered as one line naming the field."""
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    # Discriminated-union tags ("sentinel", "standalone") are pydantic's, not the user's field names.
-    parts = [str(p) for p in loc if p not in ("sentinel", "standalone")]
-    return ".".join(parts) or "(root)"
+# Discriminated-union tags are pydantic's, not the user's field names.
+_UNION_TAGS = ("sentinel", "standalone")
 
 
 def format_validation_error(err: ValidationError, source: str | None = None) -> str:
-    problems = []
-    for e in err.errors():
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        problems.append(f"{_field_path(e['loc'])}: {msg}")
+    problems = [f"{e.field}: {e.message}" for e in field_errors(err, whole="(root)", skip=_UNION_TAGS)]
     where = f" in {source}" if source else ""
     return f"invalid configuration{where}: " + "; ".join(problems)
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Literal
+
+import yaml
+
+from kubernaut.config import ConfigError
 
 CredentialFailure = Literal["missing", "invalid", "duplicate"]
 _HTTP_WHITESPACE = " \t"
@@ -46,3 +51,23 @@ def match_token(presented: bytes, tokens: Iterable[tuple[str, bytes]]) -> str:
     if found is None:
         raise CredentialError("invalid")
     return found
+
+
+def read_tokens_file(path: Path, where: str, shape: str) -> dict[object, object]:
+    """The tokens file's top-level mapping; ConfigError naming ``where`` (and the expected ``shape``)
+    when it cannot be read or is not a non-empty mapping."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {where}: {err}".replace("\n", " ")) from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{where} must be a non-empty mapping {shape}")
+    return data
+
+
+def configured_token(value: object, where: str, name: object) -> bytes:
+    """A token from a tokens file: a non-empty string without SP/HTAB around it (a request's token is
+    read without them, so such a token could never match)."""
+    if not isinstance(value, str) or not value or value.strip(_HTTP_WHITESPACE) != value:
+        raise ConfigError(f"{where}: token of {name!r} must be a non-empty string without blanks")
+    return value.encode()

@@ -26,11 +26,11 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from kubernaut import tls
 from kubernaut.config import HttpSettings
+from kubernaut.problems import PROBLEM_JSON, problem_body, title
 
 # After a refusal, what the client still sends is read and dropped this long, so that it reads the
 # answer instead of a reset (closing with unread input makes the kernel send RST).
 _LINGER_S = 1.0
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,10 @@ class HttpLimits:
     max_header_bytes: int = 16384
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
-    problem_type_base: str = "urn:kubernaut:problem:"
 
     @classmethod
-    def of(cls, http: HttpSettings, problem_type_base: str) -> HttpLimits:
-        return cls(http.max_header_bytes, http.header_timeout_s, http.body_timeout_s, problem_type_base)
+    def of(cls, http: HttpSettings) -> HttpLimits:
+        return cls(http.max_header_bytes, http.header_timeout_s, http.body_timeout_s)
 
 
 class ServerConfig(uvicorn.Config):
@@ -137,18 +136,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering or self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started:
-            body: dict[str, object] = {
-                "type": self._limits.problem_type_base + slug,
-                "title": _REASONS[status].decode(),
-                "status": status,
-                "detail": detail,
-            }
-            if field is not None:
-                body["field"] = field
-            payload = orjson.dumps(body)
+            payload = orjson.dumps(problem_body(status, slug, detail, field=field))
             self.transport.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(payload), payload)
+                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, title(status).encode(), PROBLEM_JSON.encode(), len(payload), payload)
             )
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's receive() gets http.disconnect; its send is dropped
@@ -284,7 +275,6 @@ def run(
     app: Any,
     http: HttpSettings,
     *,
-    problem_type_base: str,
     workers: int = 1,
     factory: bool = False,
     reuse_port: bool = False,
@@ -293,7 +283,7 @@ def run(
     worker process loads it; ``factory`` builds the app there) and the workers share one listening socket."""
     config = ServerConfig(
         app,
-        limits=HttpLimits.of(http, problem_type_base),
+        limits=HttpLimits.of(http),
         host=http.host,
         port=http.port,
         loop="uvloop",

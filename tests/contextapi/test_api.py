@@ -3,12 +3,14 @@ rows of the same seeded database), bad input, and recording outcomes."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from kubernaut.problems import TYPE_PATTERN
 from tests.contextapi import history
 from tests.contextapi.conftest import SEEDED, Replica
 
@@ -279,9 +281,9 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
         ({"json": {"action": "restart_pod", "succeeded": "yes"}}, 400, "succeeded"),
         ({"json": {"succeeded": True}}, 400, "action"),
         ({"json": {"action": "x", "succeeded": True, "by": "me"}}, 400, "by"),
-        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "(body)"),
         ({"content": b"action=x", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
-        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, "body"),
+        ({"json": {"action": "x" * 70_000, "succeeded": True}}, 413, "(body)"),
         ({"json": {"action": "restart\x00pod", "succeeded": True}}, 400, "action"),
         ({"json": {"action": "restart_pod", "succeeded": True, "detail": "a\x00b"}}, 400, "detail"),
         (
@@ -290,13 +292,14 @@ async def test_bad_outcomes_change_nothing(replicas: Replicas, db: asyncpg.Conne
                 "headers": {"content-type": "application/json"},
             },
             400,
-            "body",
+            "(body)",
         ),
     ]
     for kwargs, status, field in cases:
         r = await a.client.post(url, **kwargs)  # type: ignore[arg-type]
         assert r.status_code == status, (kwargs, r.text)
         assert r.headers["content-type"] == PROBLEM
+        assert re.fullmatch(TYPE_PATTERN, r.json()["type"]), r.text
         if field is not None:
             assert r.json()["field"] == field
     unknown = await db.fetchval("SELECT max(id) + 1000 FROM remediation_requests")

@@ -23,7 +23,7 @@ import pytest
 from kubernaut.config import PostgresSettings, Settings
 from kubernaut.contextapi.freshness import CHANNEL
 from kubernaut.gateway.metrics import GatewayMetrics
-from kubernaut.gateway.signal import Signal, fingerprint
+from kubernaut.gateway.signal import NormalizedSignal, fingerprint
 from kubernaut.gateway.store import NewRequest, RequestStore
 from kubernaut.localstack import LocalStack, postgres
 from kubernaut.store.migrate import migrate
@@ -240,13 +240,13 @@ ROWS = 50
 ROUNDS = 40
 
 
-def _signals(tag: str, n: int) -> list[Signal]:
+def _signals(tag: str, n: int) -> list[NormalizedSignal]:
     out = []
     for i in range(n):
         ns, pod = f"ns-{i % 3}", f"{tag}-{i}"
         labels = {"alertname": "HighCPU", "namespace": ns, "pod": pod, "severity": "warning"}
         fp = fingerprint("HighCPU", ns, "Pod", pod)
-        out.append(Signal("prometheus", "HighCPU", True, "warning", ns, "Pod", pod, labels, {}, fp))
+        out.append(NormalizedSignal("prometheus", "HighCPU", True, "warning", ns, "Pod", pod, labels, {}, fp))
     return out
 
 

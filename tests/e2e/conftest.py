@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal
+from kubernaut.localstack.signal_source import ScenarioSeries
 
 from .helpers import stop_alerting_cleanly
 
@@ -58,9 +58,9 @@ class Alerts:
 
     def __init__(self, stack: LocalStack) -> None:
         self._stack = stack
-        self._series: dict[tuple[str, str, str], Signal] = {}
+        self._series: dict[tuple[str, str, str], ScenarioSeries] = {}
 
-    def set(self, *signals: Signal) -> None:
+    def set(self, *signals: ScenarioSeries) -> None:
         for s in signals:
             self._series[(s.scenario, s.namespace, s.pod)] = s
         self._stack.set_signals(list(self._series.values()))

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import RECEIVER, RULES, WEBHOOK_PATH
 from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import Signal
+from kubernaut.localstack.signal_source import ScenarioSeries
 
 from .helpers import stop_alerting_cleanly
 
@@ -94,9 +94,9 @@ def test_alertmanager_routes_to_the_gateway_webhook_with_the_bearer_token(alerti
 
 
 def test_signals_fire_a_grouped_storm_and_resolve(alerting: LocalStack) -> None:
-    storm = [Signal("storm", "e2e-storm", f"web-{i}") for i in range(12)]
+    storm = [ScenarioSeries("storm", "e2e-storm", f"web-{i}") for i in range(12)]
     attempts_before = webhook_attempts(alerting)
-    alerting.set_signals([*storm, Signal("resolving", "e2e-resolve", "db-0")])
+    alerting.set_signals([*storm, ScenarioSeries("resolving", "e2e-resolve", "db-0")])
 
     wait_until(
         lambda: len(active_alerts(alerting)) == 13, timeout=30, what="13 alerts active in Alertmanager"
@@ -111,7 +111,7 @@ def test_signals_fire_a_grouped_storm_and_resolve(alerting: LocalStack) -> None:
         lambda: webhook_attempts(alerting) > attempts_before, timeout=30, what="a webhook delivery attempt"
     )
 
-    alerting.set_signals([*storm, Signal("resolving", "e2e-resolve", "db-0", active=False)])
+    alerting.set_signals([*storm, ScenarioSeries("resolving", "e2e-resolve", "db-0", active=False)])
     wait_until(
         lambda: {a["labels"]["alertname"] for a in active_alerts(alerting)} == {"KubernautStormAlert"},
         timeout=30,

@@ -11,7 +11,7 @@ import signal
 from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import Signal
+from kubernaut.localstack.signal_source import ScenarioSeries
 
 from .conftest import Alerts
 from .helpers import ContextApi, metric, unique_namespace
@@ -34,7 +34,7 @@ def test_alertmanager_retries_after_503_and_the_alerts_land_once(
 
     refused_before, failed_before = refused(), failed_attempts()
     namespace = unique_namespace("retry")
-    group = [Signal("steady", namespace, f"pay-{i}") for i in range(2)]
+    group = [ScenarioSeries("steady", namespace, f"pay-{i}") for i in range(2)]
 
     # PostgreSQL down: the gateway cannot make an alert durable, so it refuses with 503 + Retry-After.
     stack.stop_component("postgres", sig=signal.SIGINT)

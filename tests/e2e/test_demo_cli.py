@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal, read_signals
+from kubernaut.localstack.signal_source import ScenarioSeries, read_signals
 
 from .conftest import Alerts
 from .helpers import unique_namespace
@@ -28,7 +28,7 @@ def demo(run_dir: Path, offset: int) -> subprocess.CompletedProcess[str]:
 
 def test_the_demo_loses_nothing_through_a_failover(alerting_stack: LocalStack, alerts: Alerts) -> None:
     stack = alerting_stack
-    elsewhere = Signal("steady", unique_namespace("not-the-demo"), "web-0")
+    elsewhere = ScenarioSeries("steady", unique_namespace("not-the-demo"), "web-0")
     alerts.set(elsewhere)  # a series of someone else's: the demo must leave it as it was
 
     result = demo(stack.run.root, stack.topology.offset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal
+from kubernaut.localstack.signal_source import ScenarioSeries
 
 from .conftest import Alerts
 from .helpers import ContextApi, Json, unique_namespace
@@ -13,7 +13,7 @@ from .helpers import ContextApi, Json, unique_namespace
 
 def test_a_steady_alert_makes_one_request(alerting_stack: LocalStack, alerts: Alerts) -> None:
     api = ContextApi(alerting_stack)
-    steady = Signal("steady", unique_namespace("steady"), "web-0")
+    steady = ScenarioSeries("steady", unique_namespace("steady"), "web-0")
     alerts.set(steady)
 
     (incident,) = api.wait_incidents(
@@ -37,7 +37,7 @@ def test_a_repeating_alert_counts_occurrences_on_one_request(
     alerting_stack: LocalStack, alerts: Alerts
 ) -> None:
     api = ContextApi(alerting_stack)
-    repeating = Signal("repeating", unique_namespace("repeat"), "api-0")
+    repeating = ScenarioSeries("repeating", unique_namespace("repeat"), "api-0")
     alerts.set(repeating)
 
     # Its route has repeat_interval 3 s: each repeated notification is a duplicate of the first request.
@@ -59,7 +59,7 @@ def test_a_storm_across_15_pods_makes_5_requests_and_one_aggregated(
 ) -> None:
     api = ContextApi(alerting_stack)
     namespace = unique_namespace("storm")
-    storm = [Signal("storm", namespace, f"api-{i}") for i in range(15)]
+    storm = [ScenarioSeries("storm", namespace, f"api-{i}") for i in range(15)]
     alerts.set(*storm)
 
     def storm_settled(found: list[Json]) -> bool:
@@ -84,7 +84,7 @@ def test_a_storm_across_15_pods_makes_5_requests_and_one_aggregated(
 def test_several_alerts_in_one_webhook_are_all_taken(alerting_stack: LocalStack, alerts: Alerts) -> None:
     api = ContextApi(alerting_stack)
     namespace = unique_namespace("group")
-    group = [Signal("steady", namespace, f"web-{i}") for i in range(4)]  # under the storm threshold
+    group = [ScenarioSeries("steady", namespace, f"web-{i}") for i in range(4)]  # under the storm threshold
     alerts.set(*group)
 
     found = api.wait_incidents(lambda found: len(found) >= 4, namespace=namespace, what="four requests")
@@ -98,12 +98,12 @@ def test_a_resolved_alert_closes_its_request_and_a_new_firing_opens_another(
     alerting_stack: LocalStack, alerts: Alerts
 ) -> None:
     api = ContextApi(alerting_stack)
-    firing = Signal("resolving", unique_namespace("resolve"), "db-0")
+    firing = ScenarioSeries("resolving", unique_namespace("resolve"), "db-0")
     alerts.set(firing)
     (opened,) = api.wait_incidents(bool, namespace=firing.namespace, what="the request")
     assert opened["resolved_at"] is None
 
-    alerts.set(Signal(firing.scenario, firing.namespace, firing.pod, active=False))
+    alerts.set(ScenarioSeries(firing.scenario, firing.namespace, firing.pod, active=False))
     resolved = api.wait_incident(
         opened["id"], lambda i: i["resolved_at"] is not None, what="the resolved notification (send_resolved)"
     )

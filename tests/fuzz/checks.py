@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
+
+from kubernaut.problems import TYPE_PATTERN
 
 PROBLEM_JSON = "application/problem+json"
 # Bad input answered by the application: the problem names the offending field.
@@ -24,6 +27,7 @@ def check(status: int, content_type: str, body: bytes, what: object) -> None:
     assert content_type == PROBLEM_JSON, (status, content_type, body[:300], what)
     problem = orjson.loads(body)
     assert problem["status"] == status, (problem, what)
+    assert re.fullmatch(TYPE_PATTERN, problem["type"]), (problem, what)  # one scheme, both services
     assert problem["title"], (problem, what)
     assert problem["detail"], (problem, what)
     if status in NAMES_A_FIELD:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +12,7 @@ import redis.asyncio as aioredis
 
 from kubernaut.config import Settings
 from kubernaut.localstack import LocalStack
+from kubernaut.problems import TYPE_PATTERN
 from tests.gateway.helpers import (
     EVENTS,
     PROMETHEUS,
@@ -60,6 +62,7 @@ def _problem(resp: httpx.Response, status: int) -> dict[str, object]:
     body: dict[str, object] = resp.json()
     assert body["status"] == status
     assert isinstance(body["type"], str)
+    assert re.fullmatch(TYPE_PATTERN, body["type"]), body  # one scheme for both services
     assert body["title"]
     assert body["detail"]
     return body

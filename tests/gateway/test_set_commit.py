@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.onebyone import apply_webhook
 from kubernaut.gateway.setcommit import apply_group, plan
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.signal import NormalizedSignal
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin
 from kubernaut.gateway.writes import Webhook, Written
 from kubernaut.localstack import LocalStack
@@ -66,8 +66,8 @@ class _Run:
     def fp(self, name: str, pod: str) -> str:
         return f"{self.tag}:{name}:{pod}"
 
-    def signal(self, name: str, pod: str) -> Signal:
-        return Signal(
+    def signal(self, name: str, pod: str) -> NormalizedSignal:
+        return NormalizedSignal(
             source_type="prometheus",
             name=name,
             firing=True,

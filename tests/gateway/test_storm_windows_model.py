@@ -38,7 +38,7 @@ START_MS = 1_900_000_000_000
 # Steps that land exactly on a window's edge (or 1 ms either side) after one step of quiet.
 EDGES = tuple(w + d for w in (RATE_WINDOW, PATTERN_WINDOW, INACTIVITY) for d in (-1, 0, 1))
 
-Signal = tuple[str, str, bool]  # name, resource, firing
+ModelSignal = tuple[str, str, bool]  # name, resource, firing
 webhooks = st.lists(
     st.tuples(
         st.integers(0, 70_000) | st.sampled_from(EDGES),  # clock step before the webhook (ms)
@@ -87,7 +87,7 @@ class StormModel:
         g.last_join = now
         return f"{g.start}:{g.kind}"
 
-    def ingest(self, nonce: str, signals: list[Signal], now: int) -> list[object]:
+    def ingest(self, nonce: str, signals: list[ModelSignal], now: int) -> list[object]:
         reply: list[object] = [0, 0]
         for i, (name, resource, firing) in enumerate(signals):
             fp = f"{name}|{resource}"
@@ -120,7 +120,7 @@ def clocked(stack: LocalStack) -> Iterator[tuple[redis.Redis, str]]:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(webhooks)
 def test_the_storm_windows_follow_the_model(
-    clocked: tuple[redis.Redis, str], steps: list[tuple[int, list[Signal]]]
+    clocked: tuple[redis.Redis, str], steps: list[tuple[int, list[ModelSignal]]]
 ) -> None:
     client, sha = clocked
     prefix = f"gwsm:{uuid.uuid4().hex[:10]}:"

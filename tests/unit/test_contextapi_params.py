@@ -71,7 +71,7 @@ def test_outcome_body() -> None:
         (b'{"succeeded": true}', "action"),
         (b'{"action": "", "succeeded": true}', "action"),
         (b'{"action": "x", "succeeded": true, "extra": 1}', "extra"),
-        (b"not json", "body"),
+        (b"not json", "(body)"),  # the whole body, as both services name it
     ]:
         with pytest.raises(ParamError) as err:
             OutcomeBody.parse(raw)

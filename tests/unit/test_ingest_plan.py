@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.ingest_plan import Plan, plan, settle, storm_fingerprint
 from kubernaut.gateway.ingest_protocol import Code, Entry
-from kubernaut.gateway.signal import Signal, fingerprint
+from kubernaut.gateway.signal import NormalizedSignal, fingerprint
 from kubernaut.gateway.store import Written
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -20,8 +20,8 @@ SETTINGS = GatewaySettings()
 START_MS = 1_780_000_000_000
 
 
-def sig(pod: str, firing: bool = True, name: str = "Boom") -> Signal:
-    return Signal(
+def sig(pod: str, firing: bool = True, name: str = "Boom") -> NormalizedSignal:
+    return NormalizedSignal(
         "prometheus",
         name,
         firing,
@@ -51,7 +51,7 @@ STORM_FP = storm_fingerprint("pattern", "Boom", "shop", START_MS)
 
 
 def outcomes_of(
-    signals: Sequence[Signal], planned: Plan, written: Sequence[Written]
+    signals: Sequence[NormalizedSignal], planned: Plan, written: Sequence[Written]
 ) -> list[tuple[str, int | None]]:
     outcomes, _ = settle(signals, planned, written)
     return [(o.outcome, o.request_id) for o in outcomes]

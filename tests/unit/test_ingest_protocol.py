@@ -18,13 +18,13 @@ from kubernaut.gateway.ingest_protocol import (
     settings_args,
     storm_window,
 )
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.signal import NormalizedSignal
 
 LUA = (resources.files("kubernaut.gateway") / "scripts" / "ingest.lua").read_text()
 
 
-def _signal(pod: str, firing: bool) -> Signal:
-    return Signal("prometheus", "Boom", firing, "warning", "shop", "Pod", pod, {}, {}, f"fp-{pod}")
+def _signal(pod: str, firing: bool) -> NormalizedSignal:
+    return NormalizedSignal("prometheus", "Boom", firing, "warning", "shop", "Pod", pod, {}, {}, f"fp-{pod}")
 
 
 def test_the_argv_layout_is_the_one_the_script_reads() -> None:

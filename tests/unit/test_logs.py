@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 import structlog
 
+import kubernaut
 from kubernaut import logs
 
 
@@ -39,3 +41,15 @@ def test_a_library_traceback_stays_inside_one_json_line(stream: io.StringIO) -> 
     assert "Traceback" in first["exception"]
     assert "while reading" in first["exception"]
     assert (second["event"], second["key"]) == ("own event", "v")
+
+
+def test_logging_is_configured_in_one_place() -> None:
+    """Both services, every worker process and the tools log through :func:`kubernaut.logs.configure`."""
+    src = Path(kubernaut.__file__).parent.parent  # src/: the services and the tools
+    calls = ("structlog.configure(", "logging.basicConfig(", "dictConfig(", "fileConfig(")
+    configuring = {
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if any(call in path.read_text() for call in calls)
+    }
+    assert configuring == {"kubernaut/logs.py"}

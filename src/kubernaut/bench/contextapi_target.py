@@ -26,6 +26,7 @@ from kubernaut.contextapi.seed import SeedReport, seed_history
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
 from kubernaut.store.migrate import migrate_dsn
+from kubernaut.store.schema import REQUESTS
 
 # L2 reduced to one entry that ages out within a millisecond: every request passes L2 and goes to L1.
 TINY_L2: dict[str, Any] = {"max_entries": 1, "ttl_s": 0.001}
@@ -168,9 +169,9 @@ async def _seed(dsn: str, incidents: int, seed: int) -> tuple[list[int], SeedRep
     await migrate_dsn(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("TRUNCATE remediation_requests RESTART IDENTITY CASCADE")
+        await conn.execute(f"TRUNCATE {REQUESTS} RESTART IDENTITY CASCADE")
         report = await seed_history(conn, incidents, seed=seed)
-        ids = [r["id"] for r in await conn.fetch("SELECT id FROM remediation_requests ORDER BY id")]
+        ids = [r["id"] for r in await conn.fetch(f"SELECT id FROM {REQUESTS} ORDER BY id")]
     finally:
         await conn.close()
     return ids, report

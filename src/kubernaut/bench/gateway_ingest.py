@@ -12,8 +12,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from kubernaut import httpserver
 from kubernaut.bench import baseline, gateway_target
 from kubernaut.bench.ingest import IngestRow, TargetFactory, add_ratios, paced_row, throughput_rows
@@ -22,7 +20,7 @@ from kubernaut.bench.redis_limit import EvalshaRow, evalsha
 from kubernaut.bench.report import BenchReport, FigureTable, tool_version
 from kubernaut.bench.wrk import Load
 from kubernaut.gateway.ingest_protocol import encode, settings_args
-from kubernaut.localstack import LocalStack
+from kubernaut.localstack import LocalStack, redis_servers
 from kubernaut.localstack.postgres import pg_bin
 from kubernaut.localstack.stack import service_available
 
@@ -195,7 +193,7 @@ def redis_limit_rows(
         ]
     rows = []
     for script, source, keys, args, pipeline, n in runs:
-        with redis.Redis(host=host, port=port, password=password) as r:
+        with redis_servers.client(host, port, password, timeout=10.0) as r:
             sha = str(r.script_load(source))
         log(f"redis-benchmark: EVALSHA {script}, pipeline {pipeline}, {n:,} calls")
         rows.append(

@@ -23,6 +23,7 @@ from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import WEBHOOK_PATH
 from kubernaut.localstack.processes import spawn, stop, wait_until
 from kubernaut.store.migrate import migrate_dsn
+from kubernaut.store.schema import REQUESTS
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ async def _empty_requests(dsn: str) -> None:
     await migrate_dsn(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("TRUNCATE remediation_requests RESTART IDENTITY CASCADE")
+        await conn.execute(f"TRUNCATE {REQUESTS} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
 

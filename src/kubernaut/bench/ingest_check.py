@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from kubernaut.store.schema import OPEN, REQUESTS
+
 # A storm request's occurrence_count takes every alert it aggregated and their repeats;
 # storm_alert_count only its distinct members.
-_COUNTED = "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests"
-_DUPLICATE_OPEN = """
+_COUNTED = f"SELECT coalesce(sum(occurrence_count), 0) FROM {REQUESTS}"
+_DUPLICATE_OPEN = f"""
 SELECT count(*) FROM (
-    SELECT fingerprint FROM remediation_requests
-    WHERE resolved_at IS NULL AND phase IN ('pending', 'processing')
+    SELECT fingerprint FROM {REQUESTS}
+    WHERE {OPEN}
     GROUP BY fingerprint HAVING count(*) > 1
 ) d
 """

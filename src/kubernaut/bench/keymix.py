@@ -16,7 +16,8 @@ from itertools import accumulate, product
 from pathlib import Path
 from urllib.parse import urlencode
 
-from kubernaut.contextapi.seed import NAMESPACES, NODE_NAMESPACE, OPEN_PHASES, SIGNALS
+from kubernaut.contextapi.seed import NAMESPACES, NODE_NAMESPACE, SIGNALS
+from kubernaut.store.schema import OPEN_PHASES
 
 INCIDENTS_PATH = "/api/v1/incidents"
 LIST_LIMIT = 20

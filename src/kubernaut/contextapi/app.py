@@ -15,11 +15,10 @@ from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi import openapi, queries, routes
 from kubernaut.contextapi.auth import BearerAuth, TokenCheck, load_tokens
 from kubernaut.contextapi.metrics import ContextApiMetrics
-from kubernaut.contextapi.params import ParamError
 from kubernaut.contextapi.runtime import ContextApi
 from kubernaut.contextapi.ui import UI_ROUTES
-from kubernaut.http_errors import http_exception, internal_error
 from kubernaut.openapi import docs_routes
+from kubernaut.problems import Problem, http_exception, internal_error, problem_handler
 
 
 class _RequestMetrics:
@@ -76,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes.ROUTES, *docs_routes(openapi.spec()), *UI_ROUTES],
         lifespan=lifespan,
         exception_handlers={
-            ParamError: routes.param_error,
+            Problem: problem_handler,
             HTTPException: http_exception,
             Exception: internal_error,
             **dict.fromkeys(queries.STORE_ERRORS, routes.store_error),
@@ -97,6 +96,4 @@ def create_app(settings: Settings) -> Starlette:
 
 def serve(settings: Settings) -> None:
     logs.configure()
-    httpserver.run(
-        create_app(settings), settings.context_api.http, problem_type_base="urn:kubernaut:problem:"
-    )
+    httpserver.run(create_app(settings), settings.context_api.http)

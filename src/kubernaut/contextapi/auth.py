@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubernaut.config import ConfigError
-from kubernaut.contextapi.problems import problem
-from kubernaut.http_auth import CredentialError, match_token, presented_token
+from kubernaut.http_auth import (
+    CredentialError,
+    configured_token,
+    match_token,
+    presented_token,
+    read_tokens_file,
+)
+from kubernaut.problems import Problem
 
 TokenScope = Literal["read", "write"]
 FailureReason = Literal["missing", "invalid", "duplicate", "forbidden"]
@@ -26,7 +31,6 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/do
 # The operator's page checks the token itself (a cookie, set once from a form or ?token=).
 SELF_CHECKED_PATHS = frozenset({"/ui", "/ui/login", "/ui/logout"})
 READ_METHODS = frozenset({"GET", "HEAD"})
-_HTTP_WHITESPACE = " \t"  # RFC 9110 OWS: only SP and HTAB are stripped, nothing str.strip() also takes
 
 
 @dataclass(frozen=True)
@@ -44,22 +48,15 @@ class Token:
 def load_tokens(path: Path) -> list[Token]:
     """Read the tokens file (YAML ``name: {token: ..., scope: read|write}``); ConfigError names the fault."""
     where = f"context-api tokens file {path}"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {where}: {err}".replace("\n", " ")) from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{where} must be a non-empty mapping name: {{token, scope}}")
+    data = read_tokens_file(path, where, "name: {token, scope}")
     tokens = []
     for name, entry in data.items():
         if not isinstance(entry, dict) or set(entry) != {"token", "scope"}:
             raise ConfigError(f"{where}: {name!r} must have exactly the keys token and scope")
-        secret, scope = entry["token"], entry["scope"]
-        if not isinstance(secret, str) or not secret or secret.strip(_HTTP_WHITESPACE) != secret:
-            raise ConfigError(f"{where}: token of {name!r} must be a non-empty string without blanks")
+        secret, scope = configured_token(entry["token"], where, name), entry["scope"]
         if scope not in SCOPES:
             raise ConfigError(f"{where}: scope of {name!r} must be one of {', '.join(SCOPES)}")
-        tokens.append(Token(str(name), secret.encode(), scope))
+        tokens.append(Token(str(name), secret, scope))
     return tokens
 
 
@@ -132,15 +129,13 @@ class BearerAuth:
             challenge = 'Bearer realm="context-api"'
             if forbidden:
                 challenge += ', error="insufficient_scope", scope="write"'
-            response = problem(
+            response = Problem(
                 status,
                 "forbidden" if forbidden else "unauthorized",
-                "Forbidden" if forbidden else "Unauthorized",
                 _DETAILS[failure.reason],
-                instance=scope["path"],
                 field="Authorization",
                 headers={"WWW-Authenticate": challenge},
-            )
+            ).response(scope["path"])
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from kubernaut.contextapi import params, schemas
 from kubernaut.contextapi.ui.data import UiFilters
 from kubernaut.openapi import Operation, build_spec
@@ -18,27 +20,60 @@ VERSION = "1"
 INCIDENT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 READ = (400, 401, 503)
 
+
+def _read(
+    path: str,
+    summary: str,
+    answer: type[BaseModel],
+    tag: str,
+    query: type[BaseModel] | None = None,
+    problems: tuple[int, ...] = (),
+    **details: Any,
+) -> Operation:
+    """A cached, token-protected GET answering ``answer``."""
+    return Operation(
+        "GET", path, summary, {200: answer}, (*READ, *problems), query=query, secured=True, tag=tag, **details
+    )
+
+
+AGGREGATIONS: list[tuple[str, str, type[BaseModel], type[BaseModel]]] = [
+    (
+        "success-rate",
+        "Success rate of recorded outcomes, overall and per action",
+        schemas.SuccessRate,
+        params.SuccessRateQuery,
+    ),
+    (
+        "namespaces",
+        "Incident counts and success rate per namespace",
+        schemas.NamespaceBreakdown,
+        params.NamespacesQuery,
+    ),
+    (
+        "severity",
+        "Incident counts and success rate per severity",
+        schemas.SeverityBreakdown,
+        params.SeverityQuery,
+    ),
+    ("trend", "Incidents per UTC day for the last N days", schemas.Trend, params.TrendQuery),
+]
+
 OPERATIONS = [
-    Operation(
-        "GET",
+    _read(
         "/api/v1/incidents",
         "List incidents (RemediationRequests), newest first",
-        {200: schemas.IncidentPage},
-        READ,
-        query=params.IncidentQuery,
-        secured=True,
-        tag="incidents",
+        schemas.IncidentPage,
+        "incidents",
+        params.IncidentQuery,
         description="Time filters apply to first_seen: since inclusive, until exclusive, naive times UTC.",
     ),
-    Operation(
-        "GET",
+    _read(
         "/api/v1/incidents/{id}",
         "One incident and its outcome",
-        {200: schemas.Incident},
-        (*READ, 404),
+        schemas.Incident,
+        "incidents",
+        problems=(404,),
         path_params={"id": INCIDENT_ID},
-        secured=True,
-        tag="incidents",
     ),
     Operation(
         "POST",
@@ -52,45 +87,9 @@ OPERATIONS = [
         tag="incidents",
         description="The same outcome again is a no-op, a different one a 409. Invalidates every cache tier.",
     ),
-    Operation(
-        "GET",
-        "/api/v1/aggregations/success-rate",
-        "Success rate of recorded outcomes, overall and per action",
-        {200: schemas.SuccessRate},
-        READ,
-        query=params.SuccessRateQuery,
-        secured=True,
-        tag="aggregations",
-    ),
-    Operation(
-        "GET",
-        "/api/v1/aggregations/namespaces",
-        "Incident counts and success rate per namespace",
-        {200: schemas.NamespaceBreakdown},
-        READ,
-        query=params.NamespacesQuery,
-        secured=True,
-        tag="aggregations",
-    ),
-    Operation(
-        "GET",
-        "/api/v1/aggregations/severity",
-        "Incident counts and success rate per severity",
-        {200: schemas.SeverityBreakdown},
-        READ,
-        query=params.SeverityQuery,
-        secured=True,
-        tag="aggregations",
-    ),
-    Operation(
-        "GET",
-        "/api/v1/aggregations/trend",
-        "Incidents per UTC day for the last N days",
-        {200: schemas.Trend},
-        READ,
-        query=params.TrendQuery,
-        secured=True,
-        tag="aggregations",
+    *(
+        _read(f"/api/v1/aggregations/{name}", summary, answer, "aggregations", query)
+        for name, summary, answer, query in AGGREGATIONS
     ),
     Operation(
         "GET",

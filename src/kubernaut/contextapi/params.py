@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
 )
 
+from kubernaut.problems import Problem
+from kubernaut.validation import UNNAMED, FieldError, field_errors
+
 Phase = Literal["pending", "processing", "completed", "failed"]
 # Kubernetes namespace names are DNS labels.
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -39,28 +42,16 @@ def incident_tag(incident_id: int) -> str:
     return f"incident:{incident_id}"
 
 
-class ParamError(Exception):
-    """Query parameters refused: every ``(field, message)`` found, rendered as one 400 problem."""
+class ParamError(Problem):
+    """400 naming the first offending parameter or body field; ``errors`` lists every one."""
 
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
-        self.problems = list(problems)
-
-    @property
-    def field(self) -> str:
-        return self.problems[0][0]
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        super().__init__(400, "invalid-parameter", detail, field=errors[0].field, errors=errors)
 
 
-UNNAMED = "(unnamed)"  # a parameter or key whose name is empty ("?=x")
-
-
-def _problems(err: ValidationError, where: str | None = None) -> list[tuple[str, str]]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) or UNNAMED for p in e["loc"]) or (where or "body")
-        msg = "unknown parameter" if e["type"] == "extra_forbidden" else e["msg"]
-        out.append((loc, msg))
-    return out
+def _problems(err: ValidationError) -> list[FieldError]:
+    return field_errors(err, unknown="unknown parameter")
 
 
 class QueryModel(BaseModel):
@@ -72,7 +63,7 @@ class QueryModel(BaseModel):
         values: dict[str, str] = {}
         for name, value in items:
             if name in values:
-                raise ParamError([(name or UNNAMED, "given more than once")])
+                raise ParamError([FieldError(name or UNNAMED, "given more than once")])
             values[name] = value
         try:
             return cls.model_validate(values)
@@ -160,7 +151,7 @@ class TrendQuery(QueryModel):
 
 def parse_incident_id(raw: str) -> int:
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 2**63 - 1:
-        raise ParamError([("id", "must be a positive integer")])
+        raise ParamError([FieldError("id", "must be a positive integer")])
     return int(raw)
 
 

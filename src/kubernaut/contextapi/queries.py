@@ -1,7 +1,7 @@
 """L3: the SQL behind every endpoint, against the schema of store/migrations (written by the gateway).
 
 Answers are built here as JSON bytes, ready to cache and serve. Time filters apply to first_seen;
-"open" means resolved_at IS NULL AND phase IN ('pending', 'processing').
+"open" is :func:`kubernaut.store.schema.open_request`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kubernaut.contextapi.params import (
     SuccessRateQuery,
     TrendQuery,
 )
+from kubernaut.store.schema import OUTCOMES, REQUESTS, open_request
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -33,17 +34,17 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-_SELECT_INCIDENT = """
+_SELECT_INCIDENT = f"""
 SELECT r.id, r.fingerprint, r.signal_name, r.signal_type, r.source, r.severity, r.namespace,
        r.resource_kind, r.resource_name, r.environment, r.priority, r.labels, r.annotations, r.phase,
        r.first_seen, r.last_seen, r.occurrence_count, r.resolved_at, r.is_storm, r.storm_type,
        r.storm_alert_count, r.affected_resources, r.affected_overflow, r.storm_window_start,
        r.storm_window_end, r.storm_request_id, r.created_at, r.updated_at,
        o.action, o.succeeded, o.detail, o.recorded_at
-FROM remediation_requests r LEFT JOIN remediation_outcomes o ON o.request_id = r.id
+FROM {REQUESTS} r LEFT JOIN {OUTCOMES} o ON o.request_id = r.id
 """
 
-_OPEN = "r.resolved_at IS NULL AND r.phase IN ('pending', 'processing')"
+_OPEN = open_request("r")
 
 # The per-group counts shared by the namespace and severity breakdowns.
 _GROUP_COUNTS = f"""
@@ -143,7 +144,7 @@ async def list_incidents(conn: Conn, q: IncidentQuery) -> bytes:
     w.add("r.fingerprint = {}", q.fingerprint)
     w.add("r.phase = {}", q.phase)
     where = w.sql()
-    total = await conn.fetchval(f"SELECT count(*) FROM remediation_requests r {where}", *w.args)
+    total = await conn.fetchval(f"SELECT count(*) FROM {REQUESTS} r {where}", *w.args)
     page = f"ORDER BY r.first_seen DESC, r.id DESC LIMIT {w.param(q.limit)} OFFSET {w.param(q.offset)}"
     rows = await conn.fetch(f"{_SELECT_INCIDENT} {where} {page}", *w.args)
     return dumps(
@@ -163,7 +164,7 @@ async def success_rate(conn: Conn, q: SuccessRateQuery) -> bytes:
     rows = await conn.fetch(
         f"""SELECT o.action, count(*) FILTER (WHERE o.succeeded) AS succeeded,
                    count(*) FILTER (WHERE NOT o.succeeded) AS failed
-            FROM remediation_outcomes o JOIN remediation_requests r ON r.id = o.request_id
+            FROM {OUTCOMES} o JOIN {REQUESTS} r ON r.id = o.request_id
             {w.sql()} GROUP BY o.action""",
         *w.args,
     )
@@ -199,7 +200,7 @@ async def _breakdown(conn: Conn, column: str, q: NamespacesQuery | SeverityQuery
     _common(w, q)
     rows = await conn.fetch(
         f"""SELECT r.{column} AS name, {_GROUP_COUNTS}
-            FROM remediation_requests r LEFT JOIN remediation_outcomes o ON o.request_id = r.id
+            FROM {REQUESTS} r LEFT JOIN {OUTCOMES} o ON o.request_id = r.id
             {w.sql()} GROUP BY r.{column} ORDER BY incidents DESC, name""",
         *w.args,
     )
@@ -238,7 +239,7 @@ async def trend(conn: Conn, q: TrendQuery) -> bytes:
                        AS day),
             hits AS (
                 SELECT (r.first_seen AT TIME ZONE 'UTC')::date AS day, o.succeeded
-                FROM remediation_requests r LEFT JOIN remediation_outcomes o ON o.request_id = r.id
+                FROM {REQUESTS} r LEFT JOIN {OUTCOMES} o ON o.request_id = r.id
                 {w.sql()})
             SELECT days.day, count(hits.day) AS incidents,
                    count(*) FILTER (WHERE hits.succeeded) AS succeeded,
@@ -266,12 +267,12 @@ async def record_outcome(conn: Conn, incident_id: int, body: OutcomeBody) -> Out
     async with conn.transaction():
         # The row lock serialises concurrent outcomes for one incident.
         namespace = await conn.fetchval(
-            "SELECT namespace FROM remediation_requests WHERE id = $1 FOR UPDATE", incident_id
+            f"SELECT namespace FROM {REQUESTS} WHERE id = $1 FOR UPDATE", incident_id
         )
         if namespace is None:
             return OutcomeResult("not_found")
         existing = await conn.fetchrow(
-            "SELECT action, succeeded, detail FROM remediation_outcomes WHERE request_id = $1", incident_id
+            f"SELECT action, succeeded, detail FROM {OUTCOMES} WHERE request_id = $1", incident_id
         )
         if existing is not None:
             same = (existing["action"], existing["succeeded"], existing["detail"]) == (
@@ -281,15 +282,14 @@ async def record_outcome(conn: Conn, incident_id: int, body: OutcomeBody) -> Out
             )
             return OutcomeResult("unchanged" if same else "conflict", namespace, dict(existing))
         await conn.execute(
-            "INSERT INTO remediation_outcomes (request_id, action, succeeded, detail)"
-            " VALUES ($1, $2, $3, $4)",
+            f"INSERT INTO {OUTCOMES} (request_id, action, succeeded, detail) VALUES ($1, $2, $3, $4)",
             incident_id,
             body.action,
             body.succeeded,
             body.detail,
         )
         await conn.execute(
-            "UPDATE remediation_requests SET phase = $2, updated_at = now() WHERE id = $1",
+            f"UPDATE {REQUESTS} SET phase = $2, updated_at = now() WHERE id = $1",
             incident_id,
             "completed" if body.succeeded else "failed",
         )

@@ -16,7 +16,6 @@ from kubernaut.contextapi.params import (
     IncidentQuery,
     NamespacesQuery,
     OutcomeBody,
-    ParamError,
     QueryModel,
     SeverityQuery,
     SuccessRateQuery,
@@ -25,13 +24,14 @@ from kubernaut.contextapi.params import (
     namespace_tag,
     parse_incident_id,
 )
-from kubernaut.contextapi.problems import problem
 from kubernaut.contextapi.runtime import ContextApi
+from kubernaut.problems import Problem, read_body
 
 Q = TypeVar("Q", bound=QueryModel)
 MAX_BODY_BYTES = 64 * 1024
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499
+STORE_RETRY_AFTER_S = 5
 
 
 def _api(request: Request) -> ContextApi:
@@ -41,9 +41,7 @@ def _api(request: Request) -> ContextApi:
 
 def _not_found(request: Request, headers: dict[str, str] | None = None) -> Response:
     detail = f"no incident with id {request.path_params['id']}"
-    return problem(
-        404, "not-found", "Not Found", detail, instance=request.url.path, headers=headers, field="id"
-    )
+    return Problem(404, "not-found", detail, field="id", headers=headers).response(request.url.path)
 
 
 async def _l3(
@@ -111,33 +109,11 @@ async def trend(request: Request) -> Response:
 
 
 async def _read_body(request: Request) -> bytes | Response:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
-        return problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            "send application/json",
-            instance=request.url.path,
-            field="Content-Type",
-        )
-    chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return problem(
-                    413,
-                    "payload-too-large",
-                    "Payload Too Large",
-                    f"body exceeds {MAX_BODY_BYTES} bytes",
-                    instance=request.url.path,
-                    field="body",
-                )
-            chunks.append(chunk)
+        return await read_body(request, MAX_BODY_BYTES)
     except ClientDisconnect:
         # Not the service's failure, and nobody is left to answer: counted as nginx's 499.
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return b"".join(chunks)
 
 
 async def record_outcome(request: Request) -> Response:
@@ -153,14 +129,12 @@ async def record_outcome(request: Request) -> Response:
     if result.status == "not_found":
         return _not_found(request)
     if result.status == "conflict":
-        return problem(
+        return Problem(
             409,
             "outcome-conflict",
-            "Conflict",
             "a different outcome is already recorded for this incident",
-            instance=request.url.path,
-            existing=result.existing,
-        )
+            extra={"existing": result.existing},
+        ).response(request.url.path)
     if result.status == "recorded":
         assert result.namespace is not None
         await api.cache.invalidate([incident_tag(incident_id), namespace_tag(result.namespace), ALL_TAG])
@@ -201,35 +175,17 @@ async def readyz(request: Request) -> Response:
             error = err
             continue
         return JSONResponse({"status": "ready"})
-    return problem(503, "not-ready", "Service Unavailable", f"PostgreSQL unavailable: {error}")
+    return Problem(503, "not-ready", f"PostgreSQL unavailable: {error}").response(request.url.path)
 
 
 async def metrics(request: Request) -> Response:
     return Response(_api(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def param_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ParamError)
-    return problem(
-        400,
-        "invalid-parameter",
-        "Bad Request",
-        str(exc),
-        instance=request.url.path,
-        field=exc.field,
-        errors=[{"field": f, "message": m} for f, m in exc.problems],
-    )
-
-
 async def store_error(request: Request, exc: Exception) -> Response:
-    return problem(
-        503,
-        "store-unavailable",
-        "Service Unavailable",
-        f"PostgreSQL unavailable: {type(exc).__name__}",
-        instance=request.url.path,
-        headers={"Retry-After": "5"},
-    )
+    detail = f"PostgreSQL unavailable: {type(exc).__name__}"
+    retry = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+    return Problem(503, "unavailable", detail, headers=retry).response(request.url.path)
 
 
 ROUTES = [

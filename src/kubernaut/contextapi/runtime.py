@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from kubernaut.config import Settings
+from kubernaut.config import PostgresSettings, Settings
 from kubernaut.contextapi.cache import TieredCache
 from kubernaut.contextapi.cache.l1 import RedisTier
 from kubernaut.contextapi.cache.l2 import LocalCache
@@ -19,6 +17,7 @@ from kubernaut.contextapi.metrics import ContextApiMetrics
 from kubernaut.contextapi.queries import STORE_ERRORS
 from kubernaut.contextapi.standby import ReadRouter
 from kubernaut.redis import RedisHandle, connect
+from kubernaut.redis.connection import no_retry
 from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger(__name__)
@@ -40,14 +39,7 @@ class ContextApi:
     async def open(cls, settings: Settings, metrics: ContextApiMetrics) -> ContextApi:
         cfg = settings.context_api
         pg = settings.postgres.for_service("context_api")
-        pool = await asyncpg.create_pool(
-            pg.dsn.get_secret_value(),
-            min_size=min(pg.min_pool, pg.max_pool),
-            max_size=pg.max_pool,
-            command_timeout=pg.command_timeout_s,
-            # JIT compilation costs more than it saves on these short queries.
-            server_settings={"jit": "off"},
-        )
+        pool = await _pool(pg, pg.dsn.get_secret_value())
         read_pool: asyncpg.Pool | None = None
         redis: RedisHandle | None = None
         l1: RedisTier | None = None
@@ -55,19 +47,13 @@ class ContextApi:
         try:
             await prepare_schema(settings.postgres, "context_api")
             if pg.read_dsn is not None:
-                read_pool = await asyncpg.create_pool(
-                    pg.read_dsn.get_secret_value(),
-                    min_size=min(pg.min_pool, pg.max_pool),
-                    max_size=pg.max_pool,
-                    command_timeout=pg.command_timeout_s,
-                    server_settings={"jit": "off"},
-                )
+                read_pool = await _pool(pg, pg.read_dsn.get_secret_value())
             reads = ReadRouter(pool, read_pool, timeout_s=pg.command_timeout_s)
             l2 = LocalCache(cfg.l2.max_entries, cfg.l2.max_bytes, cfg.l2.ttl_s)
             if cfg.l1.enabled:
                 redis = connect(cfg.redis, client_name="kubernaut-context-api")
                 # A cache call either answers within the timeouts or fails: no retries behind our back.
-                redis.client.set_retry(Retry(NoBackoff(), 0))
+                redis.client.set_retry(no_retry())
                 t = cfg.redis.timeouts
                 l1 = RedisTier(
                     redis.client,
@@ -120,3 +106,14 @@ class ContextApi:
                     await pool.close()
             except TimeoutError:  # a connection still checked out must not hold the shutdown forever
                 pool.terminate()
+
+
+async def _pool(pg: PostgresSettings, dsn: str) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min(pg.min_pool, pg.max_pool),
+        max_size=pg.max_pool,
+        command_timeout=pg.command_timeout_s,
+        # JIT compilation costs more than it saves on these short queries.
+        server_settings={"jit": "off"},
+    )

@@ -22,10 +22,13 @@ import orjson
 
 from kubernaut.contextapi.queries import Conn
 from kubernaut.gateway.signal import fingerprint as gateway_fingerprint
+from kubernaut.store.schema import OPEN, OPEN_PHASES, OUTCOMES, REQUESTS, STORM_MEMBERS
 
 
 @dataclass(frozen=True)
-class Signal:
+class SignalProfile:
+    """One kind of signal in the seeded history: how often it comes and what is usually done about it."""
+
     name: str
     severity: str
     signal_type: str
@@ -55,7 +58,7 @@ Evicted critical event Pod 1.5 restart_pod
 FailedMount critical event Pod 1 restart_pod recreate_pvc
 """
 SIGNALS = tuple(
-    Signal(name, sev, PROM if src == "prom" else EVENT, kind, float(weight), tuple(actions))
+    SignalProfile(name, sev, PROM if src == "prom" else EVENT, kind, float(weight), tuple(actions))
     for name, sev, src, kind, weight, *actions in (
         line.split() for line in _SIGNAL_TABLE.strip().splitlines()
     )
@@ -96,7 +99,6 @@ NODE_NAMESPACE = "kube-system"
 NODES = tuple(f"worker-{i:02d}" for i in range(1, 13))
 ENV_PENALTY = {"production": 0.0, "staging": 0.05, "development": 0.1}
 SOURCES = {PROM: "alertmanager", EVENT: "event-exporter"}
-OPEN_PHASES = ("pending", "processing")
 
 REQUEST_COLUMNS = (
     "id", "fingerprint", "signal_name", "signal_type", "source", "severity", "namespace", "resource_kind",
@@ -160,7 +162,7 @@ class _Generator:
             if t.weekday() < 5 or self.rng.random() < 0.6:
                 return t
 
-    def resource(self, signal: Signal, namespace: str) -> tuple[str, str]:
+    def resource(self, signal: SignalProfile, namespace: str) -> tuple[str, str]:
         if signal.kind == "Node":
             return NODE_NAMESPACE, self.rng.choice(NODES)
         app = self.rng.choice(NAMESPACES[namespace][2])
@@ -227,7 +229,7 @@ class _Generator:
         )  # fmt: skip
 
     def storm(
-        self, ident: int, signal: Signal, namespace: str, start: datetime, history: History
+        self, ident: int, signal: SignalProfile, namespace: str, start: datetime, history: History
     ) -> tuple[str, list[str], int, datetime]:
         rng = self.rng
         storm_type = rng.choice(("rate", "pattern"))
@@ -270,26 +272,15 @@ async def seed_history(conn: Conn, incidents: int, *, seed: int, days: int = 90)
         ids = [
             r[0]
             for r in await conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence('remediation_requests', 'id'))"
-                " FROM generate_series(1, $1)",
+                f"SELECT nextval(pg_get_serial_sequence('{REQUESTS}', 'id')) FROM generate_series(1, $1)",
                 incidents,
             )
         ]
-        taken = {
-            r[0]
-            for r in await conn.fetch(
-                "SELECT fingerprint FROM remediation_requests"
-                " WHERE resolved_at IS NULL AND phase IN ('pending', 'processing')"
-            )
-        }
+        taken = {r[0] for r in await conn.fetch(f"SELECT fingerprint FROM {REQUESTS} WHERE {OPEN}")}
         history = generate(ids, seed=seed, now=now, days=days, taken_open=taken)
-        await conn.copy_records_to_table(
-            "remediation_requests", records=history.requests, columns=REQUEST_COLUMNS
-        )
-        await conn.copy_records_to_table(
-            "remediation_outcomes", records=history.outcomes, columns=OUTCOME_COLUMNS
-        )
-        await conn.copy_records_to_table("storm_members", records=history.members, columns=MEMBER_COLUMNS)
+        await conn.copy_records_to_table(REQUESTS, records=history.requests, columns=REQUEST_COLUMNS)
+        await conn.copy_records_to_table(OUTCOMES, records=history.outcomes, columns=OUTCOME_COLUMNS)
+        await conn.copy_records_to_table(STORM_MEMBERS, records=history.members, columns=MEMBER_COLUMNS)
     return SeedReport(
         incidents, len(history.outcomes), history.storms, history.open, time.perf_counter() - start
     )

@@ -10,6 +10,8 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubernaut.store.schema import REQUESTS
+
 WEBHOOK_ROUTE = "/api/v1/signals/prometheus"
 
 Labels = dict[str, str]
@@ -107,10 +109,10 @@ class Request:
 
 async def namespace_requests(conn: asyncpg.Connection, namespace: str) -> list[Request]:
     rows = await conn.fetch(
-        """
+        f"""
         SELECT id, fingerprint, signal_name, resource_kind, resource_name, occurrence_count, is_storm,
                storm_alert_count, resolved_at IS NOT NULL AS resolved
-        FROM remediation_requests WHERE namespace = $1 ORDER BY id
+        FROM {REQUESTS} WHERE namespace = $1 ORDER BY id
         """,
         namespace,
     )

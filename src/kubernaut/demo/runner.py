@@ -43,7 +43,7 @@ from kubernaut.demo.scenario import (
 from kubernaut.drill.faults import FaultLog, master_kill
 from kubernaut.drill.verify import duplicate_open_requests, untraced
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal, read_signals
+from kubernaut.localstack.signal_source import ScenarioSeries, read_signals
 
 DEADLINE_S = 90.0
 REFRESH_S = 0.25
@@ -69,7 +69,7 @@ class DemoState:
     namespace: str
     started: float
     phases: list[PhaseState]
-    fired: dict[str, Signal] = field(default_factory=dict)  # fingerprint -> the series that fires it
+    fired: dict[str, ScenarioSeries] = field(default_factory=dict)  # fingerprint -> the series that fires it
     figures: Figures = field(default_factory=Figures)
     requests: list[Request] = field(default_factory=list)
     lost: int = 0
@@ -122,14 +122,14 @@ class Demo:
         self.stack = stack
         self.script = Script(new_namespace())
         self.state = DemoState(self.script.namespace, time.monotonic(), [PhaseState(p) for p in PHASES])
-        self._series: dict[tuple[str, str, str], Signal] = {}
-        self._others: list[Signal] = []
+        self._series: dict[tuple[str, str, str], ScenarioSeries] = {}
+        self._others: list[ScenarioSeries] = []
         self._gateway = stack.url("gateway")
         self._alertmanager = stack.url("alertmanager")
 
     # -- acting --------------------------------------------------------------------------------------
 
-    def _set(self, *signals: Signal) -> None:
+    def _set(self, *signals: ScenarioSeries) -> None:
         for s in signals:
             self._series[(s.scenario, s.namespace, s.pod)] = s
             if s.active:
@@ -232,7 +232,7 @@ class Demo:
             self.state.blackout.record(time.monotonic(), ready)
             await asyncio.sleep(READY_PROBE_S)
 
-    def _request(self, signal: Signal) -> Request | None:
+    def _request(self, signal: ScenarioSeries) -> Request | None:
         fp = alert_fingerprint(signal)
         return next((r for r in self.state.requests if r.fingerprint == fp), None)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from kubernaut.gateway.signal import fingerprint
 from kubernaut.localstack.alerting import RULES
-from kubernaut.localstack.signal_source import Signal
+from kubernaut.localstack.signal_source import ScenarioSeries
 
 STORM_PODS = 15
 # The repeating alert's route re-notifies every 3 s: this many occurrences shows repeats deduplicated.
@@ -20,7 +20,7 @@ REPEATS_SHOWN = 3
 _ALERTNAME = {r.scenario: r.alert for r in RULES}
 
 
-def alert_fingerprint(signal: Signal) -> str:
+def alert_fingerprint(signal: ScenarioSeries) -> str:
     """The gateway's fingerprint of the alert a local rule fires for ``signal`` (the pod is the resource)."""
     return fingerprint(_ALERTNAME[signal.scenario], signal.namespace, "Pod", signal.pod)
 
@@ -48,21 +48,25 @@ PHASES = (FIRE, STORM, FAILOVER, RESOLVE, SETTLE)
 class Script:
     namespace: str
 
-    def first(self) -> list[Signal]:
+    def first(self) -> list[ScenarioSeries]:
         ns = self.namespace
-        return [Signal("steady", ns, "web-0"), Signal("repeating", ns, "api-0"), self.resolving()]
+        return [
+            ScenarioSeries("steady", ns, "web-0"),
+            ScenarioSeries("repeating", ns, "api-0"),
+            self.resolving(),
+        ]
 
-    def storm(self) -> list[Signal]:
-        return [Signal("storm", self.namespace, f"worker-{i}") for i in range(STORM_PODS)]
+    def storm(self) -> list[ScenarioSeries]:
+        return [ScenarioSeries("storm", self.namespace, f"worker-{i}") for i in range(STORM_PODS)]
 
-    def during_failover(self) -> list[Signal]:
-        return [Signal("steady", self.namespace, "web-1")]
+    def during_failover(self) -> list[ScenarioSeries]:
+        return [ScenarioSeries("steady", self.namespace, "web-1")]
 
-    def resolving(self) -> Signal:
-        return Signal("resolving", self.namespace, "db-0")
+    def resolving(self) -> ScenarioSeries:
+        return ScenarioSeries("resolving", self.namespace, "db-0")
 
-    def resolved(self) -> Signal:
+    def resolved(self) -> ScenarioSeries:
         return replace(self.resolving(), active=False)
 
-    def repeating(self) -> Signal:
-        return Signal("repeating", self.namespace, "api-0")
+    def repeating(self) -> ScenarioSeries:
+        return ScenarioSeries("repeating", self.namespace, "api-0")

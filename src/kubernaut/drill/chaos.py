@@ -18,6 +18,7 @@ from kubernaut.drill.chaos_check import Findings, Row, check
 from kubernaut.drill.chaos_schedule import TAIL_S, schedule
 from kubernaut.drill.verify import duplicate_open_requests
 from kubernaut.localstack import LocalStack
+from kubernaut.store.schema import OPEN, REQUESTS
 
 SENDERS = 4
 SEND_INTERVAL_S = 0.1  # per sender: about 40 webhooks/s in all
@@ -28,10 +29,10 @@ SETTLE_S = 10.0
 ADOPTION_S = 35.0
 _POLL_S = 1.0
 
-_ROWS = """
+_ROWS = f"""
 SELECT id, signal_name, occurrence_count,
-       (resolved_at IS NULL AND phase IN ('pending', 'processing')) AS open
-FROM remediation_requests WHERE namespace = $1
+       ({OPEN}) AS open
+FROM {REQUESTS} WHERE namespace = $1
 """
 
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from kubernaut.drill.load import Exchange
-
-_OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
+from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS
 
 
 @dataclass(frozen=True)
@@ -28,10 +27,10 @@ class Verification:
 async def untraced(conn: asyncpg.Connection, fingerprints: Sequence[str]) -> int:
     """How many of ``fingerprints`` (distinct) have neither a request nor a storm membership."""
     traced = await conn.fetchval(
-        """
+        f"""
         SELECT count(*) FROM unnest($1::text[]) AS f(fp)
-        WHERE EXISTS (SELECT 1 FROM remediation_requests r WHERE r.fingerprint = f.fp)
-           OR EXISTS (SELECT 1 FROM storm_members m WHERE m.fingerprint = f.fp)
+        WHERE EXISTS (SELECT 1 FROM {REQUESTS} r WHERE r.fingerprint = f.fp)
+           OR EXISTS (SELECT 1 FROM {STORM_MEMBERS} m WHERE m.fingerprint = f.fp)
         """,
         list(fingerprints),
     )
@@ -43,8 +42,8 @@ async def duplicate_open_requests(conn: asyncpg.Connection, namespace: str) -> i
     duplicates = await conn.fetchval(
         f"""
         SELECT count(*) FROM (
-            SELECT fingerprint FROM remediation_requests
-            WHERE namespace = $1 AND {_OPEN} GROUP BY fingerprint HAVING count(*) > 1
+            SELECT fingerprint FROM {REQUESTS}
+            WHERE namespace = $1 AND {OPEN} GROUP BY fingerprint HAVING count(*) > 1
         ) d
         """,
         namespace,
@@ -56,9 +55,9 @@ async def _check(conn: asyncpg.Connection, namespace: str, exchanges: list[Excha
     accepted = [fp for ex in exchanges if ex.accepted for fp, outcome in ex.outcomes if outcome != "resolved"]
     fingerprints = sorted(set(accepted))
     counted = await conn.fetchval(
-        """
+        f"""
         SELECT coalesce(sum(CASE WHEN is_storm THEN storm_alert_count ELSE occurrence_count END), 0)
-        FROM remediation_requests WHERE namespace = $1
+        FROM {REQUESTS} WHERE namespace = $1
         """,
         namespace,
     )

@@ -36,12 +36,11 @@ from kubernaut.gateway.flush import CountFlusher
 from kubernaut.gateway.group import redis_group
 from kubernaut.gateway.metrics import MULTIPROC_ENV, GatewayMetrics, forget_dead_workers, release_worker
 from kubernaut.gateway.pipeline import Pipeline
-from kubernaut.gateway.problems import Problem
 from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
-from kubernaut.http_errors import http_exception, internal_error
 from kubernaut.openapi import docs_routes
+from kubernaut.problems import Problem, http_exception, internal, internal_error, read_body
 from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger("kubernaut.gateway")
@@ -51,7 +50,6 @@ EVENT_ROUTE = "/api/v1/signals/kubernetes-event"
 REDIS_GROUP_ROUTE = "/api/v1/redis-group"
 _STARTUP_TIMEOUT_S = 30.0
 CLIENT_CLOSED_REQUEST = 499
-PROBLEM_TYPE_BASE = "urn:kubernaut:gateway:problem:"  # as gateway/problems.py's answers
 
 
 def _json_response(body: object, status: int) -> Response:
@@ -128,32 +126,6 @@ class Gateway:
             self.metrics.auth_failures.labels(reason=failure.reason).inc()
             raise
 
-    async def _body(self, request: Request) -> bytes:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json":
-            raise Problem(
-                415,
-                "unsupported-media-type",
-                "Unsupported media type",
-                f"Content-Type must be application/json, got {media_type or 'none'!r}",
-                field="Content-Type",
-            )
-        limit = self.settings.gateway.max_body_bytes
-        too_large = Problem(
-            413, "body-too-large", "Payload too large", f"the body exceeds {limit} bytes", field="(body)"
-        )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise too_large
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def _rejected(self, batch: Batch, source_type: SourceType) -> None:
         for rejection in batch.rejections:
             self.metrics.signals_rejected.labels(source_type=source_type, reason=rejection.reason).inc()
@@ -169,7 +141,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             source = self._source(request)
-            batch = parse(await self._body(request))
+            batch = parse(await read_body(request, self.settings.gateway.max_body_bytes))
             self._rejected(batch, source_type)
             status, outcomes = await self.pipeline.ingest(batch.signals, source_type, source)
             answers: list[dict[str, object]] = [o.as_json() for o in outcomes]
@@ -184,9 +156,7 @@ class Gateway:
             response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unexpected error", route=route)
-            response = Problem(
-                500, "internal", "Internal error", "unexpected error; see the gateway log"
-            ).response(route)
+            response = internal("unexpected error; see the gateway log").response(route)
         self._observe(route, response.status_code, started)
         return response
 
@@ -236,9 +206,8 @@ class Gateway:
         except Problem as problem:
             return problem.response(REDIS_GROUP_ROUTE)
         if not isinstance(self.settings.gateway.redis, SentinelRedis):
-            return Problem(
-                404, "not-found", "Not Found", "the gateway's Redis is not a Sentinel group"
-            ).response(REDIS_GROUP_ROUTE)
+            not_sentinel = Problem(404, "not-found", "the gateway's Redis is not a Sentinel group")
+            return not_sentinel.response(REDIS_GROUP_ROUTE)
         group = await redis_group(self.settings.gateway.redis)
         return Response(group.model_dump_json(), media_type="application/json")
 
@@ -338,7 +307,6 @@ def serve(settings: Settings) -> None:
         httpserver.run(
             fast_path(create_app(settings)),
             http,
-            problem_type_base=PROBLEM_TYPE_BASE,
             reuse_port=http.reuse_port,
         )
         return
@@ -350,7 +318,6 @@ def serve(settings: Settings) -> None:
         httpserver.run(
             functools.partial(_worker_app, settings, os.getpid()),
             http,
-            problem_type_base=PROBLEM_TYPE_BASE,
             workers=workers,
             factory=True,
             reuse_port=http.reuse_port,

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from kubernaut.config import ConfigError
-from kubernaut.gateway.problems import Problem
-from kubernaut.http_auth import CredentialError, CredentialFailure, match_token, presented_token
+from kubernaut.http_auth import (
+    CredentialError,
+    CredentialFailure,
+    configured_token,
+    match_token,
+    presented_token,
+    read_tokens_file,
+)
+from kubernaut.problems import Problem
 
 _DETAILS: dict[CredentialFailure, str] = {
     "missing": "an Authorization: Bearer token is required",
@@ -23,7 +27,6 @@ class AuthFailure(Problem):
         super().__init__(
             401,
             "unauthorized",
-            "Unauthorized",
             _DETAILS[reason],
             field="Authorization",
             headers={"WWW-Authenticate": 'Bearer realm="gateway"'},
@@ -33,18 +36,9 @@ class AuthFailure(Problem):
 
 def load_tokens(path: Path) -> dict[str, bytes]:
     """Read the tokens file (YAML mapping ``name: token``); raise ConfigError naming what is wrong."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read gateway tokens file {path}: {err}".replace("\n", " ")) from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"gateway tokens file {path} must be a non-empty mapping name: token")
-    tokens = {}
-    for name, token in data.items():
-        if not isinstance(token, str) or not token:
-            raise ConfigError(f"gateway tokens file {path}: token for {name!r} must be a non-empty string")
-        tokens[str(name)] = token.encode()
-    return tokens
+    where = f"gateway tokens file {path}"
+    data = read_tokens_file(path, where, "name: token")
+    return {str(name): configured_token(token, where, name) for name, token in data.items()}
 
 
 class TokenAuth:

@@ -21,8 +21,10 @@ import asyncpg
 from asyncpg.connect_utils import SessionAttribute
 from asyncpg.pool import PoolConnectionProxy
 
-_MARK = """
-WITH token AS (INSERT INTO applied_count_batches (batch_id) VALUES ($1) RETURNING batch_id)
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES
+
+_MARK = f"""
+WITH token AS (INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($1) RETURNING batch_id)
 SELECT txid_current() AS xid, pg_postmaster_start_time()::text AS started,
        coalesce(inet_server_port(), 0) AS port
 FROM token
@@ -32,7 +34,7 @@ SELECT pg_postmaster_start_time()::text AS started, coalesce(inet_server_port(),
        pg_is_in_recovery() AS standby
 """
 _STATUS = "SELECT txid_status($1)"
-_TOKEN_SEEN = "SELECT EXISTS (SELECT 1 FROM applied_count_batches WHERE batch_id = $1)"
+_TOKEN_SEEN = f"SELECT EXISTS (SELECT 1 FROM {APPLIED_COUNT_BATCHES} WHERE batch_id = $1)"
 TOKEN_PREFIX = "commit:"
 _POLL_S = 0.1
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from kubernaut.config import SentinelRedis
+from kubernaut.redis.connection import sentinel_client
 
 _TIMEOUT_S = 0.5
 
@@ -41,7 +41,6 @@ def _node(state: dict[str, Any]) -> Node:
 
 
 async def redis_group(settings: SentinelRedis) -> RedisGroup:
-    password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
     group = RedisGroup(
         master_name=settings.master_name,
         master=None,
@@ -53,14 +52,7 @@ async def redis_group(settings: SentinelRedis) -> RedisGroup:
         answered_by=None,
     )
     for host, port in settings.sentinel_addresses():
-        client = aioredis.Redis(
-            host=host,
-            port=port,
-            password=password,
-            socket_timeout=_TIMEOUT_S,
-            socket_connect_timeout=_TIMEOUT_S,
-            decode_responses=True,
-        )
+        client = sentinel_client(settings, host, port, socket_timeout_s=_TIMEOUT_S, decode=True)
         try:
             master = await client.sentinel_master(settings.master_name)
             replicas = await client.sentinel_slaves(settings.master_name)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway.ingest_protocol import Code, Entry, storm_window
-from kubernaut.gateway.signal import Signal, alert_time, environment, identity_digest, priority
+from kubernaut.gateway.signal import NormalizedSignal, alert_time, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, Phase, StormJoin, Written
 
 
@@ -57,7 +57,10 @@ class Plan:
 
 
 def plan(
-    signals: Sequence[Signal], entries: Sequence[Entry], settings: GatewaySettings, received: datetime
+    signals: Sequence[NormalizedSignal],
+    entries: Sequence[Entry],
+    settings: GatewaySettings,
+    received: datetime,
 ) -> Plan:
     """Phases cut wherever a firing signal follows a resolution, so PostgreSQL sees the batch's order."""
     envs, times, st = settings.environments, settings.alert_times, settings.storm
@@ -150,7 +153,7 @@ class Bind:
 
 
 def settle(
-    signals: Sequence[Signal], planned: Plan, written: Sequence[Written]
+    signals: Sequence[NormalizedSignal], planned: Plan, written: Sequence[Written]
 ) -> tuple[list[Outcome], list[Bind]]:
     """Each signal's outcome, decided once, and the bindings to queue. A storm window's first new member
     of this webhook opens it if PostgreSQL inserted the window's request."""

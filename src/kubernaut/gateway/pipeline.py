@@ -17,10 +17,10 @@ from kubernaut.config import GatewaySettings
 from kubernaut.gateway import ingest_protocol as protocol
 from kubernaut.gateway.ingest_plan import Outcome, Plan, plan, settle, storm_fingerprint
 from kubernaut.gateway.metrics import GatewayMetrics
-from kubernaut.gateway.problems import Problem, unavailable
 from kubernaut.gateway.redis_state import INGEST, RedisState, RedisUnavailable, Script
-from kubernaut.gateway.signal import Signal, SourceType
+from kubernaut.gateway.signal import NormalizedSignal, SourceType
 from kubernaut.gateway.store import RequestStore, StoreUnavailable, Written
+from kubernaut.problems import Problem, unavailable
 
 __all__ = ["Outcome", "Pipeline", "storm_fingerprint"]
 
@@ -49,7 +49,7 @@ class Pipeline:
         return unavailable(what, self._settings.retry_after_s)
 
     async def ingest(
-        self, signals: Sequence[Signal], source_type: SourceType, source: str
+        self, signals: Sequence[NormalizedSignal], source_type: SourceType, source: str
     ) -> tuple[int, list[Outcome]]:
         """Process every signal; return the HTTP status (201 if anything was created, else 202) and
         each signal's outcome. Raises a Problem (429, 503) having accepted nothing that could be lost."""
@@ -77,7 +77,7 @@ class Pipeline:
         self._count_storms(planned, written)
         return self._count(outcomes, source_type), outcomes
 
-    async def _call_script(self, signals: Sequence[Signal], source: str) -> protocol.Reply:
+    async def _call_script(self, signals: Sequence[NormalizedSignal], source: str) -> protocol.Reply:
         """The one Redis call: rate limit, dedup and storm bookkeeping (raises 429 or 503)."""
         nonce = os.urandom(8).hex()
         args = protocol.encode(self._settings.key_prefix, nonce, source, self._script_settings, signals)
@@ -92,7 +92,6 @@ class Pipeline:
             raise Problem(
                 429,
                 "rate-limited",
-                "Too many requests",
                 f"source {source!r} is over its rate limit; retry after {retry_after} s",
                 headers={"Retry-After": str(retry_after)},
             )

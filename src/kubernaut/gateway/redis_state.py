@@ -21,7 +21,6 @@ from typing import Any
 
 import hiredis
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
     MasterDownError,
@@ -33,13 +32,12 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kubernaut import tls
 from kubernaut.background import Worker
 from kubernaut.config import GatewaySettings, SentinelRedis
 from kubernaut.gateway.autopipeline import AutoPipeline, Unanswered
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
-from kubernaut.redis.connection import no_retry
+from kubernaut.redis.connection import sentinel_client
 from kubernaut.redis.keys import GATEWAY
 
 log = structlog.get_logger("kubernaut.gateway.redis")
@@ -336,16 +334,7 @@ class RedisState:
         after a pause) or the gateway closes."""
         settings = self.settings.redis
         assert isinstance(settings, SentinelRedis)
-        password = settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
-        client = Redis(
-            host=host,
-            port=port,
-            username=settings.sentinel_username,
-            password=password,
-            **tls.redis_options(settings.tls),
-            socket_connect_timeout=settings.timeouts.connect_s,
-            retry=no_retry(),
-        )
+        client = sentinel_client(settings, host, port, socket_timeout_s=None)
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe("+switch-master")

@@ -39,7 +39,9 @@ def fingerprint(name: str, namespace: str, kind: str, resource_name: str) -> str
 
 
 @dataclass(slots=True, frozen=True)
-class Signal:
+class NormalizedSignal:
+    """One alert or event as an adapter normalised it: what the pipeline deduplicates and stores."""
+
     source_type: SourceType
     name: str
     firing: bool

@@ -17,6 +17,7 @@ from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.onebyone import Conn, apply_webhook
 from kubernaut.gateway.setcommit import apply_group
 from kubernaut.gateway.writes import NewRequest, Phase, StormJoin, Webhook, Written
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES, REQUESTS
 
 __all__ = ["NewRequest", "Phase", "RequestStore", "StoreUnavailable", "StormJoin", "Written"]
 
@@ -24,21 +25,21 @@ log = structlog.get_logger("kubernaut.gateway.store")
 
 # One statement, so atomic: the batch id is recorded and its counts added, or neither; a known id adds
 # nothing. Returns whether this call applied the batch.
-_ADD_COUNTS = """
+_ADD_COUNTS = f"""
 WITH fresh AS (
-    INSERT INTO applied_count_batches (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
+    INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
 ), counted AS (
-    UPDATE remediation_requests r
+    UPDATE {REQUESTS} r
     SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
     FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
     WHERE r.id = d.id AND EXISTS (SELECT 1 FROM fresh)
 )
 SELECT EXISTS (SELECT 1 FROM fresh)
 """
-_PRUNE_BATCHES = "DELETE FROM applied_count_batches WHERE applied_at < now() - $1::interval"
+_PRUNE_BATCHES = f"DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - $1::interval"
 # Group commits' tokens (commit_outcome.py) matter only while an outcome is being resolved.
 _PRUNE_COMMIT_TOKENS = f"""
-DELETE FROM applied_count_batches WHERE applied_at < now() - interval '10 minutes'
+DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - interval '10 minutes'
   AND batch_id LIKE '{TOKEN_PREFIX}%'
 """
 

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.signal import NormalizedSignal
 
 
 @dataclass(slots=True)
 class NewRequest:
     """A fingerprint PostgreSQL must create or count, with how often it came in this webhook."""
 
-    signal: Signal
+    signal: NormalizedSignal
     environment: str
     priority: str
     occurrences: int = 1
@@ -27,10 +27,10 @@ class StormJoin:
     fingerprint: str
     storm_type: str
     window_start: datetime
-    first: Signal
+    first: NormalizedSignal
     environment: str
     priority: str
-    members: dict[str, Signal] = field(default_factory=dict)
+    members: dict[str, NormalizedSignal] = field(default_factory=dict)
     occurrences: int = 0
     first_seen: dict[str, datetime] = field(default_factory=dict)  # member -> its alert's own time
     lookback: timedelta = timedelta(0)  # the detection window: earlier requests within it are linked

@@ -23,7 +23,7 @@ LABELS = ("scenario", "namespace", "pod")
 
 
 @dataclass(frozen=True)
-class Signal:
+class ScenarioSeries:
     """One series: 1 while ``active`` (the scenario's alert fires for this pod), else 0."""
 
     scenario: str
@@ -32,7 +32,7 @@ class Signal:
     active: bool = True
 
 
-def write_signals(path: Path, signals: Iterable[Signal]) -> None:
+def write_signals(path: Path, signals: Iterable[ScenarioSeries]) -> None:
     """Replace the served series atomically (a scrape never sees a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -40,12 +40,12 @@ def write_signals(path: Path, signals: Iterable[Signal]) -> None:
     tmp.replace(path)
 
 
-def read_signals(path: Path) -> list[Signal]:
+def read_signals(path: Path) -> list[ScenarioSeries]:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return []
-    return [Signal(**item) for item in raw]
+    return [ScenarioSeries(**item) for item in raw]
 
 
 class SignalCollector(Collector):

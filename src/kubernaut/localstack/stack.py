@@ -38,7 +38,7 @@ from kubernaut.localstack.processes import (
     stop,
     wait_until,
 )
-from kubernaut.localstack.signal_source import Signal, write_signals
+from kubernaut.localstack.signal_source import ScenarioSeries, write_signals
 from kubernaut.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
 from kubernaut.store import roles
 from kubernaut.store.migrate import migrate_dsn
@@ -824,7 +824,7 @@ class LocalStack:
 
             wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
 
-    def set_signals(self, signals: list[Signal]) -> None:
+    def set_signals(self, signals: list[ScenarioSeries]) -> None:
         """Replace the signal source's series; the local rules see them at the next scrape (1 s)."""
         write_signals(self.run.signals_file, signals)
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-PROBLEM_JSON = "application/problem+json"
+from kubernaut.problems import PROBLEM_JSON, TYPE_PATTERN
+
 REF = "#/components/schemas/{model}"
 
 # What each refusal means, whichever service answers it.
@@ -31,6 +32,7 @@ RETRY_AFTER = {429, 503}
 class FieldError(BaseModel):
     field: str
     message: str
+    reason: str | None = None
 
 
 class Problem(BaseModel):
@@ -38,7 +40,7 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(pattern=TYPE_PATTERN, description="`urn:kubernaut:problem:<kind>`")
     title: str
     status: int
     detail: str

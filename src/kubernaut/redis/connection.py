@@ -70,6 +70,30 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def _sentinel_options(settings: SentinelRedis) -> dict[str, Any]:
+    """How to reach and log in to one of the group's Sentinels (not its Redis nodes)."""
+    return {
+        "username": settings.sentinel_username,
+        "password": _secret(settings.sentinel_password),
+        "socket_connect_timeout": settings.timeouts.connect_s,
+        "retry": no_retry(),
+        **tls.redis_options(settings.tls),
+    }
+
+
+def sentinel_client(
+    settings: SentinelRedis, host: str, port: int, *, socket_timeout_s: float | None, decode: bool = False
+) -> Redis:
+    """A client of the one Sentinel at ``host:port`` (its events, its view of the group)."""
+    return Redis(
+        host=host,
+        port=port,
+        socket_timeout=socket_timeout_s,
+        decode_responses=decode,
+        **_sentinel_options(settings),
+    )
+
+
 def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> RedisHandle:
     """Create the process's client. No I/O happens here: connections open on first use."""
     t = settings.timeouts
@@ -90,14 +114,7 @@ def connect(settings: StandaloneRedis | SentinelRedis, *, client_name: str) -> R
     sentinel = _MappedSentinel(
         settings.sentinel_addresses(),
         address_map=settings.mapped_addresses(),
-        sentinel_kwargs={
-            "username": settings.sentinel_username,
-            "password": _secret(settings.sentinel_password),
-            "socket_connect_timeout": t.connect_s,
-            "socket_timeout": t.socket_s,
-            "retry": no_retry(),
-            **tls.redis_options(settings.tls),
-        },
+        sentinel_kwargs={**_sentinel_options(settings), "socket_timeout": t.socket_s},
         **common,
     )
     client = sentinel.master_for(settings.master_name)

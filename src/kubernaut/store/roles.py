@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OUTCOMES, REQUESTS, STORM_MEMBERS
+
 OWNER = "kubernaut"
 GATEWAY = "kubernaut_gateway"
 CONTEXT_API = "kubernaut_context_api"
@@ -22,22 +24,22 @@ SERVICE_ROLES = (GATEWAY, CONTEXT_API)
 # SELECT ... FOR UPDATE needs an UPDATE privilege: the Context-API's is limited to the columns it sets.
 GRANTS: dict[str, dict[str, str]] = {
     GATEWAY: {
-        "remediation_requests": "SELECT, INSERT, UPDATE",
-        "storm_members": "SELECT, INSERT, UPDATE",
-        "applied_count_batches": "SELECT, INSERT, DELETE",
+        REQUESTS: "SELECT, INSERT, UPDATE",
+        STORM_MEMBERS: "SELECT, INSERT, UPDATE",
+        APPLIED_COUNT_BATCHES: "SELECT, INSERT, DELETE",
         "schema_migrations": "SELECT",
     },
     CONTEXT_API: {
-        "remediation_requests": "SELECT, UPDATE (phase, updated_at)",
-        "remediation_outcomes": "SELECT, INSERT",
-        "storm_members": "SELECT",
+        REQUESTS: "SELECT, UPDATE (phase, updated_at)",
+        OUTCOMES: "SELECT, INSERT",
+        STORM_MEMBERS: "SELECT",
         "schema_migrations": "SELECT",
     },
 }
 # Tables no service role may touch (the owner's alone); every table is in GRANTS or here.
 NOT_GRANTED: tuple[str, ...] = ()
 # Sequences behind identity/serial columns the service inserts into.
-SEQUENCE_USERS = {GATEWAY: ("remediation_requests",)}
+SEQUENCE_USERS = {GATEWAY: (REQUESTS,)}
 
 
 async def _run(conn: asyncpg.Connection, template: str, *args: str) -> None:

@@ -9,8 +9,9 @@ import orjson
 
 from kubernaut.contextapi import queries
 from kubernaut.contextapi.params import Name, Namespace, QueryModel, SuccessRateQuery
+from kubernaut.store.schema import OUTCOMES, REQUESTS, STORM_MEMBERS, open_request
 
-OPEN = "r.resolved_at IS NULL AND r.phase IN ('pending', 'processing')"
+OPEN = open_request("r")
 
 
 class UiFilters(QueryModel):
@@ -41,28 +42,28 @@ async def load(conn: queries.Conn, f: UiFilters) -> View:
     open_rows = await conn.fetch(
         f"""SELECT r.id, r.signal_name, r.severity, r.namespace, r.resource_kind, r.resource_name,
                    r.priority, r.environment, r.occurrence_count, r.first_seen, r.last_seen, r.is_storm
-            FROM remediation_requests r {w.sql()} ORDER BY r.first_seen DESC, r.id DESC LIMIT 100""",
+            FROM {REQUESTS} r {w.sql()} ORDER BY r.first_seen DESC, r.id DESC LIMIT 100""",
         *w.args,
     )
     storms = [
         dict(r)
         for r in await conn.fetch(
-            """SELECT r.id, r.signal_name, r.namespace, r.storm_type, r.storm_alert_count,
+            f"""SELECT r.id, r.signal_name, r.namespace, r.storm_type, r.storm_alert_count,
                       r.affected_resources, r.affected_overflow, r.first_seen, r.resolved_at
-               FROM remediation_requests r WHERE r.is_storm ORDER BY r.first_seen DESC, r.id DESC LIMIT 10"""
+               FROM {REQUESTS} r WHERE r.is_storm ORDER BY r.first_seen DESC, r.id DESC LIMIT 10"""
         )
     ]
     members = await conn.fetch(
-        """SELECT request_id, fingerprint, resource, first_seen FROM storm_members
+        f"""SELECT request_id, fingerprint, resource, first_seen FROM {STORM_MEMBERS}
            WHERE request_id = ANY($1::bigint[]) ORDER BY first_seen, resource""",
         [s["id"] for s in storms],
     )
     for s in storms:
         s["members"] = [dict(m) for m in members if m["request_id"] == s["id"]]
     resolutions = await conn.fetch(
-        """SELECT r.id, r.signal_name, r.namespace, r.phase, r.resolved_at, o.action, o.succeeded,
+        f"""SELECT r.id, r.signal_name, r.namespace, r.phase, r.resolved_at, o.action, o.succeeded,
                   o.recorded_at, greatest(r.resolved_at, o.recorded_at) AS at
-           FROM remediation_requests r LEFT JOIN remediation_outcomes o ON o.request_id = r.id
+           FROM {REQUESTS} r LEFT JOIN {OUTCOMES} o ON o.request_id = r.id
            WHERE r.resolved_at IS NOT NULL OR o.request_id IS NOT NULL
            ORDER BY at DESC NULLS LAST, r.id DESC LIMIT 20"""
     )

@@ -16,6 +16,7 @@ from kubernaut.config import OperatorPageSettings
 from kubernaut.contextapi.runtime import ContextApi
 from kubernaut.contextapi.ui import data
 from kubernaut.contextapi.ui.auth import COOKIE, token_valid
+from kubernaut.problems import Problem, read_body
 
 MAX_FORM_BYTES = 4096
 _TEMPLATES = jinja2.Environment(
@@ -83,9 +84,10 @@ async def ui(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return _login("The form is too large.", 413)
+    try:
+        body = await read_body(request, MAX_FORM_BYTES, media_type=None)
+    except Problem as refused:  # too large: the page says so, a problem+json body would not
+        return _login("The form is too large.", refused.status)
     token = dict(parse_qsl(body.decode(errors="replace"))).get("token", "")
     if not token_valid(request, token):
         return _login("That token is not accepted.", 401)

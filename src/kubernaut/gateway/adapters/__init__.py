@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kubernaut.gateway.limits import Rejection
-from kubernaut.gateway.problems import Problem
-from kubernaut.gateway.signal import Signal
+from kubernaut.gateway.problems import INVALID
+from kubernaut.gateway.signal import NormalizedSignal
+from kubernaut.problems import Problem
+from kubernaut.validation import FieldError
 
 
 @dataclass(slots=True)
@@ -15,11 +17,11 @@ class Batch:
     alone. A request with nothing to take is refused whole (:meth:`refuse_if_empty`)."""
 
     size: int
-    signals: list[Signal] = field(default_factory=list)
+    signals: list[NormalizedSignal] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
-    def take(self, index: int, signal: Signal) -> None:
+    def take(self, index: int, signal: NormalizedSignal) -> None:
         self.signals.append(signal)
         self.positions.append(index)
 
@@ -28,11 +30,5 @@ class Batch:
         if self.signals or not self.rejections:
             return
         first = self.rejections[0]
-        raise Problem(
-            400,
-            "invalid-signal",
-            "Invalid signal",
-            first.detail,
-            field=first.field,
-            errors=[{"field": r.field, "message": r.detail, "reason": r.reason} for r in self.rejections],
-        )
+        errors = [FieldError(r.field, r.detail, r.reason) for r in self.rejections]
+        raise Problem(400, INVALID, first.detail, field=first.field, errors=errors)

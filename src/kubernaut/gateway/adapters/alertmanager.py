@@ -20,8 +20,9 @@ from kubernaut.gateway.limits import (
     Rejection,
     over_limit,
 )
-from kubernaut.gateway.problems import field_path, from_validation_error, invalid
-from kubernaut.gateway.signal import DEFAULT_NAMESPACE, RESOURCE_LABELS, Signal, fingerprint
+from kubernaut.gateway.problems import from_validation_error, invalid
+from kubernaut.gateway.signal import DEFAULT_NAMESPACE, RESOURCE_LABELS, NormalizedSignal, fingerprint
+from kubernaut.validation import field_path
 
 
 class _Alert(BaseModel):
@@ -119,7 +120,7 @@ def _nul(i: int, part: str, mapping: dict[str, str]) -> Rejection | None:
     return None
 
 
-def _signal(i: int, alert: _Alert, check_nul: bool) -> Signal | Rejection:
+def _signal(i: int, alert: _Alert, check_nul: bool) -> NormalizedSignal | Rejection:
     labels = alert.labels
     if check_nul:
         rejected = _nul(i, "labels", labels) or _nul(i, "annotations", alert.annotations)
@@ -147,7 +148,7 @@ def _signal(i: int, alert: _Alert, check_nul: bool) -> Signal | Rejection:
     )
     if rejected:
         return rejected
-    return Signal(
+    return NormalizedSignal(
         source_type="prometheus",
         name=name,
         firing=alert.status == "firing",

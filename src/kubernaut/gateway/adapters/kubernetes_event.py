@@ -13,7 +13,7 @@ from kubernaut.gateway.limits import (
     over_limit,
 )
 from kubernaut.gateway.problems import from_validation_error, invalid, refuse_nul
-from kubernaut.gateway.signal import DEFAULT_NAMESPACE, Signal, fingerprint
+from kubernaut.gateway.signal import DEFAULT_NAMESPACE, NormalizedSignal, fingerprint
 
 # Reasons that mean a workload or node is already failing.
 CRITICAL_REASONS = frozenset(
@@ -76,7 +76,7 @@ def parse(body: bytes) -> Batch:
         batch.rejections.append(rejected)
         return batch
     labels = {"reason": event.reason, "kind": obj.kind, "name": obj.name, "namespace": namespace}
-    signal = Signal(
+    signal = NormalizedSignal(
         source_type="kubernetes-event",
         name=event.reason,
         firing=True,
