@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import http_ok
 from kubernaut.localstack.processes import is_alive
 from kubernaut.localstack.stack import ALERTING
+
+pytestmark = pytest.mark.e2e
 
 
 def test_status_reports_alerting_while_running_and_stop_removes_it(stack: LocalStack) -> None:

@@ -17,6 +17,8 @@ from kubernaut.localstack.signal_source import Signal
 
 from .helpers import stop_alerting_cleanly
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def alerting(stack: LocalStack) -> Iterator[LocalStack]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import wait_until
@@ -15,6 +17,8 @@ from kubernaut.localstack.signal_source import Signal
 
 from .conftest import Alerts
 from .helpers import ContextApi, metric, unique_namespace
+
+pytestmark = pytest.mark.e2e
 
 WEBHOOK_ROUTE = "/api/v1/signals/prometheus"
 

@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal, read_signals
 
 from .conftest import Alerts
 from .helpers import unique_namespace
+
+pytestmark = pytest.mark.e2e
 
 
 def demo(run_dir: Path, offset: int) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kubernaut.localstack import LocalStack
 
 from .helpers import ContextApi, table_rows
+
+pytestmark = pytest.mark.e2e
 
 CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 

@@ -18,6 +18,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from kubernaut.localstack import LocalStack
 from tests.gateway.helpers import alert, webhook
 
+pytestmark = pytest.mark.e2e
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = [

@@ -18,6 +18,8 @@ from kubernaut.localstack.alerting import WEBHOOK_PATH
 
 from .helpers import table_rows
 
+pytestmark = pytest.mark.e2e
+
 CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 
 

@@ -3,12 +3,16 @@ gateway made of it is read back through the Context-API's HTTP API, as a downstr
 
 from __future__ import annotations
 
+import pytest
+
 from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal
 
 from .conftest import Alerts
 from .helpers import ContextApi, Json, unique_namespace
+
+pytestmark = pytest.mark.e2e
 
 
 def test_a_steady_alert_makes_one_request(alerting_stack: LocalStack, alerts: Alerts) -> None:

@@ -11,6 +11,8 @@ from kubernaut.drill.chaos import run_chaos
 from kubernaut.drill.chaos_schedule import schedule
 from kubernaut.localstack import LocalStack
 
+pytestmark = pytest.mark.ha
+
 # Seed 53 over 75 s draws master pauses below and above socket_s, gateway-master partitions (one longer
 # than Sentinel's down-after), gateway kills, a PostgreSQL restart and a master kill.
 SEED, DURATION_S = 53, 75.0

@@ -21,6 +21,8 @@ from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
 from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, ready, webhook
 
+pytestmark = pytest.mark.ha
+
 ALERTS = 10
 # The next take is sent about 0.5 s into the pause and times out 1.5 s later (connect_s + socket_s): the
 # pause outlasts that with a second to spare, and stays below Sentinel's down-after (5 s): no failover.

@@ -14,6 +14,8 @@ from kubernaut.drill.faults import SCENARIOS
 from kubernaut.drill.runner import run_drill
 from kubernaut.localstack import LocalStack
 
+pytestmark = pytest.mark.ha
+
 # Generous bounds on properties, not timings of this machine: the seed promises failover under 10 s.
 FAILOVER_BOUND_S = 30.0
 BLACKOUT_MARGIN_S = 5.0

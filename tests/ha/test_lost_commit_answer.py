@@ -11,11 +11,14 @@ import uuid
 
 import asyncpg
 import httpx
+import pytest
 
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack import postgres as pg
 from kubernaut.localstack.processes import wait_until
 from tests.ha.test_postgres_ha import _webhook
+
+pytestmark = pytest.mark.ha
 
 CLIENT_TIMEOUT_S = 30.0
 

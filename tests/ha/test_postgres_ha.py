@@ -16,6 +16,8 @@ from kubernaut.drill.runner import run_drill
 from kubernaut.localstack import LocalStack, patroni
 from kubernaut.localstack import postgres as pg
 
+pytestmark = pytest.mark.ha
+
 HA_SCENARIOS = [name for name, s in SCENARIOS.items() if s.postgres == "ha"]
 FAILOVER_BOUND_S = 30.0
 BLACKOUT_MARGIN_S = 1.5

@@ -99,6 +99,7 @@ def _read_until(pipe: int, marker: bytes, timeout: float) -> bytes:
     return seen
 
 
+@pytest.mark.stack
 def test_foreground_up_stops_everything_after_sigint_sighup_and_a_closed_stdout(tmp_path: Path) -> None:
     """`make run` in a multiplexer, Ctrl-C: SIGINT to the group, then SIGHUP as the terminal closes
     and the reading end of stdout/stderr vanishes. Every process of the stack must still be stopped."""

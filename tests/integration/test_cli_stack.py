@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import TEST_PORT_OFFSET
+
+pytestmark = pytest.mark.stack
 
 OFFSET = TEST_PORT_OFFSET + 100
 

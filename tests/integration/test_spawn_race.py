@@ -5,9 +5,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from kubernaut.localstack import patroni
 from kubernaut.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
 from tests.conftest import TEST_PORT_OFFSET
+
+pytestmark = pytest.mark.stack
 
 
 def test_a_spawned_process_is_alive_at_once_and_stop_ends_it(tmp_path: Path) -> None:
