@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from tests.contextapi import history
-from tests.contextapi.conftest import SEEDED, Replica
+from tests.contextapi.replicas import SEEDED, Replica
 
 PROBLEM = "application/problem+json"
 Replicas = tuple[Replica, Replica]

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal
 
-from .helpers import stop_alerting_cleanly
+from .helpers import Alerts, stop_alerting_cleanly
 
 CACHE_TTL_ENV = {"KUBERNAUT_CONTEXT_API__L1__TTL_S": "1", "KUBERNAUT_CONTEXT_API__L2__TTL_S": "0.5"}
 
@@ -51,23 +50,6 @@ def alerting_stack(services: LocalStack) -> Iterator[LocalStack]:
     services.start_alerting()
     yield services
     stop_alerting_cleanly(services)
-
-
-class Alerts:
-    """The signal source's series of one test; each set makes its alerts fire or resolve (~2 s)."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        self._stack = stack
-        self._series: dict[tuple[str, str, str], Signal] = {}
-
-    def set(self, *signals: Signal) -> None:
-        for s in signals:
-            self._series[(s.scenario, s.namespace, s.pod)] = s
-        self._stack.set_signals(list(self._series.values()))
-
-    def clear(self) -> None:
-        self._series.clear()
-        self._stack.set_signals([])
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 from kubernaut.demo.observe import Metrics
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import METRIC
+from kubernaut.localstack.signal_source import METRIC, Signal
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -110,3 +110,20 @@ def stop_alerting_cleanly(stack: LocalStack) -> None:
 
     wait_until(no_series, timeout=30, interval=0.25, what="Prometheus to mark the signal series stale")
     stack.stop_alerting()
+
+
+class Alerts:
+    """The signal source's series of one test; each set makes its alerts fire or resolve (~2 s)."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self._stack = stack
+        self._series: dict[tuple[str, str, str], Signal] = {}
+
+    def set(self, *signals: Signal) -> None:
+        for s in signals:
+            self._series[(s.scenario, s.namespace, s.pod)] = s
+        self._stack.set_signals(list(self._series.values()))
+
+    def clear(self) -> None:
+        self._series.clear()
+        self._stack.set_signals([])

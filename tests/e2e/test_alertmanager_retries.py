@@ -15,8 +15,7 @@ from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import wait_until
 from kubernaut.localstack.signal_source import Signal
 
-from .conftest import Alerts
-from .helpers import ContextApi, metric, unique_namespace
+from .helpers import Alerts, ContextApi, metric, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,7 @@ import pytest
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal, read_signals
 
-from .conftest import Alerts
-from .helpers import unique_namespace
+from .helpers import Alerts, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,7 @@ from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal
 
-from .conftest import Alerts
-from .helpers import ContextApi, Json, unique_namespace
+from .helpers import Alerts, ContextApi, Json, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

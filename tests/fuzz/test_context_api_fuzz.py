@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from kubernaut.localstack import LocalStack
 from tests.fuzz.checks import check_response, query_string
-from tests.fuzz.conftest import Db, fuzz
 from tests.fuzz.strategies import CONTENT_TYPES, INJECTIONS, bodies, outcomes, queries, texts
+from tests.fuzz.support import Db, fuzz
 from tests.gateway.helpers import PROMETHEUS, unique
 from tests.service_auth import context_api_headers, gateway_headers
 
@@ -94,13 +94,15 @@ def test_injection_strings_are_unknown_values(
 
 @fuzz
 @given(body=bodies(outcomes()), content_type=st.sampled_from(CONTENT_TYPES))
-def test_outcome_bodies(client: httpx.Client, db: Db, incident: int, body: bytes, content_type: str) -> None:
+def test_outcome_bodies(
+    client: httpx.Client, sync_db: Db, incident: int, body: bytes, content_type: str
+) -> None:
     sql = "SELECT action, succeeded, detail FROM remediation_outcomes WHERE request_id = $1"
-    before = db.row(sql, incident)
+    before = sync_db.row(sql, incident)
     headers = {"content-type": content_type} if content_type else {}
     resp = client.post(f"/api/v1/incidents/{incident}/outcome", content=body, headers=headers)
     check_response(resp, body[:300])
-    after = db.row(sql, incident)
+    after = sync_db.row(sql, incident)
     if resp.status_code >= 400 or before is not None:
         assert after == before, (resp.status_code, body[:300])
     else:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from kubernaut.localstack import LocalStack
 from tests.fuzz.checks import check, check_response, raw_request
-from tests.fuzz.conftest import Db, fuzz
 from tests.fuzz.strategies import CONTENT_TYPES, INJECTIONS, bodies, dumps, events, webhooks
+from tests.fuzz.support import Db, fuzz
 from tests.gateway.helpers import EVENTS, PROMETHEUS
 from tests.service_auth import gateway_headers
 
@@ -29,12 +29,16 @@ def client(stack: LocalStack, fuzz_gateway: str) -> Iterator[httpx.Client]:
         yield c
 
 
-def _rows(db: Db, marker: str) -> int:
-    count: int = db.val("SELECT count(*) FROM remediation_requests WHERE signal_name LIKE $1", marker + "%")
+def _rows(sync_db: Db, marker: str) -> int:
+    count: int = sync_db.val(
+        "SELECT count(*) FROM remediation_requests WHERE signal_name LIKE $1", marker + "%"
+    )
     return count
 
 
-def _post(client: httpx.Client, db: Db, path: str, body: bytes, content_type: str, chunked: bool) -> None:
+def _post(
+    client: httpx.Client, sync_db: Db, path: str, body: bytes, content_type: str, chunked: bool
+) -> None:
     marker = f"fz{uuid.uuid4().hex}"
     body = body.replace(MARK.encode(), marker.encode())
     headers = {"content-type": content_type} if content_type else {}
@@ -43,7 +47,7 @@ def _post(client: httpx.Client, db: Db, path: str, body: bytes, content_type: st
     resp = client.post(path, content=content, headers=headers)
     check_response(resp, body[:300])
     if resp.status_code >= 400:
-        assert _rows(db, marker) == 0, body[:300]
+        assert _rows(sync_db, marker) == 0, body[:300]
         return
     answers = resp.json()["signals"]
     for answer in answers:
@@ -52,21 +56,21 @@ def _post(client: httpx.Client, db: Db, path: str, body: bytes, content_type: st
             assert answer["reason"] in ("invalid", "nul", "too_long")
             assert answer["request_id"] is None
     ids = [a["request_id"] for a in answers if a["request_id"] is not None]
-    assert db.val("SELECT count(*) FROM remediation_requests WHERE id = ANY($1::bigint[])", set(ids)) == len(
-        set(ids)
-    )
+    assert sync_db.val(
+        "SELECT count(*) FROM remediation_requests WHERE id = ANY($1::bigint[])", set(ids)
+    ) == len(set(ids))
 
 
 @fuzz
 @given(body=bodies(webhooks(MARK)), content_type=st.sampled_from(CONTENT_TYPES), chunked=st.booleans())
-def test_webhooks(client: httpx.Client, db: Db, body: bytes, content_type: str, chunked: bool) -> None:
-    _post(client, db, PROMETHEUS, body, content_type, chunked)
+def test_webhooks(client: httpx.Client, sync_db: Db, body: bytes, content_type: str, chunked: bool) -> None:
+    _post(client, sync_db, PROMETHEUS, body, content_type, chunked)
 
 
 @fuzz
 @given(body=bodies(events(MARK)), content_type=st.sampled_from(CONTENT_TYPES), chunked=st.booleans())
-def test_events(client: httpx.Client, db: Db, body: bytes, content_type: str, chunked: bool) -> None:
-    _post(client, db, EVENTS, body, content_type, chunked)
+def test_events(client: httpx.Client, sync_db: Db, body: bytes, content_type: str, chunked: bool) -> None:
+    _post(client, sync_db, EVENTS, body, content_type, chunked)
 
 
 @fuzz
@@ -75,7 +79,7 @@ def test_events(client: httpx.Client, db: Db, body: bytes, content_type: str, ch
     label=st.sampled_from(("alertname", "namespace", "pod", "severity")),
 )
 def test_injection_strings_are_stored_like_any_value(
-    client: httpx.Client, db: Db, injection: str, label: str
+    client: httpx.Client, sync_db: Db, injection: str, label: str
 ) -> None:
     marker = f"fz{uuid.uuid4().hex}"
     labels = {"alertname": marker, "namespace": "shop", "pod": "api-0", "severity": "warning"}
@@ -87,7 +91,7 @@ def test_injection_strings_are_stored_like_any_value(
     )
     assert resp.status_code == 201, resp.text
     (answer,) = resp.json()["signals"]
-    row = db.row(
+    row = sync_db.row(
         "SELECT signal_name, namespace, resource_name, severity FROM remediation_requests WHERE id = $1",
         answer["request_id"],
     )
@@ -128,14 +132,14 @@ def _tricks(auth: str, body: bytes) -> list[tuple[bytes, bytes]]:
 
 @fuzz
 @given(trick=st.integers(min_value=0, max_value=17), body=webhooks(MARK).map(dumps))
-def test_transport_tricks(stack: LocalStack, fuzz_gateway: str, db: Db, trick: int, body: bytes) -> None:
+def test_transport_tricks(stack: LocalStack, fuzz_gateway: str, sync_db: Db, trick: int, body: bytes) -> None:
     marker = f"fz{uuid.uuid4().hex}"
     body = body.replace(MARK.encode(), marker.encode())
     head, payload = _tricks(gateway_headers(stack).get("Authorization", ""), body)[trick]
     status, content_type, answer = raw_request(fuzz_gateway, head, payload)
     if status == 0:  # the server closed the connection on a framing error: nothing taken
-        assert _rows(db, marker) == 0
+        assert _rows(sync_db, marker) == 0
         return
     check(status, content_type, answer, (trick, head))
     if status >= 400:
-        assert _rows(db, marker) == 0, (trick, head)
+        assert _rows(sync_db, marker) == 0, (trick, head)
