@@ -9,6 +9,9 @@ import pytest
 
 from kubernaut.localstack import LocalStack, Topology
 
+# Fixtures shared across packages: the whole alerting path, the fuzz targets, the HA PostgreSQL stack.
+pytest_plugins = ("tests.fixtures.alerting", "tests.fixtures.fuzz", "tests.fixtures.ha")
+
 # Tests run on ports shifted away from a developer's `kubernaut up` (offset 0), so both can coexist.
 TEST_PORT_OFFSET = int(os.environ.get("KUBERNAUT_TEST_PORT_OFFSET", "1000"))
 

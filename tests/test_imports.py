@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import kubernaut
-
-from .import_walk import project_packages, third_party_imports
+from tests.import_walk import project_packages, third_party_imports
 
 SRC = Path(kubernaut.__file__).parent.parent
 WALKER = Path(__file__).with_name("import_walk.py")

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubernaut.localstack import LocalStack
-from tests.fuzz.checks import check, check_response, raw_request
-from tests.fuzz.strategies import CONTENT_TYPES, INJECTIONS, bodies, dumps, events, webhooks
-from tests.fuzz.support import Db, fuzz
+from tests.fuzzing.checks import check, check_response, raw_request
+from tests.fuzzing.strategies import CONTENT_TYPES, INJECTIONS, bodies, dumps, events, webhooks
+from tests.fuzzing.support import Db, fuzz
 from tests.gateway.helpers import EVENTS, PROMETHEUS
 from tests.service_auth import gateway_headers
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from kubernaut.localstack import LocalStack
-
-from .helpers import ContextApi, table_rows
+from tests.alerting_helpers import ContextApi, table_rows
 
 pytestmark = pytest.mark.e2e
 
-CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
+CORPUS = Path(__file__).parents[2] / "data" / "kubernetes-events.json"
 
 
 def test_the_corpus_makes_one_request_per_warning_and_refuses_the_normal_event(

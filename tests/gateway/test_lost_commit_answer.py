@@ -16,7 +16,7 @@ import pytest
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack import postgres as pg
 from kubernaut.localstack.processes import wait_until
-from tests.ha.test_postgres_ha import _webhook
+from tests.localstack.test_postgres_ha import _webhook
 
 pytestmark = pytest.mark.ha
 

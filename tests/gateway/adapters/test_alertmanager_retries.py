@@ -14,8 +14,7 @@ from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import wait_until
 from kubernaut.localstack.signal_source import Signal
-
-from .helpers import Alerts, ContextApi, metric, unique_namespace
+from tests.alerting_helpers import Alerts, ContextApi, metric, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(__file__).parents[1] / "e2e" / "data" / "kubernetes-events.json"
+CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 
 
 def send(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,7 @@ import pytest
 
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal, read_signals
-
-from .helpers import Alerts, unique_namespace
+from tests.alerting_helpers import Alerts, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,7 @@ import pytest
 from kubernaut.demo.scenario import alert_fingerprint
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.signal_source import Signal
-
-from .helpers import Alerts, ContextApi, Json, unique_namespace
+from tests.alerting_helpers import Alerts, ContextApi, Json, unique_namespace
 
 pytestmark = pytest.mark.e2e
 

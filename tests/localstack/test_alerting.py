@@ -14,8 +14,7 @@ from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import RECEIVER, RULES, WEBHOOK_PATH
 from kubernaut.localstack.processes import wait_until
 from kubernaut.localstack.signal_source import Signal
-
-from .helpers import stop_alerting_cleanly
+from tests.alerting_helpers import stop_alerting_cleanly
 
 pytestmark = pytest.mark.e2e
 

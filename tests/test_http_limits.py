@@ -10,7 +10,7 @@ import pytest
 
 from kubernaut.localstack import LocalStack
 from tests.gateway.helpers import gateway_process
-from tests.integration.http_raw import Answer, exchange, get
+from tests.http_raw import Answer, exchange, get
 
 pytestmark = pytest.mark.stack
 

@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubernaut.localstack import LocalStack
-from tests.fuzz.checks import check_response, query_string
-from tests.fuzz.strategies import CONTENT_TYPES, INJECTIONS, bodies, outcomes, queries, texts
-from tests.fuzz.support import Db, fuzz
+from tests.fuzzing.checks import check_response, query_string
+from tests.fuzzing.strategies import CONTENT_TYPES, INJECTIONS, bodies, outcomes, queries, texts
+from tests.fuzzing.support import Db, fuzz
 from tests.gateway.helpers import PROMETHEUS, unique
 from tests.service_auth import context_api_headers, gateway_headers
 

@@ -15,12 +15,11 @@ from kubernaut.bench.ingest import SHAPES, IngestTarget, measure
 from kubernaut.bench.wrk import Load
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.alerting import WEBHOOK_PATH
-
-from .helpers import table_rows
+from tests.alerting_helpers import table_rows
 
 pytestmark = pytest.mark.e2e
 
-CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
+CORPUS = Path(__file__).parents[1] / "data" / "kubernetes-events.json"
 
 
 @pytest.fixture(scope="module")
