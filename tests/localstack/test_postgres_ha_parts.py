@@ -11,7 +11,7 @@ from kubernaut.localstack import patroni
 from kubernaut.localstack.topology import Topology
 
 # The offsets stacks use side by side: a developer's (0), the test default, and per engineer a test, a
-# manual and a benchmark stack; tests/ha's HA stack sits 300 above its test stack.
+# manual and a benchmark stack; the HA test stack (tests/fixtures/ha.py) sits 300 above its test stack.
 OFFSETS = [0, 1000, 1300] + [o + d for o in range(2000, 9000, 1000) for d in (0, 300, 500, 700)]
 
 
