@@ -35,6 +35,8 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header 
 
 @dataclass(frozen=True)
 class HttpLimits:
+    """Bounds on a request's head (size, time) and body (time), and the problem type of a refusal."""
+
     max_header_bytes: int = 16384
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0

@@ -31,6 +31,8 @@ _HTTP_WHITESPACE = " \t"  # RFC 9110 OWS: only SP and HTAB are stripped, nothing
 
 @dataclass(frozen=True)
 class Token:
+    """One bearer token of the tokens file: its name, secret, and whether it may write (record outcomes)."""
+
     name: str
     secret: bytes
     scope: TokenScope
@@ -62,6 +64,8 @@ def load_tokens(path: Path) -> list[Token]:
 
 
 class AuthFailure(Exception):
+    """A request refused for its credentials; ``reason`` says which check failed."""
+
     def __init__(self, reason: FailureReason) -> None:
         super().__init__(reason)
         self.reason: FailureReason = reason
@@ -72,6 +76,8 @@ def _authorization(headers: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 class TokenCheck:
+    """Matches a presented bearer token against the tokens file, in constant time."""
+
     def __init__(self, tokens: list[Token]) -> None:
         self._tokens = {t.name: t for t in tokens}
 

@@ -63,6 +63,8 @@ def tags_for(payload: str) -> list[str] | None:
 
 
 class RequestChangeListener:
+    """LISTENs on ``kubernaut_requests`` and invalidates the cached answers each notified change touches."""
+
     def __init__(
         self,
         dsn: str,

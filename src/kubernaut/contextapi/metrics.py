@@ -24,6 +24,8 @@ class Origin(StrEnum):
 
 
 class ContextApiMetrics:
+    """The Context-API's Prometheus metrics, in a registry of its own per app instance."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

@@ -40,6 +40,8 @@ def incident_tag(incident_id: int) -> str:
 
 
 class ParamError(Exception):
+    """Invalid query parameters or body fields, as (field, message) pairs for the problem answer."""
+
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
         self.problems = list(problems)
@@ -62,6 +64,8 @@ def _problems(err: ValidationError, where: str | None = None) -> list[tuple[str,
 
 
 class QueryModel(BaseModel):
+    """A validated query string: unknown or repeated parameters refused; its ``cache_key`` names the entry."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
     route: ClassVar[str]
 
@@ -111,6 +115,8 @@ class TimeWindow(QueryModel):
 
 
 class IncidentQuery(TimeWindow):
+    """Filters and paging of ``GET /api/v1/incidents``."""
+
     route = "incidents"
     namespace: Namespace | None = None
     severity: Name | None = None
@@ -127,6 +133,8 @@ class IncidentQuery(TimeWindow):
 
 
 class SuccessRateQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/success-rate``."""
+
     route = "success-rate"
     namespace: Namespace | None = None
     severity: Name | None = None
@@ -135,12 +143,16 @@ class SuccessRateQuery(TimeWindow):
 
 
 class NamespacesQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/namespaces``."""
+
     route = "namespaces"
     severity: Name | None = None
     alertname: Name | None = None
 
 
 class SeverityQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/severity``."""
+
     route = "severity"
     namespace: Namespace | None = None
     alertname: Name | None = None
@@ -177,6 +189,8 @@ Storable = Annotated[str, AfterValidator(_storable)]
 
 
 class OutcomeBody(BaseModel):
+    """The body of ``POST /api/v1/incidents/{id}/outcomes``: a remediation action and its result."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     action: Annotated[Storable, Field(min_length=1, max_length=200)]

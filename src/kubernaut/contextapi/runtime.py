@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class ContextApi:
+    """What one Context-API process holds: settings, metrics, PostgreSQL pools, cache tiers and listeners."""
+
     settings: Settings
     metrics: ContextApiMetrics
     pool: asyncpg.Pool

@@ -26,6 +26,8 @@ from kubernaut.gateway.signal import fingerprint as gateway_fingerprint
 
 @dataclass(frozen=True)
 class Signal:
+    """A kind of alert the demo history draws from, with its relative weight and remediation actions."""
+
     name: str
     severity: str
     signal_type: str
@@ -122,6 +124,8 @@ def fingerprint(name: str, namespace: str, kind: str, resource: str) -> str:
 
 @dataclass
 class History:
+    """Generated rows ready to copy into PostgreSQL: requests, outcomes and storm members."""
+
     requests: list[tuple[Any, ...]]
     outcomes: list[tuple[Any, ...]]
     members: list[tuple[Any, ...]]
@@ -256,6 +260,8 @@ def generate(
 
 @dataclass(frozen=True)
 class SeedReport:
+    """What ``seed-history`` wrote, and how long it took."""
+
     incidents: int
     outcomes: int
     storms: int

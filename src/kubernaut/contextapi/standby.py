@@ -43,6 +43,8 @@ def lsn_int(lsn: str) -> int:
 
 
 class ReadRouter:
+    """Sends a cache refill to the standby once it has replayed the last fence, else to the primary."""
+
     def __init__(self, primary: asyncpg.Pool, standby: asyncpg.Pool | None, *, timeout_s: float) -> None:
         self.primary = primary
         self.standby = standby

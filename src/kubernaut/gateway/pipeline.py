@@ -34,6 +34,8 @@ _RATE_LIMIT_MODES = {"off": 0, "enforce": 1, "shadow": 2}
 
 @dataclass(slots=True)
 class Outcome:
+    """What happened to one signal of a webhook (created, duplicate, storm, resolved) and its request id."""
+
     fingerprint: str
     outcome: str
     request_id: int | None
@@ -70,6 +72,8 @@ def _text(value: bytes | str) -> str:
 
 
 class Pipeline:
+    """One webhook through the gateway: the Redis ingest call, the PostgreSQL writes, then the answer."""
+
     def __init__(
         self, settings: GatewaySettings, redis: RedisState, store: RequestStore, metrics: GatewayMetrics
     ) -> None:

@@ -40,6 +40,8 @@ def fingerprint(name: str, namespace: str, kind: str, resource_name: str) -> str
 
 @dataclass(slots=True, frozen=True)
 class Signal:
+    """One alert or Kubernetes event normalised by an adapter: what it is about and how it is classified."""
+
     source_type: SourceType
     name: str
     firing: bool

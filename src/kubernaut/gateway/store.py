@@ -216,6 +216,8 @@ class Phase:
 
 @dataclass(slots=True)
 class Written:
+    """What a group commit wrote, per fingerprint: request ids, whether inserted, resolutions."""
+
     singles: dict[str, tuple[int, bool]]  # fingerprint -> (request id, inserted)
     storms: dict[str, tuple[int, bool, set[str]]]  # storm fingerprint -> (id, inserted, members added)
     resolved: dict[str, int]  # fingerprint -> closed request id
@@ -238,6 +240,8 @@ def _json(value: object) -> str:
 
 
 class RequestStore:
+    """The gateway's PostgreSQL writes, committed in groups: new requests, storms, resolutions, counts."""
+
     def __init__(self, settings: PostgresSettings, metrics: GatewayMetrics, max_affected: int) -> None:
         self._settings = settings
         self._metrics = metrics

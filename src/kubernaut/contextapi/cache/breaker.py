@@ -22,6 +22,8 @@ class BreakerState(IntEnum):
 
 
 class CircuitBreaker:
+    """Keeps requests off the Context-API's Redis from its first failure until a probe succeeds."""
+
     def __init__(
         self,
         failure_threshold: int,

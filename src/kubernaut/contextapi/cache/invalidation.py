@@ -41,6 +41,8 @@ def decode(data: bytes) -> tuple[str, list[str]] | None:
 
 
 class InvalidationListener:
+    """The Redis pub/sub subscription that applies other replicas' tag invalidations to this replica's L2."""
+
     def __init__(self, l1: RedisTier, l2: LocalCache, on_remote: Callable[[], None]) -> None:
         self._l1 = l1
         self._l2 = l2

@@ -68,6 +68,8 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
 
 
 class RedisTier:
+    """L1: cached answers and their tag sets in the Context-API's Redis, behind the circuit breaker."""
+
     def __init__(
         self,
         client: Redis,

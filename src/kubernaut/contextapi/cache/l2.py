@@ -48,6 +48,8 @@ class _Store(TTLCache[str, _Entry]):
 
 
 class LocalCache:
+    """L2: this replica's in-process cache, bounded in entries and bytes, with a TTL and a tag index."""
+
     def __init__(
         self, max_entries: int, max_bytes: int, ttl_s: float, timer: Callable[[], float] = time.monotonic
     ) -> None:

@@ -10,6 +10,8 @@ T = TypeVar("T")
 
 
 class SingleFlight(Generic[T]):
+    """Collapses concurrent loads of one key into a single load whose answer they all share."""
+
     def __init__(self, on_collapse: Callable[[], None] = lambda: None) -> None:
         self._inflight: dict[str, asyncio.Task[T]] = {}
         self._on_collapse = on_collapse

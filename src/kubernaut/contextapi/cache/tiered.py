@@ -17,6 +17,8 @@ from kubernaut.contextapi.metrics import ContextApiMetrics, Origin
 
 
 class Tier(StrEnum):
+    """Where an answer came from (the ``X-Cache`` header and the metrics' label)."""
+
     L1 = "l1"
     L2 = "l2"
     L3 = "l3"
@@ -27,6 +29,8 @@ Loaded = tuple[bytes | None, Tier]
 
 
 class TieredCache:
+    """The read path: L2, then L1, then the loader (L3); invalidation by tag across all tiers."""
+
     def __init__(
         self,
         l2: LocalCache,

@@ -14,6 +14,8 @@ OPEN = "r.resolved_at IS NULL AND r.phase IN ('pending', 'processing')"
 
 
 class UiFilters(QueryModel):
+    """The operator page's filters, validated like an API query."""
+
     route = "ui"
     namespace: Namespace | None = None
     severity: Name | None = None
@@ -22,6 +24,8 @@ class UiFilters(QueryModel):
 
 @dataclass
 class View:
+    """Everything one rendering of the operator page shows, read from PostgreSQL."""
+
     filters: UiFilters
     open_requests: list[dict[str, Any]]
     storms: list[dict[str, Any]]
