@@ -16,10 +16,11 @@ import httpx
 import pytest
 import redis
 
-from kubernaut.config import RedisTls, StandaloneRedis
+from kubernaut.config import HttpSettings, RedisTls, StandaloneRedis
 from kubernaut.localstack import LocalStack
 from kubernaut.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
 from kubernaut.redis import connect
+from kubernaut.tls import redis_options, uvicorn_options
 from tests.gateway.helpers import PROMETHEUS, alert, unique, webhook
 
 
@@ -155,3 +156,25 @@ async def test_a_service_reaches_its_redis_over_tls(certs: Certs, tls_redis: int
                 await handle.client.ping()
         finally:
             await handle.aclose()
+
+
+def test_plain_http_and_redis_take_no_tls_options() -> None:
+    assert uvicorn_options(HttpSettings()) == {}
+    assert redis_options(None) == {}
+
+
+def test_a_client_ca_makes_the_listener_require_client_certificates(tmp_path: Path) -> None:
+    tls = {"certfile": tmp_path / "c.pem", "keyfile": tmp_path / "k.pem"}
+    one_way = uvicorn_options(HttpSettings(tls=tls))
+    assert one_way == {"ssl_certfile": str(tmp_path / "c.pem"), "ssl_keyfile": str(tmp_path / "k.pem")}
+    mutual = uvicorn_options(HttpSettings(tls={**tls, "client_ca_file": tmp_path / "ca.pem"}))
+    assert mutual["ssl_ca_certs"] == str(tmp_path / "ca.pem")
+    assert mutual["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+def test_redis_tls_always_verifies_the_server() -> None:
+    options = redis_options(RedisTls())
+    assert options["ssl"] is True
+    assert options["ssl_cert_reqs"] == "required"
+    assert options["ssl_ca_certs"] is None  # the system's trust store
+    assert options["ssl_check_hostname"] is True
