@@ -189,7 +189,7 @@ Storable = Annotated[str, AfterValidator(_storable)]
 
 
 class OutcomeBody(BaseModel):
-    """The body of ``POST /api/v1/incidents/{id}/outcomes``: a remediation action and its result."""
+    """The body of ``POST /api/v1/incidents/{id}/outcome``: a remediation action and its result."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
