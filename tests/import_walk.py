@@ -37,6 +37,9 @@ def third_party_imports(src: Path) -> list[str]:
 
 
 def _child(module: str, write_fd: int) -> None:
+    # The parent's stdout carries the JSON answer: nothing a module prints may land in it.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
     try:
         importlib.import_module(module)
         os._exit(0)
