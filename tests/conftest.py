@@ -9,13 +9,28 @@ import pytest
 
 from kubernaut.localstack import LocalStack, Topology
 
+# Fixtures shared across packages: the whole alerting path, the fuzz targets, the HA PostgreSQL stack.
+pytest_plugins = ("tests.fixtures.alerting", "tests.fixtures.fuzz", "tests.fixtures.ha")
+
 # Tests run on ports shifted away from a developer's `kubernaut up` (offset 0), so both can coexist.
 TEST_PORT_OFFSET = int(os.environ.get("KUBERNAUT_TEST_PORT_OFFSET", "1000"))
 
 
+# The fixtures that start real servers; a test using any of them, directly or through another fixture,
+# is a `stack` test, so `pytest -m "not stack"` starts none.
+SERVER_FIXTURES = frozenset({"stack", "ha_stack"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Failure drills restart PostgreSQL and Redis: run them after everything that holds connections."""
-    items.sort(key=lambda item: "tests/ha/" in item.nodeid)
+    """Mark the level of each test from the fixtures it uses, then order the failure drills last:
+    they restart PostgreSQL and Redis, so they run after everything that holds connections."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.stack)
+        if "ha_stack" in fixtures:
+            item.add_marker(pytest.mark.ha)
+    items.sort(key=lambda item: item.get_closest_marker("ha") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
 class Section(BaseModel):
+    """A settings block: unknown keys are refused, values frozen once loaded."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -67,6 +69,8 @@ class GatewayHttpSettings(HttpSettings):
 
 
 class RedisTimeouts(Section):
+    """Socket bounds of a service's Redis client: connect, each command, and the health check."""
+
     connect_s: PositiveSeconds = 0.5
     # The gateway's defaults: long enough for a loaded 2-core host, short against Sentinel's 5 s detection.
     socket_s: PositiveSeconds = 1.0
@@ -282,6 +286,8 @@ class ContextApiSettings(Section):
 
 
 class Settings(BaseSettings):
+    """All settings: defaults, overridden by the YAML file ``$KUBERNAUT_CONFIG``, then ``KUBERNAUT_*``."""
+
     model_config = SettingsConfigDict(
         env_prefix="KUBERNAUT_",
         env_nested_delimiter="__",

@@ -23,6 +23,8 @@ _HTTP_WHITESPACE = " \t"
 
 
 class CredentialError(Exception):
+    """A bearer credential refused; ``reason`` says why (missing, invalid, or given twice)."""
+
     def __init__(self, reason: CredentialFailure) -> None:
         super().__init__(reason)
         self.reason: CredentialFailure = reason

@@ -35,6 +35,8 @@ _LINGER_S = 1.0
 
 @dataclass(frozen=True)
 class HttpLimits:
+    """Bounds on a request's head (size, time) and body (time), and the problem type of a refusal."""
+
     max_header_bytes: int = 16384
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0

@@ -12,7 +12,7 @@ import pytest
 
 from kubernaut.problems import TYPE_PATTERN
 from tests.contextapi import history
-from tests.contextapi.conftest import SEEDED, Replica
+from tests.contextapi.replicas import SEEDED, Replica
 
 PROBLEM = "application/problem+json"
 Replicas = tuple[Replica, Replica]

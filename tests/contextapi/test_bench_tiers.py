@@ -7,7 +7,7 @@ import asyncpg
 
 from kubernaut.bench.contextapi_target import TINY_L2
 from kubernaut.localstack import LocalStack
-from tests.contextapi.conftest import make_settings, open_replica
+from tests.contextapi.replicas import make_settings, open_replica
 
 
 async def _two_ids(db: asyncpg.Connection) -> list[int]:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from kubernaut.config import Settings
 from kubernaut.localstack import LocalStack
-from tests.contextapi.conftest import Replica, eventually, make_settings, open_replica
+from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 
 Replicas = tuple[Replica, Replica]
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from kubernaut.config import Settings
 from kubernaut.localstack import LocalStack
 from kubernaut.redis.keys import OWNER_KEY
-from tests.contextapi.conftest import Replica, eventually, make_settings, open_replica
+from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 
 VIEWS: list[tuple[str, dict[str, Any]]] = [
     ("/api/v1/incidents", {"namespace": "payments", "limit": 20}),

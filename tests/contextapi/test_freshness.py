@@ -27,7 +27,7 @@ from kubernaut.gateway.signal import NormalizedSignal, fingerprint
 from kubernaut.gateway.store import NewRequest, RequestStore
 from kubernaut.localstack import LocalStack, postgres
 from kubernaut.store.migrate import migrate
-from tests.contextapi.conftest import Replica, eventually, make_settings, open_replica
+from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 from tests.gateway.helpers import PROMETHEUS, alert, gateway_process, unique, webhook
 
 T = TypeVar("T")

@@ -24,6 +24,8 @@ from kubernaut.store.migrate import migrate_dsn
 from tests.conftest import TEST_PORT_OFFSET
 from tests.deploy.manifests import container, render, resolve_env
 
+pytestmark = pytest.mark.stack
+
 HOST, PORT = "127.0.0.1", 15550 + TEST_PORT_OFFSET
 
 

@@ -201,6 +201,7 @@ def test_script_passes_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.stack
 def test_fresh_group_bootstraps_pod_0_with_the_seeds_sentinel_settings(group: Group) -> None:
     assert group.agreed_master() == HOSTS[0]
     assert [group.role(i) for i in range(3)] == ["master", "slave", "slave"]
@@ -212,6 +213,7 @@ def test_fresh_group_bootstraps_pod_0_with_the_seeds_sentinel_settings(group: Gr
         assert info["parallel-syncs"] == "1"
 
 
+@pytest.mark.stack
 def test_restarted_master_waits_for_the_failover_and_rejoins_as_replica(group: Group) -> None:
     old = HOSTS.index(group.agreed_master() or "")
     with group.redis(old) as r:
@@ -236,6 +238,7 @@ def test_restarted_master_waits_for_the_failover_and_rejoins_as_replica(group: G
         assert r.get("k8s-test:marker") == "kept"
 
 
+@pytest.mark.stack
 def test_prestop_hands_mastership_to_a_replica(group: Group) -> None:
     current = HOSTS.index(group.agreed_master() or "")
     # every replica linked, so the sentinels have a replica to promote
@@ -250,6 +253,7 @@ def test_prestop_hands_mastership_to_a_replica(group: Group) -> None:
     assert len(group.masters()) == 1
 
 
+@pytest.mark.stack
 def test_acl_users_on_the_group_allow_only_their_commands(group: Group) -> None:
     """The rendered ACL users, on the running group: the default user is off, the gateway runs its
     commands on its keys only, the exporter only reads, replication runs on its own user."""

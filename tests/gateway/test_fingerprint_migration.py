@@ -18,7 +18,7 @@ from kubernaut.gateway.pipeline import storm_fingerprint
 from kubernaut.gateway.signal import fingerprint, identity_digest
 from kubernaut.localstack import LocalStack
 from kubernaut.store.migrate import available, migrate, migrate_dsn
-from tests.fuzz.conftest import Db
+from tests.fuzzing.support import Db
 from tests.gateway.helpers import PROMETHEUS, alert, in_process, isolated, webhook
 
 COLLIDING = (("job:disk_full:ratio", "prod"), ("job", "disk_full:ratio:prod"))

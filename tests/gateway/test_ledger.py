@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from kubernaut.localstack import LocalStack
-from tests.contextapi.conftest import make_settings, open_replica
+from tests.contextapi.replicas import make_settings, open_replica
 from tests.gateway.helpers import (
     PROMETHEUS,
     alert,

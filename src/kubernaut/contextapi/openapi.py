@@ -12,6 +12,8 @@ from kubernaut.openapi import Operation, build_spec
 
 
 class UiQuery(UiFilters):
+    """The operator page's query string as documented: its filters plus the optional ``token``."""
+
     token: str | None = None
 
 

@@ -55,6 +55,8 @@ def _problems(err: ValidationError) -> list[FieldError]:
 
 
 class QueryModel(BaseModel):
+    """A validated query string: unknown or repeated parameters refused; its ``cache_key`` names the entry."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
     route: ClassVar[str]
 
@@ -104,6 +106,8 @@ class TimeWindow(QueryModel):
 
 
 class IncidentQuery(TimeWindow):
+    """Filters and paging of ``GET /api/v1/incidents``."""
+
     route = "incidents"
     namespace: Namespace | None = None
     severity: Name | None = None
@@ -120,6 +124,8 @@ class IncidentQuery(TimeWindow):
 
 
 class SuccessRateQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/success-rate``."""
+
     route = "success-rate"
     namespace: Namespace | None = None
     severity: Name | None = None
@@ -128,12 +134,16 @@ class SuccessRateQuery(TimeWindow):
 
 
 class NamespacesQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/namespaces``."""
+
     route = "namespaces"
     severity: Name | None = None
     alertname: Name | None = None
 
 
 class SeverityQuery(TimeWindow):
+    """Filters of ``GET /api/v1/aggregations/severity``."""
+
     route = "severity"
     namespace: Namespace | None = None
     alertname: Name | None = None
@@ -170,6 +180,8 @@ Storable = Annotated[str, AfterValidator(_storable)]
 
 
 class OutcomeBody(BaseModel):
+    """The body of ``POST /api/v1/incidents/{id}/outcome``: a remediation action and its result."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     action: Annotated[Storable, Field(min_length=1, max_length=200)]

@@ -12,11 +12,15 @@ from kubernaut.contextapi.params import Phase
 
 
 class Resource(BaseModel):
+    """The Kubernetes object an incident is about."""
+
     kind: str
     name: str
 
 
 class Storm(BaseModel):
+    """The storm an aggregated incident stands for: its type, size and window."""
+
     type: Literal["rate", "pattern"] | None
     alert_count: int
     affected_resources: list[str]
@@ -26,6 +30,8 @@ class Storm(BaseModel):
 
 
 class Outcome(BaseModel):
+    """The remediation outcome recorded for an incident."""
+
     action: str
     succeeded: bool
     detail: str
@@ -68,6 +74,8 @@ class IncidentPage(BaseModel):
 
 
 class ActionRate(BaseModel):
+    """Outcome counts of one remediation action."""
+
     action: str
     total: int
     succeeded: int
@@ -76,6 +84,8 @@ class ActionRate(BaseModel):
 
 
 class SuccessRate(BaseModel):
+    """The answer of ``GET /api/v1/aggregations/success-rate``: outcomes overall and per action."""
+
     total: int
     succeeded: int
     failed: int
@@ -85,6 +95,8 @@ class SuccessRate(BaseModel):
 
 
 class GroupCounts(BaseModel):
+    """Incident and outcome counts of one group (a namespace or a severity)."""
+
     incidents: int
     open: int
     succeeded: int
@@ -101,16 +113,22 @@ class SeverityCounts(GroupCounts):
 
 
 class NamespaceBreakdown(BaseModel):
+    """The answer of ``GET /api/v1/aggregations/namespaces``."""
+
     namespaces: list[NamespaceCounts]
     filters: dict[str, Any]
 
 
 class SeverityBreakdown(BaseModel):
+    """The answer of ``GET /api/v1/aggregations/severity``."""
+
     severities: list[SeverityCounts]
     filters: dict[str, Any]
 
 
 class TrendPoint(BaseModel):
+    """One UTC day of the trend."""
+
     date: dt.date
     incidents: int
     succeeded: int
@@ -118,12 +136,16 @@ class TrendPoint(BaseModel):
 
 
 class Trend(BaseModel):
+    """The answer of ``GET /api/v1/aggregations/trend``."""
+
     days: int
     points: list[TrendPoint]
     filters: dict[str, Any]
 
 
 class Health(BaseModel):
+    """The answer of ``GET /healthz``: liveness with the L1, breaker and notification state."""
+
     status: Literal["ok"]
     l1: Literal["available", "unavailable", "disabled"]
     breaker: str | None = None
@@ -131,4 +153,6 @@ class Health(BaseModel):
 
 
 class Ready(BaseModel):
+    """The answer of ``GET /readyz`` when the replica is ready."""
+
     status: Literal["ready"]

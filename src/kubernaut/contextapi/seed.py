@@ -124,6 +124,8 @@ def fingerprint(name: str, namespace: str, kind: str, resource: str) -> str:
 
 @dataclass
 class History:
+    """Generated rows ready to copy into PostgreSQL: requests, outcomes and storm members."""
+
     requests: list[tuple[Any, ...]]
     outcomes: list[tuple[Any, ...]]
     members: list[tuple[Any, ...]]
@@ -258,6 +260,8 @@ def generate(
 
 @dataclass(frozen=True)
 class SeedReport:
+    """What ``seed-history`` wrote, and how long it took."""
+
     incidents: int
     outcomes: int
     storms: int

@@ -23,6 +23,8 @@ _DETAILS: dict[CredentialFailure, str] = {
 
 
 class AuthFailure(Problem):
+    """The 401 problem answer for a missing, unknown or repeated bearer token."""
+
     def __init__(self, reason: CredentialFailure) -> None:
         super().__init__(
             401,
@@ -42,6 +44,8 @@ def load_tokens(path: Path) -> dict[str, bytes]:
 
 
 class TokenAuth:
+    """Names a request's source by its bearer token (constant-time match against the configured ones)."""
+
     def __init__(self, tokens: dict[str, bytes]) -> None:
         self._tokens = list(tokens.items())
 

@@ -30,6 +30,8 @@ class _Call:
 
 
 class AutoPipeline:
+    """One Redis connection on which concurrent callers' commands leave together in the next write."""
+
     def __init__(self, pool: ConnectionPool, timeout_s: float, replica_wait_ms: int) -> None:
         self._pool = pool
         self._timeout_s = timeout_s

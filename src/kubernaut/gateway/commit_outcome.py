@@ -40,6 +40,8 @@ _POLL_S = 0.1
 
 
 class Verdict(Enum):
+    """Whether a group commit whose answer was lost did commit."""
+
     COMMITTED = "committed"
     NOT_COMMITTED = "not committed"
     UNKNOWN = "unknown"  # nothing decided it within the budget: refuse, as for a failure
@@ -47,6 +49,8 @@ class Verdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class CommitMark:
+    """The token, transaction id and server of a group commit: what decides its fate if its answer is lost."""
+
     token: str
     xid: int
     server: tuple[str, int]  # (postmaster start time, port): the server that ran the transaction

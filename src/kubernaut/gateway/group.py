@@ -15,6 +15,8 @@ _TIMEOUT_S = 0.5
 
 
 class Node(BaseModel):
+    """A Redis server of the group as Sentinel lists it: address and flags."""
+
     addr: str
     flags: str
 

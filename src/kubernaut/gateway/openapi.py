@@ -16,6 +16,8 @@ SIGNAL_PROBLEMS = (400, 401, 413, 415, 429, 503)
 
 
 class SignalOutcome(BaseModel):
+    """What the gateway did with one signal of a webhook, and the request it landed on."""
+
     fingerprint: str
     outcome: Literal["created", "duplicate", "storm_opened", "storm_aggregated", "resolved"]
     request_id: int | None
@@ -36,10 +38,14 @@ class KubernetesEvent(kubernetes_event._Event):
 
 
 class Health(BaseModel):
+    """The liveness answer (``/healthz``)."""
+
     status: Literal["ok"]
 
 
 class Readiness(BaseModel):
+    """The readiness answer (``/readyz``): the Redis master and PostgreSQL each reachable."""
+
     ready: bool
     redis_master: bool
     postgres: bool

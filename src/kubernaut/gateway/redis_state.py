@@ -116,6 +116,8 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisState:
+    """The gateway's state in its Redis HA group: scripts, the master Sentinel names, failover retries."""
+
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, instance_id: str) -> None:
         self.settings = settings
         self.prefix = settings.key_prefix

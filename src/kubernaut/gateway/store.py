@@ -77,6 +77,8 @@ class _Work:
 
 
 class RequestStore:
+    """The gateway's PostgreSQL writes, committed in groups: new requests, storms, resolutions, counts."""
+
     def __init__(self, settings: PostgresSettings, metrics: GatewayMetrics, max_affected: int) -> None:
         self._settings = settings
         self._metrics = metrics

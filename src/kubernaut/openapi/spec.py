@@ -30,6 +30,8 @@ RETRY_AFTER = {429, 503}
 
 
 class FieldError(BaseModel):
+    """One invalid field of a refused request, with its message."""
+
     field: str
     message: str
     reason: str | None = None

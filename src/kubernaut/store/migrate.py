@@ -18,6 +18,8 @@ _LOCK_ID = 0x6B75626E  # "kubn"
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered SQL file of ``kubernaut.store.migrations``."""
+
     version: int
     name: str
     sql: str

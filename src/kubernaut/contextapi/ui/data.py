@@ -15,6 +15,8 @@ OPEN = open_request("r")
 
 
 class UiFilters(QueryModel):
+    """The operator page's filters, validated like an API query."""
+
     route = "ui"
     namespace: Namespace | None = None
     severity: Name | None = None

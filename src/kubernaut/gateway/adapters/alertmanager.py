@@ -56,6 +56,8 @@ _ALERT = TypeAdapter(_Alert)
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
+    """An Alertmanager webhook parsed: its signals, receiver, group key, and how many alerts it dropped."""
+
     batch: Batch
     receiver: str
     group_key: str

@@ -1,0 +1,255 @@
+"""Duplicate counts under faults that hit the count take/ack path (issue 12 items 2 and 8): real gateway
+processes on the real Redis group, faults by PID, PostgreSQL audited against every answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from kubernaut.localstack import LocalStack
+from kubernaut.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
+from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, ready, webhook
+
+pytestmark = pytest.mark.ha
+
+ALERTS = 10
+# The next take is sent about 0.5 s into the pause and times out 1.5 s later (connect_s + socket_s): the
+# pause outlasts that with a second to spare, and stays below Sentinel's down-after (5 s): no failover.
+PAUSE_S = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"gwc:{uuid.uuid4().hex[:8]}:"
+
+
+def _env(prefix: str) -> dict[str, str]:
+    # One worker: these tests time one flusher's cycle and kill one gateway process by its PID.
+    return {"key_prefix": prefix, "rate_limit__mode": "off", "http__workers": "1"}
+
+
+async def _counted(stack: LocalStack, namespace: str) -> dict[str, int]:
+    db = await connect_db(stack)
+    try:
+        rows = await db.fetch(
+            "SELECT signal_name, sum(occurrence_count) AS n FROM remediation_requests"
+            " WHERE namespace = $1 GROUP BY signal_name",
+            namespace,
+        )
+        return {r["signal_name"]: int(r["n"]) for r in rows}
+    finally:
+        await db.close()
+
+
+async def _pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
+    master = stack.current_master()
+    assert master is not None
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
+    try:
+        return [k async for k in r.scan_iter(match=f"{prefix}count*")]
+    finally:
+        await r.aclose()
+
+
+async def _until_flushed(stack: LocalStack, prefix: str, within_s: float) -> None:
+    """Every count the gateways hold in Redis has been flushed and acknowledged (no batch left)."""
+    deadline = time.monotonic() + within_s
+    while await _pending_count_keys(stack, prefix):
+        assert time.monotonic() < deadline, await _pending_count_keys(stack, prefix)
+        await asyncio.sleep(0.1)
+
+
+class Ledger:
+    """What the gateway answered, per alert name: occurrences acknowledged and refused."""
+
+    def __init__(self) -> None:
+        self.acked: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    async def post(self, client: httpx.AsyncClient, names: list[str], namespace: str) -> int:
+        body = webhook(*(alert(n, namespace=namespace) for n in names))
+        try:
+            resp = await client.post(PROMETHEUS, json=body)
+        except httpx.HTTPError:
+            raise AssertionError("the gateway must answer (503 at worst) within the client timeout") from None
+        if resp.is_success:
+            self.acked.update(names)
+        else:
+            assert resp.status_code == 503, resp.text
+            assert "retry-after" in resp.headers
+            self.refused.update(names)
+        return resp.status_code
+
+
+async def _flusher_seen(stack: LocalStack, prefix: str) -> float:
+    """When the (only) gateway on ``prefix`` last ran a count take (its score in ``flushers``, ms)."""
+    master = stack.current_master()
+    assert master is not None
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
+    try:
+        members = await r.zrange(f"{prefix}flushers", 0, -1, withscores=True)
+    finally:
+        await r.aclose()
+    assert len(members) <= 1, members
+    return float(members[0][1]) if members else 0.0
+
+
+async def _next_take(stack: LocalStack, prefix: str) -> float:
+    """Wait until the gateway's flusher runs its next count take; return its time (ms)."""
+    seen = await _flusher_seen(stack, prefix)
+    deadline = time.monotonic() + 30
+    while True:
+        now = await _flusher_seen(stack, prefix)
+        if now != seen:
+            return now
+        assert time.monotonic() < deadline, "no count take within 30 s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_master_hang_loses_no_acknowledged_count(stack: LocalStack, prefix: str) -> None:
+    """Item 2: a count take sent into a hung master times out, yet runs when the master resumes; the
+    acknowledgement that follows must not delete the batch that take moved aside unflushed.
+
+    The hang is placed on the flusher's cycle: it starts half a flush interval after a take ran, so
+    the next take is sent into it and its reply is lost (PAUSE_S); no webhook is in flight meanwhile
+    (their timeouts would delay the take into the next round trip). Counts are then exact."""
+    namespace = f"hang-{uuid.uuid4().hex[:8]}"
+    names = [f"Hang{i}" for i in range(ALERTS)]
+    ledger = Ledger()
+    with gateway_process(stack, "gateway-hang", free_port(), **_env(prefix)) as url:
+        headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            assert await ledger.post(client, names, namespace) == 201
+            for _ in range(10):
+                assert await ledger.post(client, names, namespace) == 202
+            master = stack.current_master()
+            assert master is not None
+            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            await _next_take(stack, prefix)  # the flusher is running
+            now = await _next_take(stack, prefix)
+            took_at = time.monotonic()  # a take just ran: what follows waits for the next one
+            for _ in range(20):
+                assert await ledger.post(client, names, namespace) == 202
+            assert await _flusher_seen(stack, prefix) == now, "load too slow to land between two takes"
+            await asyncio.sleep(max(0.0, took_at + 0.5 - time.monotonic()))
+            assert stack.signal_component(node, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(PAUSE_S)  # the fault's own length
+            finally:
+                stack.signal_component(node, signal.SIGCONT)
+            for _ in range(10):
+                assert await ledger.post(client, names, namespace) == 202
+        assert stack.current_master() == master, "the hang must stay below Sentinel's down-after"
+        await _until_flushed(stack, prefix, within_s=30)
+    assert await _counted(stack, namespace) == dict(ledger.acked)
+
+
+@pytest.fixture
+def second_gateway(stack: LocalStack, prefix: str) -> Iterator[tuple[ProcessRecord, str]]:
+    """A gateway process this test kills with SIGKILL (by its PID); stopped at the end if still alive."""
+    port = free_port()
+    env = {**os.environ, "KUBERNAUT_GATEWAY__HTTP__PORT": str(port)}
+    env.update({f"KUBERNAUT_GATEWAY__{k.upper()}": v for k, v in _env(prefix).items()})
+    argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
+    record = spawn(
+        "gateway-victim", argv, marker="-m kubernaut gateway", log=stack.run.log("gateway-victim"), env=env
+    )
+    url = f"http://{stack.topology.host}:{port}"
+    try:
+        wait_until(lambda: ready(url), timeout=30, interval=0.1, what="gateway-victim ready")
+        yield record, url
+    finally:
+        stop(record, sig=signal.SIGKILL)
+
+
+async def test_a_gateway_killed_right_after_its_flush_counts_nothing_twice(
+    stack: LocalStack, prefix: str, second_gateway: tuple[ProcessRecord, str]
+) -> None:
+    """Item 8: the killed instance's batch, already in PostgreSQL but not acknowledged in Redis, is
+    adopted by the surviving gateway after the stale interval; it must not be added again."""
+    victim, victim_url = second_gateway
+    namespace = f"kill-{uuid.uuid4().hex[:8]}"
+    names = [f"Kill{i}" for i in range(ALERTS)]
+    ledger = Ledger()
+    headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+    with gateway_process(stack, "gateway-survivor", free_port(), **_env(prefix)) as survivor_url:
+        async with httpx.AsyncClient(base_url=survivor_url, headers=headers, timeout=30) as survivor:
+            assert await ledger.post(survivor, names, namespace) == 201
+        await _until_flushed(stack, prefix, within_s=30)
+        async with httpx.AsyncClient(base_url=victim_url, headers=headers, timeout=30) as client:
+            for _attempt in range(5):
+                for _ in range(20):
+                    assert await ledger.post(client, names, namespace) == 202
+                expected = {name: ledger.acked[name] for name in names}
+                # The victim's flush reached PostgreSQL: freeze it at once, then kill it if its batch is
+                # still unacknowledged in Redis (else the window was missed on a slow machine: again).
+                deadline = time.monotonic() + 30
+                while await _counted(stack, namespace) != expected:
+                    assert time.monotonic() < deadline, "the victim never flushed"
+                    await asyncio.sleep(0.01)
+                assert signal_process(victim, signal.SIGSTOP)
+                if await _pending_count_keys(stack, prefix):
+                    break
+                assert signal_process(victim, signal.SIGCONT)
+            else:
+                raise AssertionError("never caught the victim between its flush and its next take")
+        stop(victim, sig=signal.SIGKILL)
+        # The survivor adopts the dead instance's batch once it has been silent for 30 s.
+        await _until_flushed(stack, prefix, within_s=60)
+    assert await _counted(stack, namespace) == expected
+
+
+async def test_no_count_is_acknowledged_before_a_replica_has_it(stack: LocalStack, prefix: str) -> None:
+    """Item 4: a count acknowledged while only the master holds it is lost when the master dies and a
+    replica is promoted. With both replicas frozen no replica can take the writes, so the gateway must
+    refuse (503 + Retry-After), not acknowledge; after the master is killed and a replica promoted,
+    every acknowledged count is in PostgreSQL.
+
+    (On loopback a frozen replica still gets the stream into its socket buffer and applies it when it
+    wakes, so refused webhooks can count here: the ledger's item 3, bounded below.)"""
+    namespace = f"unrepl-{uuid.uuid4().hex[:8]}"
+    names = [f"Unrepl{i}" for i in range(ALERTS)]
+    ledger = Ledger()
+    master = stack.current_master()
+    assert master is not None
+    old = next(n.name for n in stack.nodes() if n.port == master[1])
+    replicas = [n.name for n in stack.nodes() if n.port != master[1]]
+    with gateway_process(stack, "gateway-unrepl", free_port(), **_env(prefix)) as url:
+        headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            assert await ledger.post(client, names, namespace) == 201
+            await _until_flushed(stack, prefix, within_s=30)
+            for name in replicas:
+                assert stack.signal_component(name, signal.SIGSTOP)
+            try:
+                frozen = [await ledger.post(client, names, namespace) for _ in range(5)]
+                stack.stop_component(old, sig=signal.SIGKILL)
+            finally:
+                for name in replicas:
+                    stack.signal_component(name, signal.SIGCONT)
+            assert frozen == [503] * 5
+            await asyncio.to_thread(stack.wait_for_new_master, master, 60)
+            await asyncio.to_thread(stack.up, services=False, timeout=90)
+            for _ in range(5):
+                assert await ledger.post(client, names, namespace) == 202
+        await _until_flushed(stack, prefix, within_s=30)
+    counted = await _counted(stack, namespace)
+    for name in names:
+        assert ledger.acked[name] <= counted[name] <= ledger.acked[name] + ledger.refused[name]
