@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.localstack import LocalStack, Topology
+from kubernaut_tools.localstack import LocalStack, Topology
 
 # Tests run on ports shifted away from a developer's `kubernaut up` (offset 0), so both can coexist.
 TEST_PORT_OFFSET = int(os.environ.get("KUBERNAUT_TEST_PORT_OFFSET", "1000"))

@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kubernaut import send as client
 from kubernaut.config import ConfigError, Settings, load_settings
-from kubernaut.foreground import StopRequested, line_writer, stop_on_signals, survive_closed_output
-from kubernaut.localstack import LocalStack, Topology
-from kubernaut.localstack.stack import default_run_dir
-from kubernaut.localstack.topology import RunDir
+from kubernaut_tools import send as client
+from kubernaut_tools.foreground import StopRequested, line_writer, stop_on_signals, survive_closed_output
+from kubernaut_tools.localstack import LocalStack, Topology
+from kubernaut_tools.localstack.stack import default_run_dir
+from kubernaut_tools.localstack.topology import RunDir
 
 app = typer.Typer(
     add_completion=False,
@@ -334,9 +334,9 @@ def bench(
     ),
 ) -> None:
     """Run a benchmark on a stack of its own, print its figures and append them to RESULTS.md."""
-    from kubernaut.bench import BENCHMARKS
-    from kubernaut.bench import report as bench_report
-    from kubernaut.bench.errors import BenchError
+    from kubernaut_tools.bench import BENCHMARKS
+    from kubernaut_tools.bench import report as bench_report
+    from kubernaut_tools.bench.errors import BenchError
 
     if name not in BENCHMARKS:
         raise fail(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
@@ -356,8 +356,8 @@ def bench(
             progress("starting the Patroni cluster")
             stack.up(services=False, postgres_ha=True, timeout=120)
         if scaled:
-            from kubernaut.bench import gateway_ingest
-            from kubernaut.bench.gateway_target import Scale
+            from kubernaut_tools.bench import gateway_ingest
+            from kubernaut_tools.bench.gateway_target import Scale
 
             scale = Scale(workers=gateway_workers, instances=gateway_instances)
             report = gateway_ingest.run(stack, quick=quick, log=progress, scale=scale)
@@ -393,8 +393,8 @@ def drill(
     port_offset: int = OffsetOption,
 ) -> None:
     """Inject a failure into the running local stack under a steady alert load, and prove the invariants."""
-    from kubernaut.drill.faults import SCENARIOS
-    from kubernaut.drill.runner import DrillReport, run_drill
+    from kubernaut_tools.drill.faults import SCENARIOS
+    from kubernaut_tools.drill.runner import DrillReport, run_drill
 
     if scenario not in ("all", "chaos") and scenario not in SCENARIOS:
         raise fail(f"unknown scenario {scenario!r}; choose one of: all, chaos, {', '.join(SCENARIOS)}")
@@ -431,7 +431,7 @@ def drill(
 
 
 def _chaos(stack: LocalStack, seed: int, duration: float, as_json: bool) -> None:
-    from kubernaut.drill.chaos import run_chaos
+    from kubernaut_tools.drill.chaos import run_chaos
 
     def progress(line: str) -> None:
         if not as_json:
@@ -477,8 +477,8 @@ def demo(
 ) -> None:
     """Fire a scripted scenario through Prometheus and Alertmanager (a storm, repeats, a resolution) with a
     failover of the gateway's Redis master in the middle; show it live and prove nothing was lost."""
-    from kubernaut.demo.runner import Demo, DemoError
-    from kubernaut.demo.view import render, summary
+    from kubernaut_tools.demo.runner import Demo, DemoError
+    from kubernaut_tools.demo.view import render, summary
 
     stack = _stack(run_dir, port_offset, quiet=True)
     st = stack.status()
@@ -528,8 +528,8 @@ def seed_history(
     """Fill PostgreSQL with realistic remediation history (the local stack's without --config)."""
     import asyncpg
 
-    from kubernaut.contextapi.seed import seed_dsn
     from kubernaut.store.migrate import migrate_dsn
+    from kubernaut_tools.seed import seed_dsn
 
     settings = client_settings(config, run_dir)
     dsn = settings.postgres.dsn.get_secret_value()

@@ -23,10 +23,10 @@ from kubernaut.config import Settings
 from kubernaut.contextapi.app import create_app
 from kubernaut.contextapi.auth import load_tokens
 from kubernaut.contextapi.runtime import ContextApi
-from kubernaut.contextapi.seed import seed_history
-from kubernaut.localstack import LocalStack, postgres
-from kubernaut.localstack import redis_servers as rs
 from kubernaut.store.migrate import migrate
+from kubernaut_tools.localstack import LocalStack, postgres
+from kubernaut_tools.localstack import redis_servers as rs
+from kubernaut_tools.seed import seed_history
 
 SEEDED = 3000
 TEST_DB = "contextapi_test"

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.signal_source import Signal
 
 from .helpers import stop_alerting_cleanly
 

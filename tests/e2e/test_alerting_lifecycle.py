@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.alerting import http_ok
-from kubernaut.localstack.processes import is_alive
-from kubernaut.localstack.stack import ALERTING
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.alerting import http_ok
+from kubernaut_tools.localstack.processes import is_alive
+from kubernaut_tools.localstack.stack import ALERTING
 
 
 def test_status_reports_alerting_while_running_and_stop_removes_it(stack: LocalStack) -> None:

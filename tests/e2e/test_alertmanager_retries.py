@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import signal
 
-from kubernaut.demo.scenario import alert_fingerprint
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import Signal
+from kubernaut_tools.demo.scenario import alert_fingerprint
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import wait_until
+from kubernaut_tools.localstack.signal_source import Signal
 
 from .conftest import Alerts
 from .helpers import ContextApi, metric, unique_namespace

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal, read_signals
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.signal_source import Signal, read_signals
 
 from .conftest import Alerts
 from .helpers import unique_namespace

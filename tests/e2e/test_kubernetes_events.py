@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 
 from .helpers import ContextApi, table_rows
 

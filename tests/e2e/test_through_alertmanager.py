@@ -3,9 +3,9 @@ gateway made of it is read back through the Context-API's HTTP API, as a downstr
 
 from __future__ import annotations
 
-from kubernaut.demo.scenario import alert_fingerprint
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import Signal
+from kubernaut_tools.demo.scenario import alert_fingerprint
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.signal_source import Signal
 
 from .conftest import Alerts
 from .helpers import ContextApi, Json, unique_namespace

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import gateway_process
 
 LONG_RUN = int(os.environ.get("KUBERNAUT_FUZZ_EXAMPLES", "0"))

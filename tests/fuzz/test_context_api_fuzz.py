@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.fuzz.checks import check_response, query_string
 from tests.fuzz.conftest import Db, fuzz
 from tests.fuzz.strategies import CONTENT_TYPES, INJECTIONS, bodies, outcomes, queries, texts

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from kubernaut.config import Settings
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import (
     EVENTS,
     PROMETHEUS,

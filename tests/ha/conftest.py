@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.localstack import LocalStack, Topology
+from kubernaut_tools.localstack import LocalStack, Topology
 from tests.conftest import TEST_PORT_OFFSET
 
 # Beside the plain test stack: a whole stack of its own (Redis group included) 300 ports further on.

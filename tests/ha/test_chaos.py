@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.drill.chaos import run_chaos
-from kubernaut.drill.chaos_schedule import schedule
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.drill.chaos import run_chaos
+from kubernaut_tools.drill.chaos_schedule import schedule
+from kubernaut_tools.localstack import LocalStack
 
 # Seed 53 over 75 s draws master pauses below and above socket_s, gateway-master partitions (one longer
 # than Sentinel's down-after), gateway kills, a PostgreSQL restart and a master kill.

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.drill.faults import SCENARIOS
-from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.drill.faults import SCENARIOS
+from kubernaut_tools.drill.runner import run_drill
+from kubernaut_tools.localstack import LocalStack
 
 # Generous bounds on properties, not timings of this machine: the seed promises failover under 10 s.
 FAILOVER_BOUND_S = 30.0

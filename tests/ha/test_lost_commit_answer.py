@@ -12,9 +12,9 @@ import uuid
 import asyncpg
 import httpx
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import postgres as pg
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import postgres as pg
+from kubernaut_tools.localstack.processes import wait_until
 from tests.ha.test_postgres_ha import _webhook
 
 CLIENT_TIMEOUT_S = 30.0

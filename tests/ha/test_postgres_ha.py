@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from kubernaut.drill.faults import SCENARIOS
-from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack, patroni
-from kubernaut.localstack import postgres as pg
+from kubernaut_tools.drill.faults import SCENARIOS
+from kubernaut_tools.drill.runner import run_drill
+from kubernaut_tools.localstack import LocalStack, patroni
+from kubernaut_tools.localstack import postgres as pg
 
 HA_SCENARIOS = [name for name, s in SCENARIOS.items() if s.postgres == "ha"]
 FAILOVER_BOUND_S = 30.0

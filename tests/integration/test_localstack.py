@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import redis_servers as rs
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import redis_servers as rs
+from kubernaut_tools.localstack.processes import wait_until
 
 
 def test_status_reports_the_seed_topology(stack: LocalStack) -> None:

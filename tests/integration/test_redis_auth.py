@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import redis
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import redis_servers as rs
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import redis_servers as rs
 
 
 def all_ports(stack: LocalStack) -> list[int]:

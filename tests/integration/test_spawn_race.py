@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from kubernaut.localstack import patroni
-from kubernaut.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
+from kubernaut_tools.localstack import patroni
+from kubernaut_tools.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
 from tests.conftest import TEST_PORT_OFFSET
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from kubernaut.localstack import redis_servers as rs
+from kubernaut_tools.localstack import redis_servers as rs
 
 
 def _allowed(commands: str) -> set[str]:

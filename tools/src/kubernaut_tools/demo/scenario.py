@@ -1,0 +1,68 @@
+"""The demo's script: which series of the signal source it sets, phase by phase, in its own namespace.
+
+Every alert comes from a local rule (kubernaut_tools.localstack.alerting) firing on a real series, so the
+gateway sees exactly what Alertmanager sends: groups, repeats, retries and resolutions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+
+from kubernaut.gateway.signal import fingerprint
+from kubernaut_tools.localstack.alerting import RULES
+from kubernaut_tools.localstack.signal_source import Signal
+
+STORM_PODS = 15
+# The repeating alert's route re-notifies every 3 s: this many occurrences shows repeats deduplicated.
+REPEATS_SHOWN = 3
+
+_ALERTNAME = {r.scenario: r.alert for r in RULES}
+
+
+def alert_fingerprint(signal: Signal) -> str:
+    """The gateway's fingerprint of the alert a local rule fires for ``signal`` (the pod is the resource)."""
+    return fingerprint(_ALERTNAME[signal.scenario], signal.namespace, "Pod", signal.pod)
+
+
+def new_namespace() -> str:
+    """A namespace of this run only: its alerts meet no dedup or storm state of an earlier run."""
+    return f"demo-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Phase:
+    title: str
+    timeout_s: float
+
+
+FIRE = Phase("a steady, a repeating and a resolving alert fire", 25)
+STORM = Phase(f"a storm: one alert on {STORM_PODS} pods", 25)
+FAILOVER = Phase("kill -9 the gateway's Redis master (a new alert fires meanwhile)", 60)
+RESOLVE = Phase("the resolving alert clears", 25)
+SETTLE = Phase("settle: every alert in PostgreSQL, repeats counted", 20)
+PHASES = (FIRE, STORM, FAILOVER, RESOLVE, SETTLE)
+
+
+@dataclass(frozen=True)
+class Script:
+    namespace: str
+
+    def first(self) -> list[Signal]:
+        ns = self.namespace
+        return [Signal("steady", ns, "web-0"), Signal("repeating", ns, "api-0"), self.resolving()]
+
+    def storm(self) -> list[Signal]:
+        return [Signal("storm", self.namespace, f"worker-{i}") for i in range(STORM_PODS)]
+
+    def during_failover(self) -> list[Signal]:
+        return [Signal("steady", self.namespace, "web-1")]
+
+    def resolving(self) -> Signal:
+        return Signal("resolving", self.namespace, "db-0")
+
+    def resolved(self) -> Signal:
+        return replace(self.resolving(), active=False)
+
+    def repeating(self) -> Signal:
+        return Signal("repeating", self.namespace, "api-0")

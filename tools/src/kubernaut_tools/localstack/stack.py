@@ -1,0 +1,856 @@
+"""The local topology: PostgreSQL, the gateway's Redis HA group, the Context-API's Redis, both services.
+
+``LocalStack.up`` is idempotent: it starts only what is not running (a Redis node that comes back joins
+the current master as a replica) and waits until everything is ready. ``down`` stops exactly the
+processes recorded in the run directory, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubernaut.config import Settings, load_settings
+from kubernaut.store import roles
+from kubernaut.store.migrate import migrate_dsn
+from kubernaut_tools.localstack import alerting, postgres, redis_servers
+from kubernaut_tools.localstack.postgres_ha import ETCD, PostgresHA
+from kubernaut_tools.localstack.processes import (
+    ProcessRecord,
+    ProcessTable,
+    is_alive,
+    signal_process,
+    spawn,
+    stop,
+    wait_until,
+)
+from kubernaut_tools.localstack.signal_source import Signal, write_signals
+from kubernaut_tools.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
+
+GATEWAY_TOKEN_NAME = "local"
+GW_USER, CTX_USER = redis_servers.GATEWAY_USER, redis_servers.CONTEXT_API_USER
+# The Context-API's local tokens: one that may record outcomes, one that may only read.
+CONTEXT_WRITE_TOKEN_NAME = "local"
+CONTEXT_READ_TOKEN_NAME = "local-read"
+SERVICES = ("gateway", "context-api")
+ALERTING = ("prometheus", "alertmanager", "signal-source")
+_SERVICE_MODULES = {"gateway": "kubernaut.gateway.app", "context-api": "kubernaut.contextapi.app"}
+
+
+def default_run_dir() -> Path:
+    return Path(os.environ.get("KUBERNAUT_RUN_DIR", Path.cwd() / ".run"))
+
+
+def service_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(_SERVICE_MODULES[name]) is not None
+    except ModuleNotFoundError:  # the service's package itself is absent
+        return False
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    port: int
+    kind: str  # redis-gateway | sentinel | redis-context | postgres | service | alerting
+
+
+class LocalStack:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        topology: Topology | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.topology = topology or Topology()
+        self.run = RunDir((run_dir or default_run_dir()).resolve())
+        self.table = ProcessTable(self.run.state_file)
+        self._log = log or (lambda _msg: None)
+        self.pg_ha = PostgresHA(self.run, self.topology, self.table, self._spawn)
+
+    @property
+    def postgres_ha(self) -> bool:
+        """Whether this run directory's PostgreSQL is the Patroni cluster (``up(postgres_ha=True)``)."""
+        return self.run.postgres_ha_marker.exists()
+
+    # -- names and addresses -------------------------------------------------------------------------
+
+    def nodes(self) -> list[Endpoint]:
+        return [
+            Endpoint(f"redis-gateway-{i}", p, "redis-gateway")
+            for i, p in enumerate(self.topology.redis_gateway_ports)
+        ]
+
+    def sentinels(self) -> list[Endpoint]:
+        return [Endpoint(f"sentinel-{i}", p, "sentinel") for i, p in enumerate(self.topology.sentinel_ports)]
+
+    def postgres_endpoints(self) -> list[Endpoint]:
+        t = self.topology
+        if not self.postgres_ha:
+            return [Endpoint("postgres", t.postgres_port, "postgres")]
+        return [
+            *(Endpoint(n.name, n.pg_port, "postgres") for n in self.pg_ha.nodes()),
+            Endpoint(ETCD, t.etcd_client_port, "etcd"),
+        ]
+
+    def endpoints(self) -> list[Endpoint]:
+        t = self.topology
+        return [
+            *self.postgres_endpoints(),
+            *self.nodes(),
+            *self.sentinels(),
+            Endpoint("redis-context", t.redis_context_port, "redis-context"),
+            Endpoint("gateway", t.gateway_http, "service"),
+            Endpoint("context-api", t.context_http, "service"),
+            Endpoint("prometheus", t.prometheus_port, "alerting"),
+            Endpoint("alertmanager", t.alertmanager_port, "alerting"),
+            Endpoint("signal-source", t.signal_source_port, "alerting"),
+        ]
+
+    def endpoint(self, name: str) -> Endpoint:
+        for e in self.endpoints():
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def record(self, name: str) -> ProcessRecord | None:
+        rec = self.table.get(name)
+        return rec if rec is not None and is_alive(rec) else None
+
+    @property
+    def postgres_password(self) -> str:
+        return self.run.postgres_password_file.read_text().strip()
+
+    @property
+    def redis_gateway_password(self) -> str:
+        return self.run.redis_gateway_password_file.read_text().strip()
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return self.run.redis_sentinel_password_file.read_text().strip()
+
+    @property
+    def redis_context_password(self) -> str:
+        return self.run.redis_context_password_file.read_text().strip()
+
+    def redis_user_password(self, user: str) -> str:
+        return self.run.redis_user_password_file(user).read_text().strip()
+
+    def _probe_password(self, file: Path) -> str | None:
+        """For probes and status, which also run on a run directory without secrets (yet)."""
+        return file.read_text().strip() if file.exists() else None
+
+    def redis_password(self, port: int) -> str:
+        """The password of the stack's Redis server or sentinel listening on ``port``."""
+        t = self.topology
+        if port in t.redis_gateway_ports:
+            return self.redis_gateway_password
+        if port in t.sentinel_ports:
+            return self.redis_sentinel_password
+        if port == t.redis_context_port:
+            return self.redis_context_password
+        raise KeyError(f"no Redis of this stack listens on port {port}")
+
+    def redis_auth(self, port: int) -> dict[str, Any]:
+        """``host``, ``port`` and ``password`` for a redis-py client of the stack's server on ``port``."""
+        return {"host": self.topology.host, "port": port, "password": self.redis_password(port)}
+
+    @property
+    def gateway_token(self) -> str:
+        tokens = yaml.safe_load(self.run.gateway_tokens_file.read_text())
+        return str(tokens[GATEWAY_TOKEN_NAME])
+
+    def _context_token(self, name: str) -> str:
+        tokens = yaml.safe_load(self.run.context_api_tokens_file.read_text())
+        return str(tokens[name]["token"])
+
+    @property
+    def context_api_token(self) -> str:
+        """The Context-API token with the write scope (it reads too)."""
+        return self._context_token(CONTEXT_WRITE_TOKEN_NAME)
+
+    @property
+    def context_api_read_token(self) -> str:
+        return self._context_token(CONTEXT_READ_TOKEN_NAME)
+
+    def postgres_role_passwords(self) -> dict[str, str]:
+        roles_ = (roles.OWNER, *roles.SERVICE_ROLES)
+        return {r: self.run.postgres_role_password_file(r).read_text().strip() for r in roles_}
+
+    def _pg_dsn(self, user: str, password: str, attrs: str = "read-write") -> str:
+        """The single server's DSN; with HA every node's, and libpq's ``target_session_attrs``."""
+        if self.postgres_ha:
+            return self.pg_ha.dsn(password, user=user, attrs=attrs)
+        return postgres.dsn(self.topology.host, self.topology.postgres_port, password, user=user)
+
+    def postgres_role_dsn(self, role: str, *, attrs: str = "read-write") -> str:
+        return self._pg_dsn(role, self.run.postgres_role_password_file(role).read_text().strip(), attrs)
+
+    @property
+    def ui_gateway_token_file(self) -> Path:
+        """The gateway token alone, for the Context-API's page to read the gateway's Redis group."""
+        return self.run.secrets / "ui-gateway-token"
+
+    @property
+    def postgres_dsn(self) -> str:
+        """The schema owner's DSN (migrations, tools; no superuser): ``postgres.dsn`` of the config."""
+        return self.postgres_role_dsn(roles.OWNER)
+
+    @property
+    def postgres_admin_dsn(self) -> str:
+        """The bootstrap superuser's DSN, for creating databases and roles only."""
+        return self._pg_dsn(postgres.SUPERUSER, self.postgres_password)
+
+    @property
+    def postgres_read_dsn(self) -> str | None:
+        """With HA: the Context-API's role on every node, a standby preferred (its reads); else None."""
+        if not self.postgres_ha:
+            return None
+        return self.postgres_role_dsn(roles.CONTEXT_API, attrs="prefer-standby")
+
+    def url(self, service: str) -> str:
+        return f"http://{self.topology.host}:{self.endpoint(service).port}"
+
+    def settings(self) -> Settings:
+        return load_settings(self.run.config_file)
+
+    # -- up ------------------------------------------------------------------------------------------
+
+    def up(
+        self,
+        *,
+        services: bool = True,
+        alerting: bool = False,
+        timeout: float = 60.0,
+        postgres_ha: bool = False,
+        chaos_proxy: bool = False,
+    ) -> None:
+        """Start what is not running. ``postgres_ha`` makes this run directory's PostgreSQL the Patroni
+        cluster for good; a directory already holding the single instance's data refuses it.
+        ``chaos_proxy``: the gateway reaches its Redis nodes through TCP proxies that :meth:`partition` can
+        black-hole (kept for later calls; only on a stack whose gateway is not running yet, since the
+        gateway reads its configuration at start)."""
+        for d in (self.run.root, self.run.secrets, self.run.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        if postgres_ha and not self.postgres_ha:
+            if (self.run.component_dir("postgres")).exists():
+                raise RuntimeError(
+                    f"{self.run.root} holds a single PostgreSQL instance: `kubernaut down --purge` it or "
+                    "use another --run-dir for --postgres-ha"
+                )
+            self.run.postgres_ha_marker.write_text("patroni\n")
+        if chaos_proxy and not self.chaos_proxy:
+            if self.record("gateway") is not None:
+                raise RuntimeError("the gateway is running without the chaos proxies: `kubernaut down` first")
+            self.run.chaos_proxy_marker.touch()
+        self._write_secrets()
+        self._write_service_config()
+        self._start_postgres()
+        self._start_gateway_group()
+        self._start_proxies()
+        self._start_context_redis()
+        self._wait_infrastructure(timeout)
+        if services:
+            for name in SERVICES:
+                if service_available(name):
+                    self.start_service(name, timeout)
+        if alerting:
+            self.start_alerting(timeout)
+
+    def _write_secrets(self) -> None:
+        self.run.secrets.chmod(0o700)
+        for file in (
+            self.run.postgres_password_file,
+            *(self.run.postgres_role_password_file(r) for r in (roles.OWNER, *roles.SERVICE_ROLES)),
+            self.run.redis_gateway_password_file,
+            self.run.redis_sentinel_password_file,
+            self.run.redis_context_password_file,
+            self.run.redis_user_password_file(redis_servers.GATEWAY_USER),
+            self.run.redis_user_password_file(redis_servers.CONTEXT_API_USER),
+        ):
+            if not file.exists():
+                file.write_text(secrets.token_urlsafe(24) + "\n")
+                file.chmod(0o600)
+        if not self.run.gateway_tokens_file.exists():
+            self.run.gateway_tokens_file.write_text(
+                yaml.safe_dump({GATEWAY_TOKEN_NAME: secrets.token_urlsafe(32)})
+            )
+            self.run.gateway_tokens_file.chmod(0o600)
+        if not self.run.context_api_tokens_file.exists():
+            tokens = {
+                CONTEXT_WRITE_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "write"},
+                CONTEXT_READ_TOKEN_NAME: {"token": secrets.token_urlsafe(32), "scope": "read"},
+            }
+            self.run.context_api_tokens_file.write_text(yaml.safe_dump(tokens))
+            self.run.context_api_tokens_file.chmod(0o600)
+        self.ui_gateway_token_file.write_text(self.gateway_token)
+        self.ui_gateway_token_file.chmod(0o600)
+
+    @property
+    def chaos_proxy(self) -> bool:
+        return self.run.chaos_proxy_marker.exists()
+
+    def proxy_name(self, node: str) -> str:
+        return f"proxy-{node}"
+
+    def _start_proxies(self) -> None:
+        if not self.chaos_proxy:
+            return
+        host = self.topology.host
+        for node, port in zip(self.nodes(), self.topology.proxy_ports, strict=True):
+            name = self.proxy_name(node.name)
+            if self.record(name) is None:
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "kubernaut_tools.localstack.tcp_proxy",
+                    str(port),
+                    host,
+                    str(node.port),
+                    host,
+                ]
+                self._spawn(name, argv, marker="kubernaut_tools.localstack.tcp_proxy " + str(port))
+        for port in self.topology.proxy_ports:
+            wait_until(partial(_listening, host, port), timeout=10, what=f"the chaos proxy on {host}:{port}")
+
+    def remove_chaos_proxy(self) -> None:
+        """Stop the chaos proxies and write the gateway's configuration without them (the gateway must
+        not be running: it would keep connecting through them)."""
+        if self.record("gateway") is not None:
+            raise RuntimeError("stop the gateway before removing the chaos proxies")
+        self.run.chaos_proxy_marker.unlink(missing_ok=True)
+        self._write_service_config()
+        self._stop([self.proxy_name(n.name) for n in self.nodes()])
+
+    def partition(self, node: str, cut: bool) -> None:
+        """Black-hole (``cut``) or heal the gateway's path to ``node`` (its chaos proxy); Sentinel and the
+        replicas still reach the node directly."""
+        if not self.chaos_proxy or not self.signal_component(
+            self.proxy_name(node), signal.SIGUSR1 if cut else signal.SIGUSR2
+        ):
+            raise RuntimeError(f"no chaos proxy in front of {node}: start the stack with `--chaos-proxy`")
+
+    def _write_service_config(self) -> None:
+        t = self.topology
+        redis_section: dict[str, Any] = {
+            "sentinels": [t.addr(p) for p in t.sentinel_ports],
+            "master_name": MASTER_NAME,
+            "username": redis_servers.GATEWAY_USER,
+            "password": self.redis_user_password(redis_servers.GATEWAY_USER),
+            "sentinel_password": self.redis_sentinel_password,
+        }
+        if self.chaos_proxy:
+            redis_section["address_map"] = {
+                t.addr(n.port): t.addr(p) for n, p in zip(self.nodes(), t.proxy_ports, strict=True)
+            }
+        config: dict[str, Any] = {
+            "gateway": {
+                "http": {"host": t.host, "port": t.gateway_http},
+                "redis": redis_section,
+                "auth": {"enabled": True, "tokens_file": str(self.run.gateway_tokens_file)},
+            },
+            "context_api": {
+                "http": {"host": t.host, "port": t.context_http},
+                "redis": {
+                    "host": t.host,
+                    "port": t.redis_context_port,
+                    "username": redis_servers.CONTEXT_API_USER,
+                    "password": self.redis_user_password(redis_servers.CONTEXT_API_USER),
+                },
+                "auth": {"enabled": True, "tokens_file": str(self.run.context_api_tokens_file)},
+                "ui": {
+                    "gateway_url": self.url("gateway"),
+                    "gateway_token_file": str(self.ui_gateway_token_file),
+                },
+            },
+            "postgres": {
+                "dsn": self.postgres_dsn,
+                "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+                "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+                # `up` migrates as the owner before it starts the services; their roles cannot.
+                "migrate_on_start": False,
+                **({"read_dsn": self.postgres_read_dsn} if self.postgres_ha else {}),
+            },
+        }
+        self.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.run.config_file.chmod(0o600)
+
+    def _spawn(self, name: str, argv: list[str], marker: str, **kw: Any) -> None:
+        rec = spawn(name, argv, marker=marker, log=self.run.log(name), **kw)
+        self.table.put(rec)
+        self._log(f"started {name} (pid {rec.pid})")
+
+    def _start_postgres(self) -> None:
+        if self.postgres_ha:
+            self.pg_ha.start(self.postgres_password)
+            return
+        if self.record("postgres") is not None:
+            return
+        comp = self.run.component_dir("postgres")
+        comp.mkdir(exist_ok=True)
+        data = postgres.data_dir_for(comp)
+        initialised = comp / "initdb.done"
+        if (
+            (data / "PG_VERSION").exists()
+            and not initialised.exists()
+            and not data.is_relative_to(self.run.root)
+        ):
+            # Left in /var/tmp by an earlier run directory at this path (kept after a failed test session):
+            # its superuser has another password.
+            shutil.rmtree(data.parent, ignore_errors=True)
+        if not (data / "PG_VERSION").exists():
+            self._log("initialising PostgreSQL data directory")
+            postgres.initdb(data, self.run.postgres_password_file, self.run.log("postgres"))
+            initialised.write_text("")
+        argv = postgres.server_argv(data, self.topology.host, self.topology.postgres_port)
+        self._spawn("postgres", argv, marker=str(data), user=postgres.service_user(), cwd=data)
+
+    def current_master(self) -> tuple[str, int] | None:
+        """The master most sentinels name, else a live node that says it is master."""
+        votes: dict[tuple[str, int], int] = {}
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
+        for s in self.sentinels():
+            m = redis_servers.sentinel_master(self.topology.host, s.port, sentinel_pw)
+            if m is not None:
+                votes[m] = votes.get(m, 0) + 1
+        if votes:
+            return max(votes, key=lambda m: votes[m])
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
+        for n in self.nodes():
+            info = redis_servers.replication(self.topology.host, n.port, node_pw)
+            if info is not None and info.get("role") == "master":
+                return (self.topology.host, n.port)
+        return None
+
+    def _start_gateway_group(self) -> None:
+        host = self.topology.host
+        first = (host, self.nodes()[0].port)
+        master = self.current_master() or first
+        for node in self.nodes():
+            if self.record(node.name) is None:
+                self.start_node(node.name, master)
+        for s in self.sentinels():
+            if self.record(s.name) is not None:
+                continue
+            workdir = self.run.component_dir(s.name)
+            workdir.mkdir(exist_ok=True)
+            conf = workdir / "sentinel.conf"
+            # Sentinel rewrites its own file with what it learns: keep it, unless it was written for other
+            # ports (the same run directory used with another --port-offset).
+            known_ports = {n.port for n in self.nodes()}
+            passwords = (self.redis_sentinel_password, self.redis_gateway_password)
+            if not conf.exists() or not redis_servers.sentinel_conf_matches(
+                conf, s.port, known_ports, *passwords
+            ):
+                conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master, *passwords))
+            self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
+
+    def start_node(self, name: str, master: tuple[str, int] | None = None) -> None:
+        """(Re)start one node of the gateway's group, as a replica unless it is the current master."""
+        host = self.topology.host
+        node = self.endpoint(name)
+        master = master or self.current_master() or (host, self.nodes()[0].port)
+        workdir = self.run.component_dir(name)
+        workdir.mkdir(exist_ok=True)
+        conf = workdir / "redis.conf"
+        replica_of = None if master == (host, node.port) else master
+        conf.write_text(
+            redis_servers.gateway_node_conf(
+                host,
+                node.port,
+                workdir,
+                replica_of,
+                self.redis_gateway_password,
+                self.redis_user_password(redis_servers.GATEWAY_USER),
+            )
+        )
+        self._spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
+
+    def _start_context_redis(self) -> None:
+        if self.record("redis-context") is not None:
+            return
+        port = self.topology.redis_context_port
+        workdir = self.run.component_dir("redis-context")
+        workdir.mkdir(exist_ok=True)
+        conf = workdir / "redis.conf"
+        conf.write_text(
+            redis_servers.context_conf(
+                self.topology.host,
+                port,
+                workdir,
+                self.redis_context_password,
+                self.redis_user_password(redis_servers.CONTEXT_API_USER),
+            )
+        )
+        self._spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
+
+    def group_ready(self) -> bool:
+        """Replication linked (2 online replicas) and every sentinel agrees on the master and its peers."""
+        host = self.topology.host
+        master = self.current_master()
+        if master is None or redis_servers.online_replicas(*master, self.redis_gateway_password) < 2:
+            return False
+        sentinel_pw = self.redis_sentinel_password
+        for s in self.sentinels():
+            if redis_servers.sentinel_master(host, s.port, sentinel_pw) != master:
+                return False
+            info = redis_servers.sentinel_master_info(host, s.port, sentinel_pw)
+            if info is None or "down" in info.get("flags", "down"):
+                return False
+            if int(info.get("num-slaves", 0)) < 2 or int(info.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    def _wait_postgres(self, timeout: float) -> None:
+        t = self.topology
+        if self.postgres_ha:
+            self.pg_ha.wait_ready(timeout, self.run.logs)
+
+            def database() -> bool:
+                primary = self.pg_ha.primary()
+                return primary is not None and postgres.ensure_database(
+                    t.host, primary.pg_port, self.postgres_password, self.postgres_role_passwords()
+                )
+
+            wait_until(database, timeout=timeout, interval=0.2, what="the project's database on the primary")
+            owner = self.postgres_role_passwords()[roles.OWNER]
+
+            def everywhere() -> bool:
+                # A synchronous commit is flushed on the standby, not yet replayed; asyncpg gives up on a
+                # multi-host DSN at the first node that lacks the database instead of trying the next.
+                nodes = self.pg_ha.nodes()
+                return all(postgres.has_database(t.host, n.pg_port, owner, roles.OWNER) for n in nodes)
+
+            wait_until(everywhere, timeout=timeout, interval=0.2, what="the project's database on every node")
+        else:
+            wait_until(
+                lambda: postgres.ensure_database(
+                    t.host, t.postgres_port, self.postgres_password, self.postgres_role_passwords()
+                ),
+                timeout=timeout,
+                interval=0.2,
+                what=f"PostgreSQL on {t.addr(t.postgres_port)} (log: {self.run.log('postgres')})",
+            )
+        asyncio.run(migrate_dsn(self.postgres_dsn))  # as the owner; this also grants the service roles
+
+    def _wait_infrastructure(self, timeout: float) -> None:
+        t = self.topology
+        self._wait_postgres(timeout)
+        wait_until(
+            lambda: redis_servers.ping(t.host, t.redis_context_port, self.redis_context_password),
+            timeout=timeout,
+            what=f"the Context-API's Redis on {t.addr(t.redis_context_port)}",
+        )
+        wait_until(
+            self.group_ready,
+            timeout=timeout,
+            interval=0.2,
+            what="the gateway's Redis group (2 replicas online, 3 sentinels agreeing)",
+        )
+
+    def start_service(self, name: str, timeout: float = 30.0) -> None:
+        """Start one service (``gateway`` or ``context-api``) unless running; wait for /readyz."""
+        if self.record(name) is None:
+            env = {**os.environ, "KUBERNAUT_CONFIG": str(self.run.config_file)}
+            if name == "gateway":  # its worker processes' metrics, merged; emptied at each start
+                metrics = self.run.component_dir("gateway-metrics")
+                metrics.mkdir(exist_ok=True)
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+            argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
+            marker = f"-m kubernaut {name}"
+            self._spawn(name, argv, marker=marker, env=env)
+        self.wait_service_ready(name, timeout)
+
+    def _exited(self, name: str) -> str:
+        """The error for a process that died while starting: its log's last line says why."""
+        log = self.run.log(name)
+        try:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        last = f": {lines[-1].strip()[:300]}" if lines else ""
+        return f"{name} exited during start-up{last} (log: {log})"
+
+    def wait_service_ready(self, name: str, timeout: float = 30.0) -> None:
+        url = f"{self.url(name)}/readyz"
+
+        def ready() -> bool:
+            if self.record(name) is None:
+                raise RuntimeError(self._exited(name))
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
+
+    # -- down ----------------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop every recorded process (alerting and services first, PostgreSQL last); return the names."""
+        order = [
+            *ALERTING,
+            *SERVICES,
+            *(s.name for s in self.sentinels()),
+            *(self.proxy_name(n.name) for n in self.nodes()),
+            *(n.name for n in self.nodes()),
+            "redis-context",
+            "postgres",
+        ]
+        ha = {n.name for n in self.pg_ha.nodes()} | {ETCD}
+        extra = [n for n in self.table.load() if n not in order and n not in ha]  # e.g. a benchmark's own
+        stopped = self._stop([*extra, *order])
+        if self.postgres_ha:
+            stopped += self.pg_ha.stop_all(self._log)
+        return stopped
+
+    def _stop(self, names: list[str]) -> list[str]:
+        records = self.table.load()
+        stopped = []
+        for name in names:
+            rec = records.get(name)
+            if rec is None:
+                continue
+            if is_alive(rec):
+                # PostgreSQL's SIGTERM waits for clients to leave; SIGINT is its "fast" shutdown.
+                stop(rec, sig=signal.SIGINT if name == "postgres" else signal.SIGTERM)
+                stopped.append(name)
+                self._log(f"stopped {name} (pid {rec.pid})")
+            self.table.remove(name)
+        return stopped
+
+    def destroy(self) -> list[str]:
+        """``down``, then delete the run directory and any data directory kept outside it."""
+        stopped = self.down()
+        self.pg_ha.purge()
+        comp = self.run.component_dir("postgres")
+        if comp.exists():
+            data = postgres.data_dir_for(comp)
+            if not data.is_relative_to(self.run.root):
+                shutil.rmtree(data.parent, ignore_errors=True)
+        shutil.rmtree(self.run.root, ignore_errors=True)
+        return stopped
+
+    def stop_component(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one recorded process with ``sig`` and wait until it has exited."""
+        rec = self.table.get(name)
+        if rec is not None:
+            stop(rec, sig=sig)
+
+    def signal_component(self, name: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` (e.g. SIGSTOP/SIGCONT) to a recorded component without waiting for anything."""
+        rec = self.table.get(name)
+        return rec is not None and signal_process(rec, sig)
+
+    def start_redis_context(self, timeout: float = 30.0) -> None:
+        """(Re)start the Context-API's Redis unless running, and wait until it answers."""
+        self._start_context_redis()
+        host, port = self.topology.host, self.topology.redis_context_port
+        pw = self.redis_context_password
+        wait_until(
+            lambda: redis_servers.ping(host, port, pw), timeout=timeout, what=f"Redis on {host}:{port}"
+        )
+
+    # -- status --------------------------------------------------------------------------------------
+
+    def _proc(self, name: str) -> dict[str, Any]:
+        rec = self.table.get(name)
+        return {"pid": rec.pid if rec else None, "alive": bool(rec and is_alive(rec))}
+
+    def _postgres_dsns(self) -> dict[str, str | None]:
+        if not self.run.postgres_role_password_file(roles.CONTEXT_API).exists():
+            return dict.fromkeys(("dsn", "read_dsn", "gateway_dsn", "context_api_dsn", "admin_dsn"))
+        return {
+            "dsn": self.postgres_dsn,
+            "read_dsn": self.postgres_read_dsn,
+            "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
+            "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
+            "admin_dsn": self.postgres_admin_dsn,
+        }
+
+    def status(self) -> dict[str, Any]:
+        t = self.topology
+        sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
+        node_pw = self._probe_password(self.run.redis_gateway_password_file)
+        master = self.current_master()
+        info = None
+        for s in self.sentinels():
+            info = redis_servers.sentinel_master_info(t.host, s.port, sentinel_pw)
+            if info is not None:
+                break
+        replicas = []
+        for n in self.nodes():
+            if master is not None and n.port == master[1]:
+                continue
+            rep = redis_servers.replication(t.host, n.port, node_pw)
+            replicas.append(
+                {"addr": t.addr(n.port), "role": rep.get("role") if rep else None, **self._proc(n.name)}
+            )
+        has_context_tokens = self.run.context_api_tokens_file.exists()
+        return {
+            "run_dir": str(self.run.root),
+            "redis_gateway": {
+                "master_name": MASTER_NAME,
+                "master": f"{master[0]}:{master[1]}" if master else None,
+                "replicas": replicas,
+                "nodes": {n.name: {"addr": t.addr(n.port), **self._proc(n.name)} for n in self.nodes()},
+                "sentinels": [{"addr": t.addr(s.port), **self._proc(s.name)} for s in self.sentinels()],
+                "quorum": int(info["quorum"]) if info else QUORUM,
+                "password": node_pw,
+                "sentinel_password": sentinel_pw,
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [GW_USER]},
+            },
+            "redis_context": {
+                "addr": t.addr(t.redis_context_port),
+                "password": self._probe_password(self.run.redis_context_password_file),
+                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [CTX_USER]},
+                **self._proc("redis-context"),
+            },
+            "postgres": {**self.postgres_status(), **self._postgres_dsns()},
+            "gateway": {
+                "url": self.url("gateway"),
+                "token": self.gateway_token if self.run.gateway_tokens_file.exists() else None,
+                **self._proc("gateway"),
+            },
+            "context_api": {
+                "url": self.url("context-api"),
+                "token": self.context_api_token if has_context_tokens else None,
+                "read_token": self.context_api_read_token if has_context_tokens else None,
+                **self._proc("context-api"),
+            },
+            **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
+        }
+
+    def postgres_status(self) -> dict[str, Any]:
+        """``mode`` (single | ha), ``members`` (name, addr, pid, role primary|standby, sync), ``primary``
+        (its addr); ``addr``/``pid``/``alive`` are the primary's."""
+        t = self.topology
+        if not self.postgres_ha:
+            proc = self._proc("postgres")
+            addr = t.addr(t.postgres_port)
+            member = {"name": "postgres", "addr": addr, "pid": proc["pid"], "role": "primary", "sync": False}
+            return {
+                "mode": "single",
+                "addr": addr,
+                "primary": addr if proc["alive"] else None,
+                "members": [member] if proc["alive"] else [],
+                **proc,
+            }
+        members = self.pg_ha.members()
+        primary = next((m for m in members if m["role"] == "primary"), None)
+        return {
+            "mode": "ha",
+            "addr": primary["addr"] if primary else None,
+            "primary": primary["addr"] if primary else None,
+            "members": members,
+            "etcd": {"addr": t.addr(t.etcd_client_port), **self._proc(ETCD)},
+            "pid": primary["pid"] if primary else None,
+            "alive": primary is not None,
+        }
+
+    # -- alerting (Prometheus, Alertmanager and the signal source their rules read) ----------------------
+
+    def start_alerting(self, timeout: float = 60.0) -> None:
+        """Start the signal source, Alertmanager and Prometheus unless running; wait for /-/ready."""
+        t, run = self.topology, self.run
+        run.alertmanager_token_file.write_text(self.gateway_token)
+        run.alertmanager_token_file.chmod(0o600)
+        if not run.signals_file.exists():
+            write_signals(run.signals_file, [])
+        if self.record("signal-source") is None:
+            argv = [
+                sys.executable,
+                "-m",
+                "kubernaut_tools.localstack.signal_source",
+                f"--file={run.signals_file}",
+                f"--host={t.host}",
+                f"--port={t.signal_source_port}",
+            ]
+            self._spawn("signal-source", argv, marker=f"--file={run.signals_file}")
+        if self.record("alertmanager") is None:
+            comp = run.component_dir("alertmanager")
+            (comp / "data").mkdir(parents=True, exist_ok=True)
+            conf = comp / "alertmanager.yml"
+            webhook = self.url("gateway") + alerting.WEBHOOK_PATH
+            conf.write_text(alerting.alertmanager_yaml(webhook, run.alertmanager_token_file))
+            argv = alerting.alertmanager_argv(conf, comp / "data", t.addr(t.alertmanager_port))
+            self._spawn("alertmanager", argv, marker=f"--config.file={conf}")
+        if self.record("prometheus") is None:
+            comp = run.component_dir("prometheus")
+            (comp / "data").mkdir(parents=True, exist_ok=True)
+            rules, conf = comp / "rules.yml", comp / "prometheus.yml"
+            rules.write_text(alerting.rules_yaml())
+            targets = alerting.ScrapeTargets(
+                gateway=t.addr(t.gateway_http),
+                context_api=t.addr(t.context_http),
+                signal_source=t.addr(t.signal_source_port),
+                alertmanager=t.addr(t.alertmanager_port),
+                prometheus=t.addr(t.prometheus_port),
+            )
+            conf.write_text(alerting.prometheus_yaml(targets, rules))
+            argv = alerting.prometheus_argv(conf, comp / "data", t.addr(t.prometheus_port))
+            self._spawn("prometheus", argv, marker=f"--config.file={conf}")
+        probes = {"signal-source": "/metrics", "alertmanager": "/-/ready", "prometheus": "/-/ready"}
+        for name, path in probes.items():
+            url = self.url(name) + path
+
+            def ready(name: str = name, url: str = url) -> bool:
+                if self.record(name) is None:
+                    raise RuntimeError(self._exited(name))
+                return alerting.http_ok(url)
+
+            wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
+
+    def set_signals(self, signals: list[Signal]) -> None:
+        """Replace the signal source's series; the local rules see them at the next scrape (1 s)."""
+        write_signals(self.run.signals_file, signals)
+
+    def stop_alerting(self) -> list[str]:
+        """Stop Prometheus, Alertmanager and the signal source only; return the names stopped."""
+        return self._stop(list(ALERTING))
+
+    def alerting_status(self) -> dict[str, Any]:
+        return {name: {"url": self.url(name), **self._proc(name)} for name in ALERTING}
+
+    def wait_for_new_master(self, old: tuple[str, int], timeout: float = 30.0) -> tuple[str, int]:
+        """Block until a majority of sentinels names a master other than ``old``; return it."""
+        start = time.monotonic()
+        result: list[tuple[str, int]] = []
+
+        def switched() -> bool:
+            m = self.current_master()
+            if m is not None and m != old:
+                result.append(m)
+                return True
+            return False
+
+        wait_until(
+            switched,
+            timeout=timeout,
+            interval=0.05,
+            what=f"a new master (old {old}) after {time.monotonic() - start:.0f}s",
+        )
+        return result[-1]
