@@ -37,9 +37,9 @@ async def _set_sync_names(dsn: str, value: str | None) -> None:
 
 
 def _settled(stack: LocalStack) -> bool:
-    members = stack.postgres_status()["members"]
-    roles = [m["role"] for m in members]
-    return roles.count("primary") == 1 and any(m["role"] == "standby" and m["sync"] for m in members)
+    members = stack.postgres_status().members
+    roles = [m.role for m in members]
+    return roles.count("primary") == 1 and any(m.role == "standby" and m.sync for m in members)
 
 
 async def _count(dsn: str, namespace: str) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from kubernaut_tools import send as client
 from kubernaut_tools.foreground import StopRequested, line_writer, stop_on_signals, survive_closed_output
 from kubernaut_tools.localstack import LocalStack, Topology
 from kubernaut_tools.localstack.stack import default_run_dir
+from kubernaut_tools.localstack.status import Proc, StackStatus
 from kubernaut_tools.localstack.topology import RunDir
 
 tools = typer.Typer()  # holds the commands until `register` moves them onto the `kubernaut` app
@@ -70,35 +71,35 @@ def _stack(run_dir: Path | None, offset: int, quiet: bool = False) -> LocalStack
     return LocalStack(run_dir=run_dir, topology=Topology(offset=offset), log=log)
 
 
-def _status_table(status: dict[str, Any]) -> Table:
+def _status_table(status: StackStatus) -> Table:
     table = Table(title="kubernaut local stack", title_justify="left")
     for col in ("component", "address", "pid", "state"):
         table.add_column(col)
 
-    def row(name: str, addr: str, proc: dict[str, Any], extra: str = "") -> None:
-        state = "[green]up[/]" if proc["alive"] else "[red]down[/]"
-        table.add_row(name, addr, str(proc["pid"] or "-"), f"{state} {extra}".strip())
+    def row(name: str, addr: str, proc: Proc, extra: str = "") -> None:
+        state = "[green]up[/]" if proc.alive else "[red]down[/]"
+        table.add_row(name, addr, str(proc.pid or "-"), f"{state} {extra}".strip())
 
-    gw = status["redis_gateway"]
-    for name, node in gw["nodes"].items():
-        role = "master" if node["addr"] == gw["master"] else "replica"
-        row(name, node["addr"], node, role if node["alive"] else "")
-    for i, s in enumerate(gw["sentinels"]):
-        row(f"sentinel-{i}", s["addr"], s, f"quorum {gw['quorum']}")
-    row("redis-context", status["redis_context"]["addr"], status["redis_context"])
-    pg = status["postgres"]
-    if pg.get("mode") == "ha":
-        for m in pg["members"]:
-            role = m["role"] or ""
-            alive = {"pid": m["pid"], "alive": m["pid"] is not None}
-            row(m["name"], m["addr"], alive, f"{role} sync" if m["sync"] else role)
-        row("etcd", pg["etcd"]["addr"], pg["etcd"])
+    gw = status.redis_gateway
+    for name, node in gw.nodes.items():
+        role = "master" if node.addr == gw.master else "replica"
+        row(name, node.addr, node.proc, role if node.proc.alive else "")
+    for i, s in enumerate(gw.sentinels):
+        row(f"sentinel-{i}", s.addr, s.proc, f"quorum {gw.quorum}")
+    row("redis-context", status.redis_context.addr, status.redis_context.proc)
+    pg = status.postgres
+    if pg.mode == "ha":
+        for m in pg.members:
+            role = m.role or ""
+            row(m.name, m.addr, Proc(m.pid, m.pid is not None), f"{role} sync" if m.sync else role)
+        if pg.etcd is not None:
+            row("etcd", pg.etcd.addr, pg.etcd.proc)
     else:
-        row("postgres", pg["addr"], pg)
-    row("gateway", status["gateway"]["url"], status["gateway"])
-    row("context-api", status["context_api"]["url"], status["context_api"])
-    for name, proc in status.get("alerting", {}).items():
-        row(name, proc["url"], proc)
+        row("postgres", pg.addr or "-", pg.proc)
+    row("gateway", status.gateway.url, status.gateway.proc)
+    row("context-api", status.context_api.url, status.context_api.proc)
+    for name, part in status.alerting.items():
+        row(name, part.url, part.proc)
     return table
 
 
@@ -146,20 +147,19 @@ def up(
 
 def _start(
     stack: LocalStack, alerting: bool, timeout: float, postgres_ha: bool, chaos_proxy: bool
-) -> dict[str, Any]:
+) -> StackStatus:
     try:
         stack.up(alerting=alerting, timeout=timeout, postgres_ha=postgres_ha, chaos_proxy=chaos_proxy)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise fail(f"{err} (logs in {stack.run.logs})") from None
     status = stack.status()
     console.print(_status_table(status))
-    console.print(f"gateway      {status['gateway']['url']}  (token in {stack.run.gateway_tokens_file})")
-    console.print(f"context-api  {status['context_api']['url']}")
-    pg = status["postgres"]
-    console.print(f"postgres     {pg['addr']}  (password in {stack.run.postgres_password_file})")
+    console.print(f"gateway      {status.gateway.url}  (token in {stack.run.gateway_tokens_file})")
+    console.print(f"context-api  {status.context_api.url}")
+    console.print(f"postgres     {status.postgres.addr}  (password in {stack.run.postgres_password_file})")
     for name in ("prometheus", "alertmanager"):
-        if name in status.get("alerting", {}):
-            console.print(f"{name:<12} {status['alerting'][name]['url']}")
+        if name in status.alerting:
+            console.print(f"{name:<12} {status.alerting[name].url}")
     return status
 
 
@@ -186,7 +186,7 @@ def status(
     """Show each component of the local stack and the gateway group's current master."""
     st = _stack(run_dir, port_offset, quiet=True).status()
     if as_json:
-        typer.echo(json.dumps(st, indent=2))
+        typer.echo(json.dumps(st.as_json(), indent=2))
     else:
         console.print(_status_table(st))
 
@@ -363,8 +363,7 @@ def drill(
             "`kubernaut up --postgres-ha`" if SCENARIOS[scenario].postgres == "ha" else "a single PostgreSQL"
         )
         raise fail(f"scenario {scenario!r} needs a stack with {mode}")
-    st = stack.status()
-    if not (st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]):
+    if not stack.status().services_running:
         raise fail("the local stack is not running: start it with `kubernaut up`")
     if scenario == "chaos":
         if not stack.chaos_proxy:
@@ -440,9 +439,7 @@ def demo(
 
     stack = _stack(run_dir, port_offset, quiet=True)
     st = stack.status()
-    alerting = st.get("alerting", {})
-    running = st["gateway"]["alive"] and st["context_api"]["alive"] and st["redis_gateway"]["master"]
-    if not (running and alerting and all(p["alive"] for p in alerting.values())):
+    if not (st.services_running and st.alerting_running):
         raise fail(
             "the local stack with alerting is not running: start it with `kubernaut up --with-alerting`"
         )

@@ -71,9 +71,9 @@ def _heal(stack: LocalStack, log: Log) -> None:
 
 
 def _rejoined_as_standby(stack: LocalStack, log: Log, node: patroni.Node) -> None:
-    member = next(m for m in stack.pg_ha.members() if m["name"] == node.name)
-    log.checks["old_primary_rejoined_as_standby"] = member["role"] == "standby"
-    log.checks["a_synchronous_standby"] = any(m["sync"] for m in stack.pg_ha.members())
+    member = next(m for m in stack.pg_ha.members() if m.name == node.name)
+    log.checks["old_primary_rejoined_as_standby"] = member.role == "standby"
+    log.checks["a_synchronous_standby"] = any(m.sync for m in stack.pg_ha.members())
 
 
 def primary_kill(stack: LocalStack, log: Log) -> None:
@@ -104,7 +104,7 @@ def standby_kill(stack: LocalStack, log: Log) -> None:
     time.sleep(OUTAGE_S)
     _heal(stack, log)
     log.checks["primary_unchanged"] = stack.pg_ha.primary() == primary
-    log.checks["a_synchronous_standby"] = any(m["sync"] for m in stack.pg_ha.members())
+    log.checks["a_synchronous_standby"] = any(m.sync for m in stack.pg_ha.members())
 
 
 # (name, summary, inject): the scenarios that need ``kubernaut up --postgres-ha``.

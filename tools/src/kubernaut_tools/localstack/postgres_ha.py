@@ -21,6 +21,7 @@ from kubernaut_tools.localstack.processes import (
     stop,
     wait_until,
 )
+from kubernaut_tools.localstack.status import PatroniMember, PgRole, PostgresMember
 from kubernaut_tools.localstack.topology import RunDir, Topology
 
 ETCD = "etcd"
@@ -231,28 +232,30 @@ class PostgresHA:
 
     # -- status --------------------------------------------------------------------------------------
 
-    def members(self) -> list[dict[str, Any]]:
-        """Each node: ``name``, ``addr``, ``pid`` (its postgres), ``role`` (primary | standby | None when
-        down), ``sync`` (a synchronous standby), and ``patroni_pid``."""
+    def members(self) -> list[PostgresMember]:
+        """Each node as Patroni and the process table see it."""
         by_name = {m["name"]: m for m in (self.cluster() or {}).get("members", [])}
         out = []
         for node in self.nodes():
             m = by_name.get(node.name)
-            role = None
+            role: PgRole | None = None
             if m is not None and m.get("state") in ("running", "streaming"):
                 role = "primary" if m.get("role") in ("leader", "master") else "standby"
             rec = self.table.get(node.name)
             postmaster = self._postmaster(node.name)
+            patroni = PatroniMember(
+                lag=m.get("lag") if m else None,
+                pid=rec.pid if rec and is_alive(rec) else None,
+                api=f"http://{self.topology.addr(node.rest_port)}",
+            )
             out.append(
-                {
-                    "name": node.name,
-                    "addr": self.topology.addr(node.pg_port),
-                    "pid": postmaster.pid if postmaster else None,
-                    "role": role,
-                    "sync": bool(m and m.get("role") == "sync_standby"),
-                    "lag": m.get("lag") if m else None,
-                    "patroni_pid": rec.pid if rec and is_alive(rec) else None,
-                    "patroni_api": f"http://{self.topology.addr(node.rest_port)}",
-                }
+                PostgresMember(
+                    name=node.name,
+                    addr=self.topology.addr(node.pg_port),
+                    pid=postmaster.pid if postmaster else None,
+                    role=role,
+                    sync=bool(m and m.get("role") == "sync_standby"),
+                    patroni=patroni,
+                )
             )
         return out

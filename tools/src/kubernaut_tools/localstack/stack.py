@@ -41,6 +41,20 @@ from kubernaut_tools.localstack.processes import (
     wait_until,
 )
 from kubernaut_tools.localstack.signal_source import Signal, write_signals
+from kubernaut_tools.localstack.status import (
+    ContextApi,
+    ContextRedis,
+    Gateway,
+    GatewayGroup,
+    Listener,
+    Postgres,
+    PostgresDsns,
+    PostgresMember,
+    Proc,
+    Replica,
+    Service,
+    StackStatus,
+)
 from kubernaut_tools.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
 
 GATEWAY_TOKEN_NAME = "local"
@@ -676,22 +690,22 @@ class LocalStack:
 
     # -- status --------------------------------------------------------------------------------------
 
-    def _proc(self, name: str) -> dict[str, Any]:
+    def _proc(self, name: str) -> Proc:
         rec = self.table.get(name)
-        return {"pid": rec.pid if rec else None, "alive": bool(rec and is_alive(rec))}
+        return Proc(pid=rec.pid if rec else None, alive=bool(rec and is_alive(rec)))
 
-    def _postgres_dsns(self) -> dict[str, str | None]:
+    def _postgres_dsns(self) -> PostgresDsns:
         if not self.run.postgres_role_password_file(roles.CONTEXT_API).exists():
-            return dict.fromkeys(("dsn", "read_dsn", "gateway_dsn", "context_api_dsn", "admin_dsn"))
-        return {
-            "dsn": self.postgres_dsn,
-            "read_dsn": self.postgres_read_dsn,
-            "gateway_dsn": self.postgres_role_dsn(roles.GATEWAY),
-            "context_api_dsn": self.postgres_role_dsn(roles.CONTEXT_API),
-            "admin_dsn": self.postgres_admin_dsn,
-        }
+            return PostgresDsns()
+        return PostgresDsns(
+            dsn=self.postgres_dsn,
+            read_dsn=self.postgres_read_dsn,
+            gateway_dsn=self.postgres_role_dsn(roles.GATEWAY),
+            context_api_dsn=self.postgres_role_dsn(roles.CONTEXT_API),
+            admin_dsn=self.postgres_admin_dsn,
+        )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StackStatus:
         t = self.topology
         sentinel_pw = self._probe_password(self.run.redis_sentinel_password_file)
         node_pw = self._probe_password(self.run.redis_gateway_password_file)
@@ -706,70 +720,68 @@ class LocalStack:
             if master is not None and n.port == master[1]:
                 continue
             rep = redis_servers.replication(t.host, n.port, node_pw)
-            replicas.append(
-                {"addr": t.addr(n.port), "role": rep.get("role") if rep else None, **self._proc(n.name)}
-            )
+            replicas.append(Replica(t.addr(n.port), rep.get("role") if rep else None, self._proc(n.name)))
         has_context_tokens = self.run.context_api_tokens_file.exists()
-        return {
-            "run_dir": str(self.run.root),
-            "redis_gateway": {
-                "master_name": MASTER_NAME,
-                "master": f"{master[0]}:{master[1]}" if master else None,
-                "replicas": replicas,
-                "nodes": {n.name: {"addr": t.addr(n.port), **self._proc(n.name)} for n in self.nodes()},
-                "sentinels": [{"addr": t.addr(s.port), **self._proc(s.name)} for s in self.sentinels()],
-                "quorum": int(info["quorum"]) if info else QUORUM,
-                "password": node_pw,
-                "sentinel_password": sentinel_pw,
-                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [GW_USER]},
-            },
-            "redis_context": {
-                "addr": t.addr(t.redis_context_port),
-                "password": self._probe_password(self.run.redis_context_password_file),
-                "users": {u: self._probe_password(self.run.redis_user_password_file(u)) for u in [CTX_USER]},
-                **self._proc("redis-context"),
-            },
-            "postgres": {**self.postgres_status(), **self._postgres_dsns()},
-            "gateway": {
-                "url": self.url("gateway"),
-                "token": self.gateway_token if self.run.gateway_tokens_file.exists() else None,
-                **self._proc("gateway"),
-            },
-            "context_api": {
-                "url": self.url("context-api"),
-                "token": self.context_api_token if has_context_tokens else None,
-                "read_token": self.context_api_read_token if has_context_tokens else None,
-                **self._proc("context-api"),
-            },
-            **({"alerting": self.alerting_status()} if any(map(self.table.get, ALERTING)) else {}),
-        }
+        return StackStatus(
+            run_dir=str(self.run.root),
+            redis_gateway=GatewayGroup(
+                master_name=MASTER_NAME,
+                master=f"{master[0]}:{master[1]}" if master else None,
+                replicas=replicas,
+                nodes={n.name: Listener(t.addr(n.port), self._proc(n.name)) for n in self.nodes()},
+                sentinels=[Listener(t.addr(s.port), self._proc(s.name)) for s in self.sentinels()],
+                quorum=int(info["quorum"]) if info else QUORUM,
+                password=node_pw,
+                sentinel_password=sentinel_pw,
+                users={u: self._probe_password(self.run.redis_user_password_file(u)) for u in [GW_USER]},
+            ),
+            redis_context=ContextRedis(
+                addr=t.addr(t.redis_context_port),
+                password=self._probe_password(self.run.redis_context_password_file),
+                users={u: self._probe_password(self.run.redis_user_password_file(u)) for u in [CTX_USER]},
+                proc=self._proc("redis-context"),
+            ),
+            postgres=self.postgres_status(),
+            gateway=Gateway(
+                url=self.url("gateway"),
+                proc=self._proc("gateway"),
+                token=self.gateway_token if self.run.gateway_tokens_file.exists() else None,
+            ),
+            context_api=ContextApi(
+                url=self.url("context-api"),
+                proc=self._proc("context-api"),
+                token=self.context_api_token if has_context_tokens else None,
+                read_token=self.context_api_read_token if has_context_tokens else None,
+            ),
+            alerting=self.alerting_status() if any(map(self.table.get, ALERTING)) else {},
+        )
 
-    def postgres_status(self) -> dict[str, Any]:
-        """``mode`` (single | ha), ``members`` (name, addr, pid, role primary|standby, sync), ``primary``
-        (its addr); ``addr``/``pid``/``alive`` are the primary's."""
+    def postgres_status(self) -> Postgres:
+        """The single server, or the Patroni cluster's members with the primary's address and process."""
         t = self.topology
         if not self.postgres_ha:
             proc = self._proc("postgres")
             addr = t.addr(t.postgres_port)
-            member = {"name": "postgres", "addr": addr, "pid": proc["pid"], "role": "primary", "sync": False}
-            return {
-                "mode": "single",
-                "addr": addr,
-                "primary": addr if proc["alive"] else None,
-                "members": [member] if proc["alive"] else [],
-                **proc,
-            }
+            member = PostgresMember("postgres", addr, proc.pid, "primary", sync=False)
+            return Postgres(
+                mode="single",
+                addr=addr,
+                primary=addr if proc.alive else None,
+                members=[member] if proc.alive else [],
+                proc=proc,
+                dsns=self._postgres_dsns(),
+            )
         members = self.pg_ha.members()
-        primary = next((m for m in members if m["role"] == "primary"), None)
-        return {
-            "mode": "ha",
-            "addr": primary["addr"] if primary else None,
-            "primary": primary["addr"] if primary else None,
-            "members": members,
-            "etcd": {"addr": t.addr(t.etcd_client_port), **self._proc(ETCD)},
-            "pid": primary["pid"] if primary else None,
-            "alive": primary is not None,
-        }
+        primary = next((m for m in members if m.role == "primary"), None)
+        return Postgres(
+            mode="ha",
+            addr=primary.addr if primary else None,
+            primary=primary.addr if primary else None,
+            members=members,
+            proc=Proc(pid=primary.pid if primary else None, alive=primary is not None),
+            etcd=Listener(t.addr(t.etcd_client_port), self._proc(ETCD)),
+            dsns=self._postgres_dsns(),
+        )
 
     # -- alerting (Prometheus, Alertmanager and the signal source their rules read) ----------------------
 
@@ -832,8 +844,8 @@ class LocalStack:
         """Stop Prometheus, Alertmanager and the signal source only; return the names stopped."""
         return self._stop(list(ALERTING))
 
-    def alerting_status(self) -> dict[str, Any]:
-        return {name: {"url": self.url(name), **self._proc(name)} for name in ALERTING}
+    def alerting_status(self) -> dict[str, Service]:
+        return {name: Service(self.url(name), self._proc(name)) for name in ALERTING}
 
     def wait_for_new_master(self, old: tuple[str, int], timeout: float = 30.0) -> tuple[str, int]:
         """Block until a majority of sentinels names a master other than ``old``; return it."""
