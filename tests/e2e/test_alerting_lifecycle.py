@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubernaut_tools.localstack import LocalStack
-from kubernaut_tools.localstack.alerting import http_ok
+from kubernaut_tools.localstack.launch import http_ok
 from kubernaut_tools.localstack.processes import is_alive
 from kubernaut_tools.localstack.stack import ALERTING
 

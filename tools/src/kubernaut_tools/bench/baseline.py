@@ -4,16 +4,16 @@ and routes them like any deployment, to a receiver without integrations (nothing
 from __future__ import annotations
 
 import shutil
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import yaml
 
 from kubernaut_tools.bench.alerts import alertmanager_v2
 from kubernaut_tools.bench.ingest import IngestTarget
 from kubernaut_tools.localstack import LocalStack, alerting
-from kubernaut_tools.localstack.processes import spawn, stop, wait_until
+from kubernaut_tools.localstack.launch import http_ok
 
 NAME = "bench-alertmanager"
 CONFIG = {
@@ -32,16 +32,16 @@ def alertmanager(stack: LocalStack, port: int | None = None) -> Iterator[IngestT
     conf = comp / "alertmanager.yml"
     conf.write_text(yaml.safe_dump(CONFIG))
     listen = t.addr(port or t.alertmanager_port)
-    rec = spawn(
-        NAME,
-        alerting.alertmanager_argv(conf, comp / "data", listen),
-        marker=f"--config.file={conf}",
-        log=stack.run.log(NAME),
-    )
-    stack.table.put(rec)
+    ready = f"http://{listen}/-/ready"
     try:
-        wait_until(lambda: alerting.http_ok(f"http://{listen}/-/ready"), timeout=30, what=f"{NAME} ready")
+        stack.launcher.launch(
+            NAME,
+            alerting.alertmanager_argv(conf, comp / "data", listen),
+            marker=f"--config.file={conf}",
+            ready=partial(http_ok, ready),
+            timeout=30,
+            what=f"{NAME} at {ready}",
+        )
         yield IngestTarget("alertmanager", f"http://{listen}/api/v2/alerts", alertmanager_v2)
     finally:
-        stop(rec, sig=signal.SIGTERM)
-        stack.table.remove(NAME)
+        stack.launcher.retire(NAME)

@@ -6,11 +6,11 @@ every key, and the cache counters read from a replica's own ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from kubernaut.store.migrate import migrate_dsn
 from kubernaut_tools.bench.errors import BenchError
 from kubernaut_tools.bench.wrk import Load, get_keys
 from kubernaut_tools.localstack import LocalStack
-from kubernaut_tools.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
+from kubernaut_tools.localstack.launch import http_ok, last_line
+from kubernaut_tools.localstack.processes import ProcessRecord, is_alive, wait_until
 from kubernaut_tools.seed import SeedReport, seed_history
 
 # L2 reduced to one entry that ages out within a millisecond: every request passes L2 and goes to L1.
@@ -102,8 +103,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _spawn(stack: LocalStack, name: str, port: int, context_api: dict[str, Any]) -> ProcessRecord:
-    """Start a replica with the stack's configuration, ``context_api`` merged into its section."""
+def _command(stack: LocalStack, name: str, port: int, context_api: dict[str, Any]) -> tuple[list[str], str]:
+    """The argv and process marker of a replica with the stack's configuration, ``context_api`` merged into
+    its section."""
     config = yaml.safe_load(stack.run.config_file.read_text())
     section = _merge(
         config["context_api"], {**context_api, "http": {"host": stack.topology.host, "port": port}}
@@ -114,50 +116,43 @@ def _spawn(stack: LocalStack, name: str, port: int, context_api: dict[str, Any])
     conf = comp / "config.yaml"
     conf.write_text(yaml.safe_dump(config, sort_keys=False))
     conf.chmod(0o600)
-    argv = [sys.executable, "-m", "kubernaut", "context-api", "--config", str(conf)]
-    rec = spawn(name, argv, marker=str(conf), log=stack.run.log(name))
-    stack.table.put(rec)
-    return rec
+    return [sys.executable, "-m", "kubernaut", "context-api", "--config", str(conf)], str(conf)
 
 
 def _last_line(log: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    return last_line(log) or "no output"
 
 
 @contextmanager
 def replica(stack: LocalStack, name: str, port: int, context_api: dict[str, Any]) -> Iterator[Replica]:
     """A running replica, ready (``/readyz`` 200) when yielded, stopped by PID afterwards."""
-    rec = _spawn(stack, name, port, context_api)
+    argv, marker = _command(stack, name, port, context_api)
     url = f"http://{stack.topology.addr(port)}"
-
-    def ready() -> bool:
-        if not is_alive(rec):
-            raise BenchError(f"{name} exited during start-up: {_last_line(stack.run.log(name))}")
-        try:
-            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(ready, timeout=60, interval=0.1, what=f"{name} at {url}")
+        rec = stack.launcher.launch(
+            name,
+            argv,
+            marker=marker,
+            ready=partial(http_ok, f"{url}/readyz"),
+            timeout=60,
+            what=f"{name} at {url}",
+        )
         yield Replica(name, url, rec, stack.run.log(name), stack.context_api_read_token)
     finally:
-        stop(rec, sig=signal.SIGTERM)
-        stack.table.remove(name)
+        stack.launcher.retire(name)
 
 
 def refusal(stack: LocalStack, name: str, port: int, context_api: dict[str, Any], expect: str) -> str:
     """Start a replica that must refuse to run; return its log line containing ``expect``."""
-    rec = _spawn(stack, name, port, context_api)
+    argv, marker = _command(stack, name, port, context_api)
+    rec = stack.launcher.spawn(name, argv, marker)
     log = stack.run.log(name)
     try:
         wait_until(lambda: not is_alive(rec), timeout=60, what=f"{name} to refuse and exit")
     except TimeoutError:
         raise BenchError(f"{name} did not refuse to start: {_last_line(log)}") from None
     finally:
-        stop(rec)
-        stack.table.remove(name)
+        stack.launcher.retire(name)
     said = next((ln.strip() for ln in log.read_text(errors="replace").splitlines() if expect in ln), None)
     if said is None:
         raise BenchError(f"{name} exited without saying {expect!r}: {_last_line(log)}")

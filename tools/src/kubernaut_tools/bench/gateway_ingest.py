@@ -91,7 +91,7 @@ def redis_limit_rows(
     stack: LocalStack, requests: int, with_gateway: bool, log: Callable[[str], None]
 ) -> list[EvalshaRow]:
     """The reference INCR and, with the gateway, its ingest script for 1 and 50 alerts per call."""
-    host, port = gateway_target.master(stack)
+    host, port = stack.master_node().addr
     password = stack.redis_password(port)
     runs: list[tuple[str, bytes | str, list[str], list[str], int, int]] = [
         ("reference INCR", REFERENCE_SCRIPT, ["gw:bench:__rand_int__"], [], 1, requests),

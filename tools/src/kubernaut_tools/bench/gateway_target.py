@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,7 +21,6 @@ from kubernaut_tools.bench.ingest import IngestTarget
 from kubernaut_tools.bench.ingest_check import check
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.alerting import WEBHOOK_PATH
-from kubernaut_tools.localstack.processes import spawn, stop, wait_until
 
 
 @dataclass(frozen=True)
@@ -58,13 +56,6 @@ async def _empty_requests(dsn: str) -> None:
         await conn.close()
 
 
-def master(stack: LocalStack) -> tuple[str, int]:
-    found = stack.current_master()
-    if found is None:
-        raise RuntimeError("the gateway's Redis group has no master")
-    return found
-
-
 @contextmanager
 def _extra_instance(stack: LocalStack, index: int) -> Iterator[None]:
     """Another ``kubernaut gateway`` on the stack's port (its configuration sets reuse_port), own instance
@@ -73,23 +64,28 @@ def _extra_instance(stack: LocalStack, index: int) -> Iterator[None]:
     log = stack.run.log(name)
     log.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
-    record = spawn(name, argv, marker="-m kubernaut gateway", log=log, env=dict(os.environ))
+
+    def started() -> bool:
+        return "Application startup complete" in log.read_text(errors="replace")
+
     try:
-
-        def started() -> bool:
-            if os.waitpid(record.pid, os.WNOHANG)[0] == record.pid:
-                raise RuntimeError(f"{name} exited during start-up (log: {log})")
-            return "Application startup complete" in log.read_text(errors="replace")
-
-        wait_until(started, timeout=60, interval=0.2, what=f"{name} to start")
+        stack.launcher.launch(
+            name,
+            argv,
+            marker="-m kubernaut gateway",
+            ready=started,
+            timeout=60,
+            what=f"{name} to start",
+            env=dict(os.environ),
+        )
         yield
     finally:
-        stop(record, sig=signal.SIGTERM)
+        stack.launcher.retire(name)
 
 
 @contextmanager
 def gateway(stack: LocalStack, scale: Scale = Scale()) -> Iterator[IngestTarget]:
-    addr = master(stack)
+    addr = stack.master_node().addr
     with redis.Redis(*addr, password=stack.redis_password(addr[1])) as r:
         r.flushall()  # the gateway claims the group again when it starts
     dsn = stack.postgres_dsn

@@ -159,7 +159,7 @@ def _flush(stack: LocalStack, *servers: tuple[str, int]) -> None:
 def _services(stack: LocalStack, setup: Setup, log: Callable[[str], None]) -> Iterator[Running]:
     """The gateway and a Context-API replica started for ``setup`` on flushed Redis servers."""
     t = stack.topology
-    master = gateway_target.master(stack)
+    master = stack.master_node().addr
     own = (t.host, t.redis_context_port)
     _flush(stack, master, own)
     _configure_gateway(stack, setup.shared)
@@ -209,7 +209,7 @@ def _pin(stack: LocalStack, running: Running, setup: Setup) -> list[str]:
             raise BenchError(f"cannot pin {name}: it is not running")
         pin(rec.pid, cpus)
         seen.append(f"{name} {','.join(map(str, sorted(cores_of(rec.pid))))}")
-    if gateway_target.master(stack) != running.master:
+    if stack.master_node().addr != running.master:
         raise BenchError("the gateway group's master changed during the benchmark")
     return seen
 

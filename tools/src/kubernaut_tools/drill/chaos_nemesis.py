@@ -18,7 +18,6 @@ from kubernaut_tools.drill.faults import (
     HEAL_TIMEOUT_S,
     FaultLog,
     _fail_over,
-    _master_node,
 )
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import wait_until
@@ -59,7 +58,7 @@ def _heal(stack: LocalStack) -> None:
 
 
 def _replica(stack: LocalStack, index: int) -> str:
-    _, master = _master_node(stack)
+    _, master = stack.master_node()
     replicas = [n.name for n in stack.nodes() if n.port != master[1]]
     return replicas[index % len(replicas)]
 
@@ -72,7 +71,7 @@ def master_kill(stack: LocalStack, plan: PlannedFault) -> str:
 
 
 def master_pause(stack: LocalStack, plan: PlannedFault) -> str:
-    name, master = _master_node(stack)
+    name, master = stack.master_node()
     stack.signal_component(name, signal.SIGSTOP)
     try:
         time.sleep(plan.hold_s)
@@ -130,7 +129,7 @@ def gateway_kill(stack: LocalStack, plan: PlannedFault) -> str:
 
 def partition(stack: LocalStack, plan: PlannedFault) -> str:
     """Cut the gateway off its master (the chaos proxy black-holes); Sentinel still sees it healthy."""
-    name, master = _master_node(stack)
+    name, master = stack.master_node()
     stack.partition(name, cut=True)
     try:
         time.sleep(plan.hold_s)

@@ -48,21 +48,13 @@ class FaultLog:
         return round(self.postgres_failover_at - self.fault_at, 3)
 
 
-def _master_node(stack: LocalStack) -> tuple[str, tuple[str, int]]:
-    master = stack.current_master()
-    if master is None:
-        raise RuntimeError("the gateway's Redis group has no master: run `kubernaut up` first")
-    name = next(n.name for n in stack.nodes() if n.port == master[1])
-    return name, master
-
-
 def _heal(stack: LocalStack, log: FaultLog) -> None:
     stack.up(timeout=HEAL_TIMEOUT_S)
     log.healed_at = time.monotonic()
 
 
 def _fail_over(stack: LocalStack, log: FaultLog, sig: signal.Signals) -> str:
-    name, master = _master_node(stack)
+    name, master = stack.master_node()
     log.old_master = f"{master[0]}:{master[1]}"
     log.fault_at = time.monotonic()
     if not stack.signal_component(name, sig):
@@ -74,7 +66,7 @@ def _fail_over(stack: LocalStack, log: FaultLog, sig: signal.Signals) -> str:
 
 
 def replica_down(stack: LocalStack, log: FaultLog) -> None:
-    _, master = _master_node(stack)
+    _, master = stack.master_node()
     replica = next(n.name for n in stack.nodes() if n.port != master[1])
     log.fault_at = time.monotonic()
     stack.stop_component(replica, sig=signal.SIGKILL)

@@ -8,8 +8,6 @@ run or an e2e test sees first notifications, repeats and resolutions within seco
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,11 +161,3 @@ def alertmanager_argv(config: Path, data_dir: Path, listen: str) -> list[str]:
         f"--web.listen-address={listen}",
         "--cluster.listen-address=",  # a single local instance: no gossip
     ]
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

@@ -26,7 +26,7 @@ from kubernaut_tools.localstack.topology import RunDir, Topology
 
 ETCD = "etcd"
 
-Spawn = Callable[..., None]
+Spawn = Callable[..., object]
 
 
 def _dead(rec: ProcessRecord) -> bool:

@@ -16,13 +16,11 @@ import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -30,13 +28,13 @@ from kubernaut.config import Settings, load_settings
 from kubernaut.store import roles
 from kubernaut.store.migrate import migrate_dsn
 from kubernaut_tools.localstack import alerting, postgres, redis_servers
+from kubernaut_tools.localstack.launch import Launcher, http_ok
 from kubernaut_tools.localstack.postgres_ha import ETCD, PostgresHA
 from kubernaut_tools.localstack.processes import (
     ProcessRecord,
     ProcessTable,
     is_alive,
     signal_process,
-    spawn,
     stop,
     wait_until,
 )
@@ -91,6 +89,11 @@ class Endpoint:
     kind: str  # redis-gateway | sentinel | redis-context | postgres | service | alerting
 
 
+class MasterNode(NamedTuple):
+    name: str  # redis-gateway-N
+    addr: tuple[str, int]
+
+
 class LocalStack:
     def __init__(
         self,
@@ -102,7 +105,8 @@ class LocalStack:
         self.run = RunDir((run_dir or default_run_dir()).resolve())
         self.table = ProcessTable(self.run.state_file)
         self._log = log or (lambda _msg: None)
-        self.pg_ha = PostgresHA(self.run, self.topology, self.table, self._spawn)
+        self.launcher = Launcher(self.run, self.table, self._log)
+        self.pg_ha = PostgresHA(self.run, self.topology, self.table, self.launcher.spawn)
 
     @property
     def postgres_ha(self) -> bool:
@@ -150,8 +154,7 @@ class LocalStack:
         raise KeyError(name)
 
     def record(self, name: str) -> ProcessRecord | None:
-        rec = self.table.get(name)
-        return rec if rec is not None and is_alive(rec) else None
+        return self.launcher.record(name)
 
     @property
     def postgres_password(self) -> str:
@@ -345,7 +348,7 @@ class LocalStack:
                     str(node.port),
                     host,
                 ]
-                self._spawn(name, argv, marker="kubernaut_tools.localstack.tcp_proxy " + str(port))
+                self.launcher.spawn(name, argv, marker="kubernaut_tools.localstack.tcp_proxy " + str(port))
         for port in self.topology.proxy_ports:
             wait_until(partial(_listening, host, port), timeout=10, what=f"the chaos proxy on {host}:{port}")
 
@@ -411,11 +414,6 @@ class LocalStack:
         self.run.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.run.config_file.chmod(0o600)
 
-    def _spawn(self, name: str, argv: list[str], marker: str, **kw: Any) -> None:
-        rec = spawn(name, argv, marker=marker, log=self.run.log(name), **kw)
-        self.table.put(rec)
-        self._log(f"started {name} (pid {rec.pid})")
-
     def _start_postgres(self) -> None:
         if self.postgres_ha:
             self.pg_ha.start(self.postgres_password)
@@ -439,7 +437,7 @@ class LocalStack:
             postgres.initdb(data, self.run.postgres_password_file, self.run.log("postgres"))
             initialised.write_text("")
         argv = postgres.server_argv(data, self.topology.host, self.topology.postgres_port)
-        self._spawn("postgres", argv, marker=str(data), user=postgres.service_user(), cwd=data)
+        self.launcher.spawn("postgres", argv, marker=str(data), user=postgres.service_user(), cwd=data)
 
     def current_master(self) -> tuple[str, int] | None:
         """The master most sentinels name, else a live node that says it is master."""
@@ -457,6 +455,13 @@ class LocalStack:
             if info is not None and info.get("role") == "master":
                 return (self.topology.host, n.port)
         return None
+
+    def master_node(self) -> MasterNode:
+        """The current master (``current_master``) and its node's name; RuntimeError when there is none."""
+        master = self.current_master()
+        if master is None:
+            raise RuntimeError("the gateway's Redis group has no master: run `kubernaut up` first")
+        return MasterNode(next(n.name for n in self.nodes() if n.port == master[1]), master)
 
     def _start_gateway_group(self) -> None:
         host = self.topology.host
@@ -479,7 +484,7 @@ class LocalStack:
                 conf, s.port, known_ports, *passwords
             ):
                 conf.write_text(redis_servers.sentinel_conf(host, s.port, workdir, master, *passwords))
-            self._spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
+            self.launcher.spawn(s.name, [redis_servers.REDIS_SENTINEL, str(conf)], marker=str(s.port))
 
     def start_node(self, name: str, master: tuple[str, int] | None = None) -> None:
         """(Re)start one node of the gateway's group, as a replica unless it is the current master."""
@@ -500,7 +505,7 @@ class LocalStack:
                 self.redis_user_password(redis_servers.GATEWAY_USER),
             )
         )
-        self._spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
+        self.launcher.spawn(name, [redis_servers.REDIS_SERVER, str(conf)], marker=str(node.port))
 
     def _start_context_redis(self) -> None:
         if self.record("redis-context") is not None:
@@ -518,7 +523,7 @@ class LocalStack:
                 self.redis_user_password(redis_servers.CONTEXT_API_USER),
             )
         )
-        self._spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
+        self.launcher.spawn("redis-context", [redis_servers.REDIS_SERVER, str(conf)], marker=str(port))
 
     def group_ready(self) -> bool:
         """Replication linked (2 online replicas) and every sentinel agrees on the master and its peers."""
@@ -586,40 +591,26 @@ class LocalStack:
 
     def start_service(self, name: str, timeout: float = 30.0) -> None:
         """Start one service (``gateway`` or ``context-api``) unless running; wait for /readyz."""
-        if self.record(name) is None:
-            env = {**os.environ, "KUBERNAUT_CONFIG": str(self.run.config_file)}
-            if name == "gateway":  # its worker processes' metrics, merged; emptied at each start
-                metrics = self.run.component_dir("gateway-metrics")
-                metrics.mkdir(exist_ok=True)
-                env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-            argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
-            marker = f"-m kubernaut {name}"
-            self._spawn(name, argv, marker=marker, env=env)
-        self.wait_service_ready(name, timeout)
-
-    def _exited(self, name: str) -> str:
-        """The error for a process that died while starting: its log's last line says why."""
-        log = self.run.log(name)
-        try:
-            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            lines = []
-        last = f": {lines[-1].strip()[:300]}" if lines else ""
-        return f"{name} exited during start-up{last} (log: {log})"
+        env = {**os.environ, "KUBERNAUT_CONFIG": str(self.run.config_file)}
+        if name == "gateway":  # its worker processes' metrics, merged; emptied at each start
+            metrics = self.run.component_dir("gateway-metrics")
+            metrics.mkdir(exist_ok=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+        argv = [sys.executable, "-m", "kubernaut", name, "--config", str(self.run.config_file)]
+        url = f"{self.url(name)}/readyz"
+        self.launcher.launch(
+            name,
+            argv,
+            marker=f"-m kubernaut {name}",
+            ready=partial(http_ok, url),
+            timeout=timeout,
+            what=f"{name} at {url}",
+            env=env,
+        )
 
     def wait_service_ready(self, name: str, timeout: float = 30.0) -> None:
         url = f"{self.url(name)}/readyz"
-
-        def ready() -> bool:
-            if self.record(name) is None:
-                raise RuntimeError(self._exited(name))
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    return bool(resp.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-
-        wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
+        self.launcher.wait_ready(name, partial(http_ok, url), timeout=timeout, what=f"{name} at {url}")
 
     # -- down ----------------------------------------------------------------------------------------
 
@@ -642,19 +633,12 @@ class LocalStack:
         return stopped
 
     def _stop(self, names: list[str]) -> list[str]:
-        records = self.table.load()
-        stopped = []
-        for name in names:
-            rec = records.get(name)
-            if rec is None:
-                continue
-            if is_alive(rec):
-                # PostgreSQL's SIGTERM waits for clients to leave; SIGINT is its "fast" shutdown.
-                stop(rec, sig=signal.SIGINT if name == "postgres" else signal.SIGTERM)
-                stopped.append(name)
-                self._log(f"stopped {name} (pid {rec.pid})")
-            self.table.remove(name)
-        return stopped
+        # PostgreSQL's SIGTERM waits for clients to leave; SIGINT is its "fast" shutdown.
+        return [
+            name
+            for name in names
+            if self.launcher.retire(name, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        ]
 
     def destroy(self) -> list[str]:
         """``down``, then delete the run directory and any data directory kept outside it."""
@@ -801,7 +785,7 @@ class LocalStack:
                 f"--host={t.host}",
                 f"--port={t.signal_source_port}",
             ]
-            self._spawn("signal-source", argv, marker=f"--file={run.signals_file}")
+            self.launcher.spawn("signal-source", argv, marker=f"--file={run.signals_file}")
         if self.record("alertmanager") is None:
             comp = run.component_dir("alertmanager")
             (comp / "data").mkdir(parents=True, exist_ok=True)
@@ -809,7 +793,7 @@ class LocalStack:
             webhook = self.url("gateway") + alerting.WEBHOOK_PATH
             conf.write_text(alerting.alertmanager_yaml(webhook, run.alertmanager_token_file))
             argv = alerting.alertmanager_argv(conf, comp / "data", t.addr(t.alertmanager_port))
-            self._spawn("alertmanager", argv, marker=f"--config.file={conf}")
+            self.launcher.spawn("alertmanager", argv, marker=f"--config.file={conf}")
         if self.record("prometheus") is None:
             comp = run.component_dir("prometheus")
             (comp / "data").mkdir(parents=True, exist_ok=True)
@@ -824,17 +808,12 @@ class LocalStack:
             )
             conf.write_text(alerting.prometheus_yaml(targets, rules))
             argv = alerting.prometheus_argv(conf, comp / "data", t.addr(t.prometheus_port))
-            self._spawn("prometheus", argv, marker=f"--config.file={conf}")
+            self.launcher.spawn("prometheus", argv, marker=f"--config.file={conf}")
+        # all three spawned first, so they start up side by side
         probes = {"signal-source": "/metrics", "alertmanager": "/-/ready", "prometheus": "/-/ready"}
         for name, path in probes.items():
             url = self.url(name) + path
-
-            def ready(name: str = name, url: str = url) -> bool:
-                if self.record(name) is None:
-                    raise RuntimeError(self._exited(name))
-                return alerting.http_ok(url)
-
-            wait_until(ready, timeout=timeout, interval=0.1, what=f"{name} at {url}")
+            self.launcher.wait_ready(name, partial(http_ok, url), timeout=timeout, what=f"{name} at {url}")
 
     def set_signals(self, signals: list[Signal]) -> None:
         """Replace the signal source's series; the local rules see them at the next scrape (1 s)."""
