@@ -13,11 +13,8 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,14 +25,13 @@ from kubernaut.config import Settings, load_settings
 from kubernaut.store import roles
 from kubernaut.store.migrate import migrate_dsn
 from kubernaut_tools.localstack import alerting, postgres, redis_servers
+from kubernaut_tools.localstack.faults import FaultPrimitives
 from kubernaut_tools.localstack.launch import Launcher, http_ok
 from kubernaut_tools.localstack.postgres_ha import ETCD, PostgresHA
 from kubernaut_tools.localstack.processes import (
     ProcessRecord,
     ProcessTable,
     is_alive,
-    signal_process,
-    stop,
     wait_until,
 )
 from kubernaut_tools.localstack.signal_source import Signal, write_signals
@@ -53,7 +49,7 @@ from kubernaut_tools.localstack.status import (
     Service,
     StackStatus,
 )
-from kubernaut_tools.localstack.topology import MASTER_NAME, QUORUM, RunDir, Topology
+from kubernaut_tools.localstack.topology import MASTER_NAME, QUORUM, Endpoint, RunDir, Topology
 
 GATEWAY_TOKEN_NAME = "local"
 GW_USER, CTX_USER = redis_servers.GATEWAY_USER, redis_servers.CONTEXT_API_USER
@@ -76,25 +72,12 @@ def service_available(name: str) -> bool:
         return False
 
 
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex((host, port)) == 0
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    port: int
-    kind: str  # redis-gateway | sentinel | redis-context | postgres | service | alerting
-
-
 class MasterNode(NamedTuple):
     name: str  # redis-gateway-N
     addr: tuple[str, int]
 
 
-class LocalStack:
+class LocalStack(FaultPrimitives):
     def __init__(
         self,
         run_dir: Path | None = None,
@@ -324,50 +307,6 @@ class LocalStack:
             self.run.context_api_tokens_file.chmod(0o600)
         self.ui_gateway_token_file.write_text(self.gateway_token)
         self.ui_gateway_token_file.chmod(0o600)
-
-    @property
-    def chaos_proxy(self) -> bool:
-        return self.run.chaos_proxy_marker.exists()
-
-    def proxy_name(self, node: str) -> str:
-        return f"proxy-{node}"
-
-    def _start_proxies(self) -> None:
-        if not self.chaos_proxy:
-            return
-        host = self.topology.host
-        for node, port in zip(self.nodes(), self.topology.proxy_ports, strict=True):
-            name = self.proxy_name(node.name)
-            if self.record(name) is None:
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "kubernaut_tools.localstack.tcp_proxy",
-                    str(port),
-                    host,
-                    str(node.port),
-                    host,
-                ]
-                self.launcher.spawn(name, argv, marker="kubernaut_tools.localstack.tcp_proxy " + str(port))
-        for port in self.topology.proxy_ports:
-            wait_until(partial(_listening, host, port), timeout=10, what=f"the chaos proxy on {host}:{port}")
-
-    def remove_chaos_proxy(self) -> None:
-        """Stop the chaos proxies and write the gateway's configuration without them (the gateway must
-        not be running: it would keep connecting through them)."""
-        if self.record("gateway") is not None:
-            raise RuntimeError("stop the gateway before removing the chaos proxies")
-        self.run.chaos_proxy_marker.unlink(missing_ok=True)
-        self._write_service_config()
-        self._stop([self.proxy_name(n.name) for n in self.nodes()])
-
-    def partition(self, node: str, cut: bool) -> None:
-        """Black-hole (``cut``) or heal the gateway's path to ``node`` (its chaos proxy); Sentinel and the
-        replicas still reach the node directly."""
-        if not self.chaos_proxy or not self.signal_component(
-            self.proxy_name(node), signal.SIGUSR1 if cut else signal.SIGUSR2
-        ):
-            raise RuntimeError(f"no chaos proxy in front of {node}: start the stack with `--chaos-proxy`")
 
     def _write_service_config(self) -> None:
         t = self.topology
@@ -652,17 +591,6 @@ class LocalStack:
         shutil.rmtree(self.run.root, ignore_errors=True)
         return stopped
 
-    def stop_component(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop one recorded process with ``sig`` and wait until it has exited."""
-        rec = self.table.get(name)
-        if rec is not None:
-            stop(rec, sig=sig)
-
-    def signal_component(self, name: str, sig: signal.Signals) -> bool:
-        """Send ``sig`` (e.g. SIGSTOP/SIGCONT) to a recorded component without waiting for anything."""
-        rec = self.table.get(name)
-        return rec is not None and signal_process(rec, sig)
-
     def start_redis_context(self, timeout: float = 30.0) -> None:
         """(Re)start the Context-API's Redis unless running, and wait until it answers."""
         self._start_context_redis()
@@ -825,23 +753,3 @@ class LocalStack:
 
     def alerting_status(self) -> dict[str, Service]:
         return {name: Service(self.url(name), self._proc(name)) for name in ALERTING}
-
-    def wait_for_new_master(self, old: tuple[str, int], timeout: float = 30.0) -> tuple[str, int]:
-        """Block until a majority of sentinels names a master other than ``old``; return it."""
-        start = time.monotonic()
-        result: list[tuple[str, int]] = []
-
-        def switched() -> bool:
-            m = self.current_master()
-            if m is not None and m != old:
-                result.append(m)
-                return True
-            return False
-
-        wait_until(
-            switched,
-            timeout=timeout,
-            interval=0.05,
-            what=f"a new master (old {old}) after {time.monotonic() - start:.0f}s",
-        )
-        return result[-1]

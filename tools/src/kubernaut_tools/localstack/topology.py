@@ -86,6 +86,13 @@ class Topology:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    name: str
+    port: int
+    kind: str  # redis-gateway | sentinel | redis-context | postgres | service | alerting
+
+
+@dataclass(frozen=True)
 class RunDir:
     """Everything the stack writes lives under one directory."""
 
