@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from kubernaut.demo.observe import Metrics
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import METRIC, ScenarioSeries
+from kubernaut_tools.demo.observe import Metrics
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import wait_until
+from kubernaut_tools.localstack.signal_source import METRIC, ScenarioSeries
 
 Json = dict[str, Any]
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.localstack import LocalStack, Topology
+from kubernaut_tools.localstack import LocalStack, Topology
 
 # Fixtures shared across packages: the whole alerting path, the fuzz targets, the HA PostgreSQL stack.
 pytest_plugins = ("tests.fixtures.alerting", "tests.fixtures.fuzz", "tests.fixtures.ha")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 
 
 def context_api_headers(stack: LocalStack) -> dict[str, str]:

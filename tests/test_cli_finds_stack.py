@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 import yaml
 
-from kubernaut.localstack import LocalStack, Topology, postgres
-from kubernaut.localstack.processes import is_alive, wait_until
+from kubernaut_tools.localstack import LocalStack, Topology, postgres
+from kubernaut_tools.localstack.processes import is_alive, wait_until
 from tests.conftest import TEST_PORT_OFFSET
 
 FOREGROUND_OFFSET = TEST_PORT_OFFSET + 200

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import gateway_process
 from tests.http_raw import Answer, exchange, get
 

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from kubernaut.config import HttpSettings, RedisTls, StandaloneRedis
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
 from kubernaut.redis import connect
 from kubernaut.tls import redis_options, uvicorn_options
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import ProcessRecord, is_alive, spawn, stop, wait_until
 from tests.gateway.helpers import PROMETHEUS, alert, unique, webhook
 
 

@@ -1,3 +1,3 @@
-from kubernaut.cli import app
+from kubernaut.cli import main
 
-app(prog_name="kubernaut")
+main()

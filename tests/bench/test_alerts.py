@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from kubernaut.bench.alerts import REPEATED_BATCHES, UNIQUE, alertmanager_v2, batches, webhook_v4
+from kubernaut_tools.bench.alerts import REPEATED_BATCHES, UNIQUE, alertmanager_v2, batches, webhook_v4
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 

@@ -12,15 +12,15 @@ import httpx
 import pytest
 import redis
 
-from kubernaut.bench import baseline
-from kubernaut.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
-from kubernaut.bench.errors import BenchError
-from kubernaut.bench.postgres_limit import LOCAL_COMMIT, TAG, cleanup, pgbench
-from kubernaut.bench.redis_limit import evalsha
-from kubernaut.bench.wrk import Load, WrkError, run_wrk
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.postgres import pg_bin
 from kubernaut.store.migrate import migrate_dsn
+from kubernaut_tools.bench import baseline
+from kubernaut_tools.bench.alerts import REPEATED_BATCHES, alertmanager_v2, batches
+from kubernaut_tools.bench.errors import BenchError
+from kubernaut_tools.bench.postgres_limit import LOCAL_COMMIT, TAG, cleanup, pgbench
+from kubernaut_tools.bench.redis_limit import evalsha
+from kubernaut_tools.bench.wrk import Load, WrkError, run_wrk
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.postgres import pg_bin
 
 LIGHT = Load(duration_s=1, connections=2, threads=1)
 

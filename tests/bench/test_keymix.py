@@ -7,7 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from kubernaut.bench.keymix import (
+from kubernaut.contextapi.params import IncidentQuery
+from kubernaut_tools.bench.keymix import (
     INCIDENTS_PATH,
     KeyClass,
     context_api_mix,
@@ -19,7 +20,6 @@ from kubernaut.bench.keymix import (
     write_key_file,
     zipf,
 )
-from kubernaut.contextapi.params import IncidentQuery
 
 
 def test_zipf_ranks_fall_as_a_power_of_the_rank() -> None:

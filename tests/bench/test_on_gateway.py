@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kubernaut.bench.alerts import batches, webhook_v4
-from kubernaut.bench.ingest import SHAPES, IngestTarget, measure
-from kubernaut.bench.wrk import Load
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.alerting import WEBHOOK_PATH
+from kubernaut_tools.bench.alerts import batches, webhook_v4
+from kubernaut_tools.bench.ingest import SHAPES, IngestTarget, measure
+from kubernaut_tools.bench.wrk import Load
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.alerting import WEBHOOK_PATH
 from tests.alerting_helpers import table_rows
 
 pytestmark = pytest.mark.e2e

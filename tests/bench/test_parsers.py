@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from kubernaut.bench.contextapi_target import CacheCounters
-from kubernaut.bench.errors import BenchError
-from kubernaut.bench.ingest import IngestRow, add_ratios
-from kubernaut.bench.postgres_limit import parse as parse_pgbench
-from kubernaut.bench.redis_limit import parse_csv
-from kubernaut.bench.report import BenchReport, FigureTable, append, find_results_file
-from kubernaut.bench.wrk import Load, WrkError, parse_wrk_output
+from kubernaut_tools.bench.contextapi_target import CacheCounters
+from kubernaut_tools.bench.errors import BenchError
+from kubernaut_tools.bench.ingest import IngestRow, add_ratios
+from kubernaut_tools.bench.postgres_limit import parse as parse_pgbench
+from kubernaut_tools.bench.redis_limit import parse_csv
+from kubernaut_tools.bench.report import BenchReport, FigureTable, append, find_results_file
+from kubernaut_tools.bench.wrk import Load, WrkError, parse_wrk_output
 
 # A real run of post.lua against Alertmanager 0.25 (wrk 4.1.0, Debian).
 WRK_STDOUT = """\

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from kubernaut.bench.keymix import KeyClass, mixture, write_key_file
-from kubernaut.bench.pinning import cores_of, pin, process_tree
-from kubernaut.bench.wrk import Load, get_keys
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.bench.keymix import KeyClass, mixture, write_key_file
+from kubernaut_tools.bench.pinning import cores_of, pin, process_tree
+from kubernaut_tools.bench.wrk import Load, get_keys
+from kubernaut_tools.localstack.processes import wait_until
 
 KEYS = 100
 

@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from kubernaut.config import Settings
-from kubernaut.contextapi.seed import seed_history
-from kubernaut.localstack import LocalStack, postgres
-from kubernaut.localstack import redis_servers as rs
 from kubernaut.store.migrate import migrate
+from kubernaut_tools.localstack import LocalStack, postgres
+from kubernaut_tools.localstack import redis_servers as rs
+from kubernaut_tools.seed import seed_history
 from tests.contextapi.replicas import SEEDED, TEST_DB, Replica, make_settings, open_replica
 
 

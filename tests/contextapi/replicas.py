@@ -18,7 +18,7 @@ from kubernaut.config import Settings
 from kubernaut.contextapi.app import create_app
 from kubernaut.contextapi.auth import load_tokens
 from kubernaut.contextapi.runtime import ContextApi
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 
 SEEDED = 3000
 TEST_DB = "contextapi_test"

@@ -14,7 +14,7 @@ import yaml
 from kubernaut.config import ConfigError, Settings
 from kubernaut.contextapi.app import create_app
 from kubernaut.contextapi.auth import load_tokens
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import Replica, open_replica
 from tests.contextapi.test_api import _incident_without_outcome
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from kubernaut.bench.contextapi_target import TINY_L2
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.bench.contextapi_target import TINY_L2
+from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import make_settings, open_replica
 
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from kubernaut.config import Settings
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 
 Replicas = tuple[Replica, Replica]

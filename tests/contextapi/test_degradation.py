@@ -16,8 +16,8 @@ import httpx
 from redis.asyncio import Redis
 
 from kubernaut.config import Settings
-from kubernaut.localstack import LocalStack
 from kubernaut.redis.keys import OWNER_KEY
+from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 
 VIEWS: list[tuple[str, dict[str, Any]]] = [

@@ -25,8 +25,8 @@ from kubernaut.contextapi.freshness import CHANNEL
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.signal import NormalizedSignal, fingerprint
 from kubernaut.gateway.store import NewRequest, RequestStore
-from kubernaut.localstack import LocalStack, postgres
 from kubernaut.store.migrate import migrate
+from kubernaut_tools.localstack import LocalStack, postgres
 from tests.contextapi.replicas import Replica, eventually, make_settings, open_replica
 from tests.gateway.helpers import PROMETHEUS, alert, gateway_process, unique, webhook
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.fuzzing.checks import check_response, query_string
 from tests.fuzzing.strategies import CONTENT_TYPES, INJECTIONS, bodies, outcomes, queries, texts
 from tests.fuzzing.support import Db, fuzz

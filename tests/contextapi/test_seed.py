@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from kubernaut.contextapi.seed import (
+from kubernaut_tools.seed import (
     MEMBER_COLUMNS,
     OUTCOME_COLUMNS,
     REQUEST_COLUMNS,

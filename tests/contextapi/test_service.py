@@ -12,8 +12,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from kubernaut.localstack import LocalStack, postgres
 from kubernaut.redis.keys import OWNER_KEY
+from kubernaut_tools.localstack import LocalStack, postgres
 
 
 def _kubernaut(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import ScenarioSeries, read_signals
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.signal_source import ScenarioSeries, read_signals
 from tests.alerting_helpers import Alerts, unique_namespace
 
 pytestmark = pytest.mark.e2e

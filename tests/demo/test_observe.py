@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubernaut.demo.observe import Blackout, Figures, Metrics
+from kubernaut_tools.demo.observe import Blackout, Figures, Metrics
 
 GATEWAY_BEFORE = """
 gateway_signals_received_total{source_type="prometheus",outcome="created"} 5

@@ -111,3 +111,25 @@ def test_build_context_is_only_what_the_build_copies() -> None:
     assert ignore[0] == "*", "exclude everything, then allow what the build copies"
     copied = {arg for i in stages()[0] if i.keyword == "COPY" for arg in i.args.split()[:-1]}
     assert {"!" + c.rstrip("/") for c in copied} <= {p.rstrip("/") for p in ignore if p.startswith("!")}
+
+
+def test_image_installs_the_services_only() -> None:
+    """The image gets the services' distribution (src/kubernaut), never the operator tools (tools/)."""
+    build = stages()[0]
+    copied = {arg.rstrip("/") for i in build if i.keyword == "COPY" for arg in i.args.split()[:-1]}
+    assert not any(c.split("/")[0] == "tools" for c in copied), copied
+    targets = {
+        arg
+        for i in build
+        if i.keyword == "RUN" and "pip install" in i.args
+        for arg in i.args.split("pip install", 1)[1].split()
+        if not arg.startswith("-")
+    }
+    assert targets == {"."}, "pip installs exactly the services' distribution in the build context"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "kubernaut"
+    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["src"]
+    assert not any(dep.startswith("kubernaut") for dep in project["project"]["dependencies"])
+    assert {p.name for p in (ROOT / "src").iterdir() if not p.name.endswith(".egg-info")} == {"kubernaut"}
+    moved_out = {"localstack", "drill", "demo", "bench", "send.py", "foreground.py", "contextapi/seed.py"}
+    assert sorted(m for m in moved_out if (ROOT / "src" / "kubernaut" / m).exists()) == []

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.deploy.manifests import render
 from tests.deploy.observability import REDIS_EXPORTER_METRICS, used_metrics
 from tests.deploy.promql import exposed_names

@@ -17,10 +17,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from kubernaut.localstack import postgres
-from kubernaut.localstack.processes import spawn, stop, wait_until
 from kubernaut.store import roles
 from kubernaut.store.migrate import migrate_dsn
+from kubernaut_tools.localstack import postgres
+from kubernaut_tools.localstack.processes import spawn, stop, wait_until
 from tests.conftest import TEST_PORT_OFFSET
 from tests.deploy.manifests import container, render, resolve_env
 

@@ -19,8 +19,8 @@ import pytest
 import redis
 from redis.sentinel import Sentinel
 
-from kubernaut.localstack import redis_servers as rs
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import redis_servers as rs
+from kubernaut_tools.localstack.processes import wait_until
 from tests.conftest import TEST_PORT_OFFSET
 from tests.deploy.manifests import container, render, resolve_env
 

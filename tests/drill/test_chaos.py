@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.drill.chaos import run_chaos
-from kubernaut.drill.chaos_schedule import schedule
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.drill.chaos import run_chaos
+from kubernaut_tools.drill.chaos_schedule import schedule
+from kubernaut_tools.localstack import LocalStack
 
 pytestmark = pytest.mark.ha
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kubernaut.config import SentinelRedis
-from kubernaut.drill.chaos_check import Row, check
-from kubernaut.drill.chaos_history import Event
-from kubernaut.drill.chaos_schedule import KINDS, PAUSE_RANGE_S, TAIL_S, WARMUP_S, schedule
+from kubernaut_tools.drill.chaos_check import Row, check
+from kubernaut_tools.drill.chaos_history import Event
+from kubernaut_tools.drill.chaos_schedule import KINDS, PAUSE_RANGE_S, TAIL_S, WARMUP_S, schedule
 
 
 @settings(max_examples=200, deadline=None)

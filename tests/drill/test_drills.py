@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubernaut.drill.faults import SCENARIOS
-from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.drill.faults import SCENARIOS
+from kubernaut_tools.drill.runner import run_drill
+from kubernaut_tools.localstack import LocalStack
 
 pytestmark = pytest.mark.ha
 

@@ -17,8 +17,8 @@ import httpx
 
 from kubernaut.config import Settings
 from kubernaut.gateway.app import create_app, fast_path
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import ProcessRecord, spawn, stop, wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import ProcessRecord, spawn, stop, wait_until
 
 PROMETHEUS = "/api/v1/signals/prometheus"
 EVENTS = "/api/v1/signals/kubernetes-event"

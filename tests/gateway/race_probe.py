@@ -13,7 +13,7 @@ import os
 import httpx
 import pytest
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, gateway_process, unique, webhook
 
 pytestmark = pytest.mark.stack

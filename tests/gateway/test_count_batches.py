@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from kubernaut.config import StandaloneRedis
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.store import RequestStore
-from kubernaut.localstack import LocalStack
 from kubernaut.redis.keys import OWNER_KEY, SHARERS_KEY
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, in_process, isolated, unique, webhook
 
 pytestmark = pytest.mark.stack

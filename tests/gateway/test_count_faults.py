@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
 from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, ready, webhook
 
 pytestmark = pytest.mark.ha

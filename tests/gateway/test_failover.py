@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import wait_until
 from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, unique, webhook
 
 pytestmark = pytest.mark.stack

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from kubernaut.gateway.pipeline import storm_fingerprint
 from kubernaut.gateway.signal import fingerprint, identity_digest
-from kubernaut.localstack import LocalStack
 from kubernaut.store.migrate import available, migrate, migrate_dsn
+from kubernaut_tools.localstack import LocalStack
 from tests.fuzzing.support import Db
 from tests.gateway.helpers import PROMETHEUS, alert, in_process, isolated, webhook
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.fuzzing.checks import check, check_response, raw_request
 from tests.fuzzing.strategies import CONTENT_TYPES, INJECTIONS, bodies, dumps, events, webhooks
 from tests.fuzzing.support import Db, fuzz

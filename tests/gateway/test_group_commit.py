@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import PROMETHEUS, alert, connect_db, in_process, isolated, unique, webhook
 
 pytestmark = pytest.mark.stack

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import (
     EVENTS,
     PROMETHEUS,

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from kubernaut.config import Settings
-from kubernaut.localstack import LocalStack
 from kubernaut.problems import TYPE_PATTERN
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import (
     EVENTS,
     PROMETHEUS,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import make_settings, open_replica
 from tests.gateway.helpers import (
     PROMETHEUS,

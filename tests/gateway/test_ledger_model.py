@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from kubernaut.gateway.signal import fingerprint
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import EVENTS, PROMETHEUS, alert, event, gateway_process, webhook
 from tests.gateway.ledger_model import LedgerModel, ModelAlert, ModelRequest
 

@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import postgres as pg
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import postgres as pg
+from kubernaut_tools.localstack.processes import wait_until
 from tests.localstack.test_postgres_ha import _webhook
 
 pytestmark = pytest.mark.ha
@@ -40,9 +40,9 @@ async def _set_sync_names(dsn: str, value: str | None) -> None:
 
 
 def _settled(stack: LocalStack) -> bool:
-    members = stack.postgres_status()["members"]
-    roles = [m["role"] for m in members]
-    return roles.count("primary") == 1 and any(m["role"] == "standby" and m["sync"] for m in members)
+    members = stack.postgres_status().members
+    roles = [m.role for m in members]
+    return roles.count("primary") == 1 and any(m.role == "standby" and m.sync for m in members)
 
 
 async def _count(dsn: str, namespace: str) -> tuple[int, int]:

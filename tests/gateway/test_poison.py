@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from kubernaut.gateway import limits
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import (
     EVENTS,
     PROMETHEUS,

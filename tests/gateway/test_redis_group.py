@@ -13,8 +13,8 @@ import redis
 
 from kubernaut.config import SentinelRedis
 from kubernaut.gateway.group import redis_group
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import is_alive, spawn, stop, wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import is_alive, spawn, stop, wait_until
 
 USER, PASSWORD = "probe", "sentinel-acl-test"
 MASTER = "probe-master"

@@ -22,7 +22,7 @@ from kubernaut.gateway.setcommit import apply_group, plan
 from kubernaut.gateway.signal import NormalizedSignal
 from kubernaut.gateway.store import NewRequest, Phase, RequestStore, StoreUnavailable, StormJoin
 from kubernaut.gateway.writes import Webhook, Written
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import connect_db
 
 pytestmark = pytest.mark.stack

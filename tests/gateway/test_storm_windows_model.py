@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubernaut.gateway.redis_state import INGEST
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 
 pytestmark = pytest.mark.stack
 

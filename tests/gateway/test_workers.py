@@ -19,8 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import ProcessRecord, spawn, stop, wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import ProcessRecord, spawn, stop, wait_until
 from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, ready, unique, webhook
 
 pytestmark = pytest.mark.stack

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from kubernaut.contextapi.cache import l1
-from kubernaut.localstack import redis_servers as rs
+from kubernaut_tools.localstack import redis_servers as rs
 
 
 def _allowed(commands: str) -> set[str]:

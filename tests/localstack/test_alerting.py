@@ -10,10 +10,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.alerting import RECEIVER, RULES, WEBHOOK_PATH
-from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import ScenarioSeries
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.alerting import RECEIVER, RULES, WEBHOOK_PATH
+from kubernaut_tools.localstack.processes import wait_until
+from kubernaut_tools.localstack.signal_source import ScenarioSeries
 from tests.alerting_helpers import stop_alerting_cleanly
 
 pytestmark = pytest.mark.e2e

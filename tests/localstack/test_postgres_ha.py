@@ -11,11 +11,11 @@ import asyncpg
 import httpx
 import pytest
 
-from kubernaut.drill.faults import SCENARIOS
-from kubernaut.drill.runner import run_drill
-from kubernaut.localstack import LocalStack, patroni
-from kubernaut.localstack import postgres as pg
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.drill.faults import SCENARIOS
+from kubernaut_tools.drill.runner import run_drill
+from kubernaut_tools.localstack import LocalStack, patroni
+from kubernaut_tools.localstack import postgres as pg
+from kubernaut_tools.localstack.processes import wait_until
 
 pytestmark = pytest.mark.ha
 
@@ -30,22 +30,24 @@ def _node_dsn(stack: LocalStack, addr: str) -> str:
 
 
 def test_status_names_one_primary_and_a_synchronous_standby(ha_stack: LocalStack) -> None:
-    status = ha_stack.status()["postgres"]
-    members = status["members"]
-    assert status["mode"] == "ha"
-    assert [m["role"] for m in members].count("primary") == 1
-    primary = next(m for m in members if m["role"] == "primary")
-    assert status["primary"] == primary["addr"]
-    assert any(m["role"] == "standby" and m["sync"] for m in members)
+    status = ha_stack.status().postgres
+    members = status.members
+    assert status.mode == "ha"
+    assert [m.role for m in members].count("primary") == 1
+    primary = next(m for m in members if m.role == "primary")
+    assert status.primary == primary.addr
+    assert any(m.role == "standby" and m.sync for m in members)
     for m in members:
-        assert set(m) >= {"name", "addr", "pid", "role", "sync"}
-        assert m["pid"] is not None
-    assert "target_session_attrs=read-write" in status["dsn"]
-    assert all(m["addr"] in status["dsn"] for m in members)
+        assert set(m.json()) >= {"name", "addr", "pid", "role", "sync"}
+        assert m.pid is not None
+    dsn = status.dsns.dsn or ""
+    assert "target_session_attrs=read-write" in dsn
+    assert all(m.addr in dsn for m in members)
 
 
 async def test_a_commit_waits_for_the_synchronous_standby(ha_stack: LocalStack) -> None:
-    primary = ha_stack.status()["postgres"]["primary"]
+    primary = ha_stack.status().postgres.primary
+    assert primary is not None
     conn = await asyncpg.connect(_node_dsn(ha_stack, primary))
     try:
         names = await conn.fetchval("SHOW synchronous_standby_names")
@@ -53,10 +55,10 @@ async def test_a_commit_waits_for_the_synchronous_standby(ha_stack: LocalStack) 
         sync = await conn.fetch("SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'")
     finally:
         await conn.close()
-    standby = next(m for m in ha_stack.status()["postgres"]["members"] if m["sync"])
+    standby = next(m for m in ha_stack.status().postgres.members if m.sync)
     assert commit == "on"
-    assert standby["name"] in names
-    assert [r["application_name"] for r in sync] == [standby["name"]]
+    assert standby.name in names
+    assert [r["application_name"] for r in sync] == [standby.name]
 
 
 def _webhook(namespace: str) -> dict[str, object]:
@@ -88,8 +90,8 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
     its tables. The invalidation that follows must not be refilled from there."""
     namespace = f"fence-{uuid.uuid4().hex[:8]}"
     url = ha_stack.url("context-api") + f"/api/v1/incidents?namespace={namespace}"
-    standby = next(m for m in ha_stack.status()["postgres"]["members"] if m["role"] == "standby")
-    conn = await asyncpg.connect(_node_dsn(ha_stack, standby["addr"]))
+    standby = next(m for m in ha_stack.status().postgres.members if m.role == "standby")
+    conn = await asyncpg.connect(_node_dsn(ha_stack, standby.addr))
     # the Context-API's read token by default; the gateway's request carries its own
     reader = {"authorization": f"Bearer {ha_stack.context_api_read_token}"}
     async with httpx.AsyncClient(timeout=10.0, headers=reader) as client:
@@ -180,9 +182,9 @@ async def test_postgres_drill_keeps_the_invariants(ha_stack: LocalStack, scenari
 
 def _settled(stack: LocalStack) -> bool:
     """A primary and a synchronous standby: a primary's death is then a failover."""
-    members = stack.status()["postgres"]["members"]
-    return [m["role"] for m in members].count("primary") == 1 and any(
-        m["role"] == "standby" and m["sync"] for m in members
+    members = stack.status().postgres.members
+    return [m.role for m in members].count("primary") == 1 and any(
+        m.role == "standby" and m.sync for m in members
     )
 
 

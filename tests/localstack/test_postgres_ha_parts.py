@@ -7,8 +7,8 @@ from itertools import combinations
 from pathlib import Path
 
 from kubernaut.contextapi.standby import lsn_int
-from kubernaut.localstack import patroni
-from kubernaut.localstack.topology import Topology
+from kubernaut_tools.localstack import patroni
+from kubernaut_tools.localstack.topology import Topology
 
 # The offsets stacks use side by side: a developer's (0), the test default, and per engineer a test, a
 # manual and a benchmark stack; the HA test stack (tests/fixtures/ha.py) sits 300 above its test stack.
@@ -88,8 +88,8 @@ def test_lsn_order_is_numeric_across_the_high_word() -> None:
 
 
 def test_drill_all_picks_the_postgres_scenarios_of_the_stack_mode(tmp_path: Path) -> None:
-    from kubernaut.drill.faults import SCENARIOS
-    from kubernaut.localstack import LocalStack
+    from kubernaut_tools.drill.faults import SCENARIOS
+    from kubernaut_tools.localstack import LocalStack
 
     stack = LocalStack(tmp_path)
     single = {n for n, s in SCENARIOS.items() if s.runs_on(stack)}
@@ -105,7 +105,7 @@ def test_drill_all_picks_the_postgres_scenarios_of_the_stack_mode(tmp_path: Path
 def test_a_run_directory_with_the_single_instance_refuses_ha(tmp_path: Path) -> None:
     import pytest
 
-    from kubernaut.localstack import LocalStack
+    from kubernaut_tools.localstack import LocalStack
 
     stack = LocalStack(tmp_path)
     stack.run.component_dir("postgres").mkdir(parents=True)
@@ -129,7 +129,7 @@ def test_read_dsn_is_optional_and_secret() -> None:
 def test_a_new_cluster_discards_node_data_an_earlier_run_directory_left_behind(tmp_path: Path) -> None:
     """The run directory was wiped (a new test session at the same path) but the nodes' data directories
     in /var/tmp were kept: a fresh etcd means a new cluster, so they go; with etcd's data they stay."""
-    from kubernaut.localstack import LocalStack
+    from kubernaut_tools.localstack import LocalStack
 
     stack = LocalStack(tmp_path / "run")
     stack.run.root.mkdir(parents=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kubernaut.localstack import patroni
-from kubernaut.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
+from kubernaut_tools.localstack import patroni
+from kubernaut_tools.localstack.processes import has_exited, is_alive, spawn, stop, wait_until
 from tests.conftest import TEST_PORT_OFFSET
 
 pytestmark = pytest.mark.stack

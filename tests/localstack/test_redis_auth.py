@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import redis
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import redis_servers as rs
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import redis_servers as rs
 
 
 def all_ports(stack: LocalStack) -> list[int]:
@@ -53,8 +53,8 @@ def test_a_sentinel_refuses_failover_and_reconfiguration_without_its_password(st
 
 def test_the_seed_check_runs_with_the_sentinel_password_from_status(stack: LocalStack) -> None:
     status = stack.status()
-    gw, ctx = status["redis_gateway"], status["redis_context"]
-    passwords = (gw["password"], gw["sentinel_password"], ctx["password"])
+    gw, ctx = status.redis_gateway, status.redis_context
+    passwords = (gw.password, gw.sentinel_password, ctx.password)
     assert all(passwords)
     assert len(set(passwords)) == 3, "each Redis role has its own secret"
     out = redis_cli(
@@ -76,8 +76,8 @@ def test_each_service_user_runs_only_its_commands(stack: LocalStack) -> None:
     master = stack.current_master()
     assert master is not None
     status = stack.status()
-    gw_pw = status["redis_gateway"]["users"]["gateway"]
-    ctx_pw = status["redis_context"]["users"]["context-api"]
+    gw_pw = status.redis_gateway.users["gateway"]
+    ctx_pw = status.redis_context.users["context-api"]
     with redis.Redis(host=t.host, port=master[1], username="gateway", password=gw_pw) as gw:
         assert gw.ping()
         assert gw.script_load("return redis.call('TIME')[1]")

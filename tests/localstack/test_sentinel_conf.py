@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubernaut.localstack import redis_servers as rs
+from kubernaut_tools.localstack import redis_servers as rs
 
 NODES = {16379, 16380, 16381}
 PW = ("sentinel-pw", "node-pw")

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import signal
 
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack import redis_servers as rs
-from kubernaut.localstack.processes import wait_until
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack import redis_servers as rs
+from kubernaut_tools.localstack.processes import wait_until
 
 
 def test_status_reports_the_seed_topology(stack: LocalStack) -> None:
     st = stack.status()
-    gw = st["redis_gateway"]
-    assert gw["master"] is not None
-    assert len(gw["replicas"]) == 2
-    assert all(r["alive"] and r["role"] == "slave" for r in gw["replicas"])
-    assert len(gw["sentinels"]) == 3
-    assert all(s["alive"] for s in gw["sentinels"])
-    assert gw["quorum"] == 2
-    assert st["postgres"]["alive"]
-    assert st["redis_context"]["alive"]
-    assert st["postgres"]["dsn"].startswith("postgresql://kubernaut:")
+    gw = st.redis_gateway
+    assert gw.master is not None
+    assert len(gw.replicas) == 2
+    assert all(r.proc.alive and r.role == "slave" for r in gw.replicas)
+    assert len(gw.sentinels) == 3
+    assert all(s.proc.alive for s in gw.sentinels)
+    assert gw.quorum == 2
+    assert st.postgres.proc.alive
+    assert st.redis_context.proc.alive
+    assert (st.postgres.dsns.dsn or "").startswith("postgresql://kubernaut:")
 
 
 def test_sentinels_verify_like_the_seed(stack: LocalStack) -> None:

@@ -25,7 +25,7 @@ from kubernaut.contextapi import app as contextapi_app
 from kubernaut.contextapi import openapi as contextapi_openapi
 from kubernaut.gateway import app as gateway_app
 from kubernaut.gateway import openapi as gateway_openapi
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 
 CHECKS = [
     not_a_server_error,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kubernaut.config import StandaloneRedis
-from kubernaut.localstack import LocalStack
 from kubernaut.redis import OwnershipError, claim_ownership, connect
 from kubernaut.redis.keys import CONTEXT_API, GATEWAY, OWNER_KEY, SHARERS_KEY
+from kubernaut_tools.localstack import LocalStack
 
 
 async def test_gateway_refuses_the_context_api_redis(stack: LocalStack) -> None:

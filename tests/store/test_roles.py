@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from kubernaut.localstack import LocalStack
 from kubernaut.store import roles
 from kubernaut.store.migrate import SchemaBehind, check_current
+from kubernaut_tools.localstack import LocalStack
 
 ROLE_FLAGS = (
     "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"

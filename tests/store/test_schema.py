@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from kubernaut.localstack import LocalStack
 from kubernaut.store.schema import OPEN, OPEN_PHASES, REQUESTS, open_request
+from kubernaut_tools.localstack import LocalStack
 
 _PREDICATE = "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = $1::regclass"
 

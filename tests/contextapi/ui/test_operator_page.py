@@ -15,7 +15,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import alert, webhook
 
 pytestmark = pytest.mark.e2e

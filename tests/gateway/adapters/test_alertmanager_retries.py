@@ -10,10 +10,10 @@ import signal
 
 import pytest
 
-from kubernaut.demo.scenario import alert_fingerprint
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.processes import wait_until
-from kubernaut.localstack.signal_source import ScenarioSeries
+from kubernaut_tools.demo.scenario import alert_fingerprint
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.processes import wait_until
+from kubernaut_tools.localstack.signal_source import ScenarioSeries
 from tests.alerting_helpers import Alerts, ContextApi, metric, unique_namespace
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubernaut.localstack import LocalStack
+from kubernaut_tools.localstack import LocalStack
 from tests.alerting_helpers import ContextApi, table_rows
 
 pytestmark = pytest.mark.e2e

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubernaut.demo.scenario import alert_fingerprint
-from kubernaut.localstack import LocalStack
-from kubernaut.localstack.signal_source import ScenarioSeries
+from kubernaut_tools.demo.scenario import alert_fingerprint
+from kubernaut_tools.localstack import LocalStack
+from kubernaut_tools.localstack.signal_source import ScenarioSeries
 from tests.alerting_helpers import Alerts, ContextApi, Json, unique_namespace
 
 pytestmark = pytest.mark.e2e

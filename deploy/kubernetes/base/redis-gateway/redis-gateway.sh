@@ -54,7 +54,7 @@ local_sentinel() {
     REDISCLI_AUTH=$ADMIN_PASSWORD timeout 3 redis-cli --raw --user admin -h "$LOCAL_ADDRESS" -p "$SENTINEL_PORT" "$@"
 }
 
-# The ACL users' commands (src/kubernaut/localstack/redis_servers.py has the same lists; a test compares).
+# The ACL users' commands (tools/src/kubernaut_tools/localstack/redis_servers.py has the same lists; a test compares).
 GATEWAY_COMMANDS="-@all +ping +select +client|setname +evalsha +script|load +get +set +sadd +wait \
 +del +exists +getdel +getex +hdel +hget +hgetall +hincrby +hmget +hset +hsetnx +pexpire +rename +time \
 +lpop +rpush +zadd +zcard +zrangebyscore +zrem +zremrangebyscore"

@@ -1,6 +1,0 @@
-"""The local topology started by ``kubernaut up`` and by the test suite, from Debian's binaries."""
-
-from kubernaut.localstack.stack import LocalStack
-from kubernaut.localstack.topology import RunDir, Topology
-
-__all__ = ["LocalStack", "RunDir", "Topology"]
