@@ -73,12 +73,16 @@ def import_each(modules: list[str], workers: int) -> dict[str, str | None]:
 
 
 def main() -> None:
-    src, workers, modules = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-    for name in third_party_imports(src):
+    # argv: the source roots (os.pathsep between them), the number of workers, the modules.
+    roots = [Path(p) for p in sys.argv[1].split(os.pathsep)]
+    workers, modules = int(sys.argv[2]), sys.argv[3:]
+    project = set().union(*(project_packages(src) for src in roots))
+    for name in sorted({n for src in roots for n in third_party_imports(src)}):
+        if name.partition(".")[0] in project:
+            continue  # the other root's package
         # An optional or missing dependency: the modules naming it report it themselves.
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    project = project_packages(src)
     assert not [m for m in sys.modules if m.partition(".")[0] in project], "a project module was preloaded"
     print(json.dumps(import_each(modules, workers)))
 

@@ -1,5 +1,6 @@
-"""Every module under src/ imports on its own in a fresh interpreter: no import cycle, no module that
-works only because another one was imported first (tests/import_walk.py says how, and why it is fast)."""
+"""Every module under src/ and tools/src/ imports on its own in a fresh interpreter: no import cycle, no
+module that works only because another one was imported first (tests/import_walk.py says how, and why it
+is fast)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ from pathlib import Path
 import pytest
 
 import kubernaut
+import kubernaut_tools
 from tests.import_walk import project_packages, third_party_imports
 
 SRC = Path(kubernaut.__file__).parent.parent
+TOOLS_SRC = Path(kubernaut_tools.__file__).parent.parent
 WALKER = Path(__file__).with_name("import_walk.py")
-MODULES = sorted(m.name for m in pkgutil.walk_packages([str(SRC)]))
+MODULES = sorted(m.name for m in pkgutil.walk_packages([str(SRC), str(TOOLS_SRC)]))
 
 
 @cache
 def _outcomes() -> dict[str, str | None]:
     # -I: nothing but the installed packages on the path (not the working directory, not tests/).
     workers = str(len(os.sched_getaffinity(0)) + 1)
-    argv = [sys.executable, "-I", str(WALKER), str(SRC), workers, *MODULES]
+    argv = [sys.executable, "-I", str(WALKER), os.pathsep.join(map(str, (SRC, TOOLS_SRC))), workers, *MODULES]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     outcomes: dict[str, str | None] = json.loads(result.stdout)
@@ -38,6 +41,7 @@ def test_the_walk_covers_the_services_and_the_cli() -> None:
         "kubernaut.contextapi.app",
         "kubernaut.cli",
         "kubernaut.__main__",
+        "kubernaut_tools.cli",
     ):
         assert module in MODULES
 
