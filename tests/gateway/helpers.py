@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -14,9 +16,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis.asyncio as aioredis
 
 from kubernaut.config import Settings
 from kubernaut.gateway.app import create_app, fast_path
+from kubernaut.httpserver import default_workers
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import ProcessRecord, spawn, stop, wait_until
 
@@ -126,6 +130,21 @@ async def fetch_rows(stack: LocalStack, sql: str, *args: object) -> list[dict[st
         await db.close()
 
 
+async def wait_bound(stack: LocalStack, fingerprint: str, prefix: str = "gw:", timeout_s: float = 30) -> None:
+    """Until the master's dedup entry of ``fingerprint`` holds a request id (binds are batched): only then
+    does a repeat stay in Redis, counted by the script, instead of going to PostgreSQL again."""
+    master = stack.current_master()
+    assert master is not None, "no gateway Redis master"
+    redis = aioredis.Redis(**stack.redis_auth(master[1]))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (await redis.get(f"{prefix}dd:{fingerprint}") or b"").isdigit():
+            assert time.monotonic() < deadline, f"the request id of {fingerprint} was never bound"
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+
+
 def ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
@@ -141,17 +160,27 @@ def gateway_process(stack: LocalStack, name: str, port: int, **env: str) -> Iter
     overrides = {f"KUBERNAUT_GATEWAY__{k.upper()}": v for k, v in env.items()}
     overrides["KUBERNAUT_GATEWAY__HTTP__PORT"] = str(port)
     argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
+    workers = int(env.get("HTTP__WORKERS") or default_workers())
+    log = stack.run.log(name)
+    started_at = log.stat().st_size if log.exists() else 0
     record: ProcessRecord = spawn(
         name,
         argv,
         marker="-m kubernaut gateway",
-        log=stack.run.log(name),
+        log=log,
         env={**os.environ, **overrides},
     )
     url = f"http://{stack.topology.host}:{port}"
+
+    def every_worker_started() -> bool:
+        # Not just one worker answering: a fault a test applies next must not meet another mid-start.
+        with log.open("rb") as f:
+            f.seek(started_at)
+            return f.read().count(b"Application startup complete") >= workers
+
     try:
         wait_until(
-            lambda: _alive_or_raise(record, stack) and ready(url),
+            lambda: _alive_or_raise(record, stack) and every_worker_started() and ready(url),
             timeout=30,
             interval=0.1,
             what=f"{name} ready",

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from kubernaut_tools.localstack import LocalStack
 from tests.contextapi.replicas import make_settings, open_replica
@@ -24,6 +23,7 @@ from tests.gateway.helpers import (
     in_process,
     isolated,
     unique,
+    wait_bound,
     webhook,
 )
 
@@ -270,14 +270,7 @@ async def test_a_webhook_refused_for_a_hung_master_counts_nothing(stack: LocalSt
             assert master is not None
             node = next(n.name for n in stack.nodes() if n.port == master[1])
             # Duplicates are counted by the script only once the dedup entry holds the request id.
-            redis = aioredis.Redis(**stack.redis_auth(master[1]))
-            try:
-                deadline = time.monotonic() + 10
-                while not (await redis.get(f"{prefix}dd:{fp}") or b"").isdigit():
-                    assert time.monotonic() < deadline, "the request id was never bound"
-                    await asyncio.sleep(0.05)
-            finally:
-                await redis.aclose()
+            await wait_bound(stack, fp, prefix)
 
             duplicates = webhook(alert(name), alert(name))
             assert stack.signal_component(node, signal.SIGSTOP)
