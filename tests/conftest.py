@@ -50,9 +50,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             s.destroy()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def gateway_url(stack: LocalStack) -> str:
     """The gateway process as `kubernaut up` runs it (the stack's config: auth on, Sentinel), started
-    once per session; its bearer token is ``stack.gateway_token``. The stack's teardown stops it."""
+    unless it runs (a drill or fixture before may have stopped it); its bearer token is
+    ``stack.gateway_token``. The stack's teardown stops it."""
     stack.start_service("gateway", timeout=60)
     return stack.url("gateway")

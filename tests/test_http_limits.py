@@ -18,10 +18,12 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def services(stack: LocalStack, gateway_url: str) -> dict[str, tuple[str, int]]:
-    stack.start_service("context-api", timeout=60)
+def services(stack: LocalStack) -> dict[str, tuple[str, int]]:
+    for name in ("gateway", "context-api"):
+        stack.start_service(name, timeout=60)
     out = {}
-    for name, url in (("gateway", gateway_url), ("context-api", stack.url("context-api"))):
+    for name in ("gateway", "context-api"):
+        url = stack.url(name)
         parts = urlsplit(url)
         assert parts.hostname is not None
         assert parts.port is not None

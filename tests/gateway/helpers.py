@@ -160,7 +160,7 @@ def gateway_process(stack: LocalStack, name: str, port: int, **env: str) -> Iter
     overrides = {f"KUBERNAUT_GATEWAY__{k.upper()}": v for k, v in env.items()}
     overrides["KUBERNAUT_GATEWAY__HTTP__PORT"] = str(port)
     argv = [sys.executable, "-m", "kubernaut", "gateway", "--config", str(stack.run.config_file)]
-    workers = int(env.get("HTTP__WORKERS") or default_workers())
+    workers = int(overrides.get("KUBERNAUT_GATEWAY__HTTP__WORKERS") or default_workers())
     log = stack.run.log(name)
     started_at = log.stat().st_size if log.exists() else 0
     record: ProcessRecord = spawn(

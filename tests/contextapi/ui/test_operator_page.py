@@ -34,7 +34,8 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def context_api_url(stack: LocalStack, gateway_url: str) -> str:
+def context_api_url(stack: LocalStack) -> str:
+    stack.start_service("gateway", timeout=60)
     stack.start_service("context-api", timeout=60)
     return stack.url("context-api")
 
