@@ -65,6 +65,12 @@ def script_settings(settings: GatewaySettings) -> list[int]:
     ]
 
 
+def _period(marker: str) -> int:
+    """The period in a pending marker 'p:<nonce>:<i>:<period>' (0 in a marker of an older release)."""
+    parts = marker.split(":")
+    return int(parts[3]) if len(parts) > 3 else 0
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -127,6 +133,8 @@ class Pipeline:
         resolved_after: set[tuple[int, str]] = set()  # (phase, fingerprint) closed at that phase's end
         envs = self._settings.environments
         received = datetime.now(UTC)
+        # Where the script ordered this call among all calls (present when a signal goes to PostgreSQL).
+        base = int(reply[2 + 2 * len(signals)]) if len(reply) > 2 + 2 * len(signals) else 0
         times = self._settings.alert_times
         skew, max_age = times.max_future_skew_s, times.max_age_s
         for i, s in enumerate(signals):
@@ -144,6 +152,7 @@ class Pipeline:
                 if value:
                     outcomes[-1].request_id = int(value)
                 phase.resolves.setdefault(s.fingerprint, alert_time(s.ends_at, received, skew, max_age))
+                phase.resolve_seqs.setdefault(s.fingerprint, base + i)
                 resolved_after.add((k, s.fingerprint))
                 where[i] = (k, None)
             elif code == _SINGLE:
@@ -154,7 +163,13 @@ class Pipeline:
                 else:
                     env = environment(s.namespace, envs)
                     phase.singles[s.fingerprint] = NewRequest(
-                        s, env, priority(s.severity, env), 1, alert_time(s.starts_at, received, skew, max_age)
+                        s,
+                        env,
+                        priority(s.severity, env),
+                        1,
+                        alert_time(s.starts_at, received, skew, max_age),
+                        period=_period(markers[i]),
+                        seq=base + i,
                     )
             else:
                 markers[i] = marker = _text(value)

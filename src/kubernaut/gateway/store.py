@@ -24,20 +24,12 @@ log = structlog.get_logger("kubernaut.gateway.store")
 
 _OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
 
-_UPSERT_SINGLES = f"""
-INSERT INTO remediation_requests AS r (
-    fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
-    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count, received_at)
-SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.fs,
-       greatest(u.fs, $3), u.c, $3
-FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[])
-     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c, fs)
-ON CONFLICT (fingerprint) WHERE {_OPEN}
-DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
-              last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
-              updated_at = now()
-RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
+# Opens or counts each fingerprint's request in the period Redis ordered it in (migration 070).
+_UPSERT_SINGLES = """
+SELECT o_id AS id, o_fingerprint AS fingerprint, o_inserted AS inserted
+FROM kubernaut_fire($1, $2, $3, $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                    $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[],
+                    $16::bigint[], $17::bigint[])
 """
 
 _UPSERT_STORM = f"""
@@ -77,14 +69,10 @@ WHERE r.id = $1
 RETURNING ARRAY(SELECT fingerprint FROM added)
 """
 
-# An alert's endsAt before the request's first_seen (two alerts of one fingerprint) closes it at first_seen.
-_RESOLVE = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = $3,
-    last_seen = greatest(r.last_seen, d.t), updated_at = now()
-FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)
-WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{_OPEN}
-RETURNING r.id, r.fingerprint
+# Closes the requests opened before each resolution in Redis order (migration 070).
+_RESOLVE = """
+SELECT o_id AS id, o_fingerprint AS fingerprint
+FROM kubernaut_resolve($3, $1::text[], $2::timestamptz[], $4::bigint[])
 """
 
 # Members of open storms resolve; a storm whose members have all resolved closes (at its last
@@ -172,6 +160,10 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     transaction and drops listeners before calling this."""
 
 
+# The place in Redis's order of a signal that has none: after every other.
+_LAST = 2**62
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL did not take the write; nothing of it was committed."""
 
@@ -185,6 +177,8 @@ class NewRequest:
     priority: str
     occurrences: int = 1
     first_seen: datetime | None = None  # the alert's own time (else the receipt time)
+    period: int = 0  # the period Redis saw it in, and its place in Redis's order (migration 070)
+    seq: int = _LAST
 
 
 @dataclass(slots=True)
@@ -212,6 +206,7 @@ class Phase:
     singles: dict[str, NewRequest] = field(default_factory=dict)
     storms: dict[str, StormJoin] = field(default_factory=dict)
     resolves: dict[str, datetime | None] = field(default_factory=dict)  # fingerprint -> alert's end
+    resolve_seqs: dict[str, int] = field(default_factory=dict)  # fingerprint -> place in Redis's order
 
 
 @dataclass(slots=True)
@@ -414,7 +409,8 @@ class RequestStore:
             if phase.resolves:
                 fps = sorted(phase.resolves)
                 times = [phase.resolves[f] or work.now for f in fps]
-                rows = await conn.fetch(_RESOLVE, fps, times, work.now)
+                seqs = [phase.resolve_seqs.get(f, _LAST) for f in fps]
+                rows = await conn.fetch(_RESOLVE, fps, times, work.now, seqs)
                 written.resolved = {r["fingerprint"]: r["id"] for r in rows}
                 members = await conn.fetch(_RESOLVE_MEMBERS, fps, times)
                 for m in members:
@@ -455,6 +451,8 @@ class RequestStore:
             [_json(r.signal.annotations) for r in rows],
             [r.occurrences for r in rows],
             [r.first_seen or now for r in rows],
+            [r.period for r in rows],
+            [r.seq for r in rows],
         )
         written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 
