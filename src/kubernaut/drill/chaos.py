@@ -15,7 +15,7 @@ import httpx
 
 from kubernaut.drill import chaos_history, chaos_nemesis
 from kubernaut.drill.chaos_check import Findings, Row, check
-from kubernaut.drill.chaos_schedule import TAIL_S, schedule
+from kubernaut.drill.chaos_schedule import KINDS, TAIL_S, schedule
 from kubernaut.drill.verify import duplicate_open_requests
 from kubernaut.localstack import LocalStack
 
@@ -99,9 +99,13 @@ async def _settled_audit(
 
 
 async def run_chaos(
-    stack: LocalStack, seed: int, duration_s: float, progress: Callable[[str], None] | None = None
+    stack: LocalStack,
+    seed: int,
+    duration_s: float,
+    progress: Callable[[str], None] | None = None,
+    kinds: tuple[str, ...] = KINDS,
 ) -> ChaosReport:
-    plan = schedule(seed, duration_s)
+    plan = schedule(seed, duration_s, kinds)
     run = os.urandom(3).hex()
     namespace = f"chaos-{seed}-{run}"
     stop = asyncio.Event()

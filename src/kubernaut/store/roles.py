@@ -25,6 +25,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "remediation_requests": "SELECT, INSERT, UPDATE",
         "storm_members": "SELECT, INSERT, UPDATE",
         "applied_count_batches": "SELECT, INSERT, DELETE",
+        "gateway_resolutions": "SELECT, INSERT",
         "schema_migrations": "SELECT",
     },
     CONTEXT_API: {
