@@ -199,7 +199,9 @@ class _Run:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(rounds=rounds)
-def test_set_based_group_commit_equals_one_by_one(stack: LocalStack, rounds: list[list[Any]]) -> None:
+def test_set_based_group_commit_equals_one_by_one(
+    stack: LocalStack, rounds: list[tuple[list[Any], bool]]
+) -> None:
     asyncio.run(_compare(stack, rounds))
 
 
@@ -208,7 +210,7 @@ def _hooks(run: _Run, specs: list[Any], nows: list[datetime], late: bool) -> lis
     return [*built, run.late(nows[-1])] if late and run.elsewhere else built
 
 
-async def _compare(stack: LocalStack, rounds: list[list[Any]]) -> None:
+async def _compare(stack: LocalStack, rounds: list[tuple[list[Any], bool]]) -> None:
     conn = await connect_db(stack)
     try:
         grouped, reference = _Run(), _Run()
