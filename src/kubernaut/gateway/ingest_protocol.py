@@ -131,11 +131,12 @@ def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
 
 
 def pending_period(marker: str) -> int:
-    """The period in an own request's marker, ``p:<nonce>:<index>:<period>``."""
+    """The period in an own request's marker, ``p:<nonce>:<index>:<period>``; 0 in a marker an older
+    release stored (``p:<nonce>:<index>``, still met for a dedup TTL after an upgrade)."""
     parts = marker.split(":")
-    if len(parts) != 4 or parts[0] != _OWN_MARKER:
+    if len(parts) not in (3, 4) or parts[0] != _OWN_MARKER:
         raise ValueError(f"not an own request's marker: {marker!r}")
-    return int(parts[3])
+    return int(parts[3]) if len(parts) == 4 else 0
 
 
 @dataclass(frozen=True, slots=True)
