@@ -8,6 +8,8 @@ set-based order (new requests, then storm joins, then resolutions) differs from 
 later phase fires or resolves again what an earlier one resolved, joins a storm after a resolution
 (which may have closed it), or brings a new request of a group whose storm an earlier phase joined
 (a storm opened first links only the requests before it). Such a phase starts the next stage.
+New requests and resolutions go through kubernaut_fire / kubernaut_resolve (migration 070), like one by
+one: a stage's firings of one fingerprint are one row only within one period.
 """
 
 from __future__ import annotations
