@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,16 +36,19 @@ def sig(pod: str, firing: bool = True, name: str = "Boom") -> NormalizedSignal:
     )
 
 
+SEQ = 1_900_000_000_000_000  # the ingest script's seq of signal 0
+
+
 def own(i: int) -> Entry:
-    return Entry(Code.SINGLE, f"p:n0:{i}")
+    return Entry(Code.SINGLE, f"p:n0:{i}:0", SEQ + i)
 
 
 def member(i: int, kind: str = "pattern") -> Entry:
-    return Entry(Code.STORM, f"q:n0:{i}:{START_MS}:{kind}")
+    return Entry(Code.STORM, f"q:n0:{i}:{START_MS}:{kind}", SEQ + i)
 
 
-def resolved(rid: int | None) -> Entry:
-    return Entry(Code.RESOLVED, "" if rid is None else str(rid))
+def resolved(rid: int | None, i: int) -> Entry:
+    return Entry(Code.RESOLVED, "" if rid is None else str(rid), SEQ + i)
 
 
 STORM_FP = storm_fingerprint("pattern", "Boom", "shop", START_MS)
@@ -82,7 +86,7 @@ def test_a_repeat_in_the_same_webhook_is_one_request_and_one_bind() -> None:
     written = [Written({a.fingerprint: (5, True)}, {}, {})]
     outcomes, binds = settle([a, a], planned, written)
     assert [(o.outcome, o.request_id) for o in outcomes] == [("created", 5), ("duplicate", 5)]
-    assert [(b.fingerprint, b.marker, b.request_id) for b in binds] == [(a.fingerprint, "p:n0:0", 5)]
+    assert [(b.fingerprint, b.marker, b.request_id) for b in binds] == [(a.fingerprint, "p:n0:0:0", 5)]
 
 
 def test_a_request_postgresql_already_had_is_a_duplicate() -> None:
@@ -94,7 +98,7 @@ def test_a_request_postgresql_already_had_is_a_duplicate() -> None:
 def test_a_firing_after_a_resolution_starts_a_phase_and_only_the_open_request_is_bound() -> None:
     a, a_resolved = sig("a"), sig("a", firing=False)
     signals = [a, a_resolved, a]
-    planned = plan(signals, [own(0), resolved(None), own(2)], SETTINGS, NOW)
+    planned = plan(signals, [own(0), resolved(None, 1), own(2)], SETTINGS, NOW)
     assert len(planned.phases) == 2
     assert list(planned.phases[0].resolves) == [a.fingerprint]
     assert list(planned.phases[1].singles) == [a.fingerprint]
@@ -104,19 +108,19 @@ def test_a_firing_after_a_resolution_starts_a_phase_and_only_the_open_request_is
     ]
     outcomes, binds = settle(signals, planned, written)
     assert [(o.outcome, o.request_id) for o in outcomes] == [("created", 5), ("resolved", 5), ("created", 6)]
-    assert [(b.marker, b.request_id) for b in binds] == [("p:n0:2", 6)]
+    assert [(b.marker, b.request_id) for b in binds] == [("p:n0:2:0", 6)]
 
 
 def test_a_request_resolved_in_its_own_webhook_is_never_bound() -> None:
     a, a_resolved = sig("a"), sig("a", firing=False)
-    planned = plan([a, a_resolved], [own(0), resolved(None)], SETTINGS, NOW)
+    planned = plan([a, a_resolved], [own(0), resolved(None, 1)], SETTINGS, NOW)
     _, binds = settle([a, a_resolved], planned, [Written({a.fingerprint: (5, True)}, {}, {a.fingerprint: 5})])
     assert binds == []
 
 
 def test_a_second_resolution_in_a_row_closes_nothing() -> None:
     r = sig("a", firing=False)
-    planned = plan([r, r], [resolved(4), resolved(None)], SETTINGS, NOW)
+    planned = plan([r, r], [resolved(4, 0), resolved(None, 1)], SETTINGS, NOW)
     assert outcomes_of([r, r], planned, [Written({}, {}, {r.fingerprint: 4})]) == [
         ("resolved", 4),
         ("resolved", None),
@@ -143,7 +147,7 @@ def test_the_first_new_member_opens_the_storm_the_others_join_it() -> None:
         ("duplicate", 2),
     ]
     assert [(b.marker, b.request_id) for b in binds] == [
-        ("p:n0:0", 1),
+        ("p:n0:0:0", 1),
         (f"q:n0:1:{START_MS}:pattern", 2),
         (f"q:n0:2:{START_MS}:pattern", 2),
     ]
@@ -168,7 +172,7 @@ def test_every_signal_gets_one_outcome_and_binds_point_at_open_requests(
 ) -> None:
     signals = [sig(pod, firing=kind != "resolved") for pod, kind in steps]
     entries = [
-        {"dup": Entry(Code.DUPLICATE, "1"), "own": own(i), "storm": member(i), "resolved": resolved(None)}[
+        {"dup": Entry(Code.DUPLICATE, "1"), "own": own(i), "storm": member(i), "resolved": resolved(None, i)}[
             kind
         ]
         for i, (_, kind) in enumerate(steps)
@@ -189,3 +193,19 @@ def test_every_signal_gets_one_outcome_and_binds_point_at_open_requests(
     for b in binds:
         assert signals[last[b.fingerprint]].firing
     assert len({b.fingerprint for b in binds}) == len(binds)
+
+
+def test_new_requests_and_resolutions_carry_their_place_in_redis_order() -> None:
+    a = sig("a")
+    a_resolved = sig("a", firing=False)
+    again = Entry(Code.SINGLE, f"p:n0:2:{SEQ + 1}", SEQ + 2)  # opened after the resolution's tombstone
+    planned = plan([a, a_resolved, a], [own(0), resolved(None, 1), again], SETTINGS, NOW)
+    first, second = planned.phases
+    assert (first.singles[a.fingerprint].period, first.singles[a.fingerprint].seq) == (0, SEQ)
+    assert first.resolve_seqs == {a.fingerprint: SEQ + 1}
+    assert (second.singles[a.fingerprint].period, second.singles[a.fingerprint].seq) == (SEQ + 1, SEQ + 2)
+
+
+def test_a_signal_for_postgresql_without_its_seq_is_refused() -> None:
+    with pytest.raises(ValueError, match="order"):
+        plan([sig("a")], [Entry(Code.SINGLE, "p:n0:0:0")], SETTINGS, NOW)

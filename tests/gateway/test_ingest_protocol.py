@@ -15,6 +15,7 @@ from kubernaut.gateway.ingest_protocol import (
     StormWindow,
     decode,
     encode,
+    pending_period,
     settings_args,
     storm_window,
 )
@@ -53,19 +54,39 @@ def test_encode_refuses_a_wrong_settings_list() -> None:
 
 
 def test_decode_reads_each_signal_entry() -> None:
-    reply = decode([2, 15, 0, b"7", 1, b"p:n0:1", 2, b"q:n0:2:1000:rate", 3, b""], 4)
+    reply = decode([2, 15, 0, b"7", 1, b"p:n0:1:500", 2, b"q:n0:2:1000:rate", 3, b"", 900], 4)
     assert reply.limit is Limit.SHADOW
     assert reply.retry_after_ms == 15
     assert reply.entries == [
-        Entry(Code.DUPLICATE, "7"),
-        Entry(Code.SINGLE, "p:n0:1"),
-        Entry(Code.STORM, "q:n0:2:1000:rate"),
-        Entry(Code.RESOLVED, ""),
+        Entry(Code.DUPLICATE, "7", 900),
+        Entry(Code.SINGLE, "p:n0:1:500", 901),
+        Entry(Code.STORM, "q:n0:2:1000:rate", 902),
+        Entry(Code.RESOLVED, "", 903),
     ]
     assert reply.entries[0].request_id == 7
     assert reply.entries[3].request_id is None
+    assert reply.entries[1].period == 500
     with pytest.raises(ValueError, match="marker"):
         _ = reply.entries[1].request_id
+    with pytest.raises(ValueError, match="period"):
+        _ = reply.entries[2].period
+
+
+def test_a_reply_of_duplicates_only_has_no_seq_and_one_for_postgresql_must() -> None:
+    assert decode([0, 0, 0, b"7", 0, b"8"], 2).entries == [
+        Entry(Code.DUPLICATE, "7"),
+        Entry(Code.DUPLICATE, "8"),
+    ]
+    with pytest.raises(ValueError, match="seq"):
+        decode([0, 0, 0, b"7", 1, b"p:n0:1:0"], 2)
+
+
+def test_an_own_marker_names_its_period() -> None:
+    assert pending_period("p:ab12:3:1780000000000123") == 1_780_000_000_000_123
+    assert pending_period("p:ab12:3") == 0  # stored by a release before periods
+    for bad in ("p:ab12", "q:ab12:3:1000", "q:ab12:3:1000:rate"):
+        with pytest.raises(ValueError, match="marker"):
+            pending_period(bad)
 
 
 def test_a_limited_call_has_no_entries_and_a_short_reply_is_an_error() -> None:

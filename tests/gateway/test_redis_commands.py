@@ -97,8 +97,9 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
         assert calls.get("evalsha", 0) <= 2 * WEBHOOKS + 5
     # New alerts: per alert GETEX + SET (the dedup entry), GET + SET (its bind after PostgreSQL); per
     # (namespace, name) group and webhook one HMGET and one HSET of its storm hash, and a PEXPIRE the
-    # first time (every group here is new); per webhook the same fixed few as for duplicates. 13.1 per
-    # alert before the storm state became one hash per group.
+    # first time (every group here is new); per webhook the same fixed few as for duplicates and the
+    # GET + SET of the seq clock (a webhook that goes to PostgreSQL). 13.1 per alert before the storm
+    # state became one hash per group.
     new, groups = figures["new"], 10 * WEBHOOKS
     assert new["getex"] == ALERTS
     assert (new.get("hmget"), new.get("hset"), new.get("pexpire")) == (groups, groups, groups)

@@ -47,12 +47,16 @@ phase = st.fixed_dictionaries(
         "resolves": st.dictionaries(
             st.tuples(st.sampled_from(NAMES), st.sampled_from(PODS)), st.none() | offsets, max_size=3
         ),
+        # Resolutions another gateway process ran in Redis just before this phase: they start a new
+        # period of the fingerprint (its later firings carry it) and commit later, or never.
+        "elsewhere": st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(PODS)), max_size=2),
     }
 )
 hook = st.tuples(
     st.lists(phase, min_size=1, max_size=3), st.dictionaries(st.sampled_from(NAMES), st.integers(1, 3))
 )
-rounds = st.lists(st.lists(hook, min_size=1, max_size=5), min_size=1, max_size=4)
+# Per round: its webhooks, and whether the other process's resolutions so far commit after them.
+rounds = st.lists(st.tuples(st.lists(hook, min_size=1, max_size=5), st.booleans()), min_size=1, max_size=4)
 
 
 class _Run:
@@ -62,6 +66,15 @@ class _Run:
         self.tag = uuid.uuid4().hex[:10]
         self.namespace = f"set-{self.tag}"
         self.seeded: dict[str, int] = {}  # alert name -> request id the counts go to
+        # Redis's side, as the ingest script keeps it: every signal's seq, each fingerprint's period
+        # (its last resolution's seq), and the other process's resolutions not committed yet.
+        self.seq = 1_000
+        self.period: dict[str, int] = {}
+        self.elsewhere: list[tuple[str, int]] = []
+
+    def order(self) -> int:
+        self.seq += 1
+        return self.seq
 
     def fp(self, name: str, pod: str) -> str:
         return f"{self.tag}:{name}:{pod}"
@@ -84,9 +97,16 @@ class _Run:
         phases = []
         for p in spec[0]:
             built = Phase()
-            for (name, pod), (n, at) in p["singles"].items():
+            for name, pod in p["elsewhere"]:
+                resolution = (self.fp(name, pod), self.order())
+                self.period[resolution[0]] = resolution[1]
+                self.elsewhere.append(resolution)
+            for (name, pod), (n, at) in sorted(p["singles"].items()):
                 seen = None if at is None else T0 + timedelta(seconds=at)
-                built.singles[self.fp(name, pod)] = NewRequest(self.signal(name, pod), "dev", "P2", n, seen)
+                fp = self.fp(name, pod)
+                built.singles[fp] = NewRequest(
+                    self.signal(name, pod), "dev", "P2", n, seen, self.period.get(fp, 0), self.order()
+                )
             for (name, kind), members in p["storms"].items():
                 sfp = f"{self.tag}:storm:{name}:{kind}"
                 signals = {self.fp(name, pod): self.signal(name, pod) for pod in sorted(members)}
@@ -99,11 +119,21 @@ class _Run:
                 }
                 join.lookback = timedelta(seconds=60)
                 built.storms[sfp] = join
-            for (name, pod), at in p["resolves"].items():
-                built.resolves[self.fp(name, pod)] = None if at is None else T0 + timedelta(seconds=at)
+            for (name, pod), at in sorted(p["resolves"].items()):
+                fp = self.fp(name, pod)
+                built.resolves[fp] = None if at is None else T0 + timedelta(seconds=at)
+                built.resolve_seqs[fp] = self.period[fp] = self.order()
             phases.append(built)
         counts = {self.seeded[name]: n for name, n in spec[1].items()}
         return Webhook("prometheus", "bench", now, phases, counts)
+
+    def late(self, now: datetime) -> Webhook:
+        """The other process's resolutions so far, committed now (after firings Redis ran later)."""
+        phases = []
+        for fp, seq in self.elsewhere:
+            phases.append(Phase(resolves={fp: None}, resolve_seqs={fp: seq}))
+        self.elsewhere = []
+        return Webhook("prometheus", "elsewhere", now, phases)
 
     async def seed(self, conn: asyncpg.Connection) -> None:
         hook = Webhook("prometheus", "seed", T0, [Phase()])
@@ -169,26 +199,31 @@ class _Run:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(rounds=rounds)
-def test_set_based_group_commit_equals_one_by_one(stack: LocalStack, rounds: list[list[Any]]) -> None:
+def test_set_based_group_commit_equals_one_by_one(
+    stack: LocalStack, rounds: list[tuple[list[Any], bool]]
+) -> None:
     asyncio.run(_compare(stack, rounds))
 
 
-async def _compare(stack: LocalStack, rounds: list[list[Any]]) -> None:
+def _hooks(run: _Run, specs: list[Any], nows: list[datetime], late: bool) -> list[Webhook]:
+    built = [run.webhook(s, t) for s, t in zip(specs, nows, strict=False)]
+    return [*built, run.late(nows[-1])] if late and run.elsewhere else built
+
+
+async def _compare(stack: LocalStack, rounds: list[tuple[list[Any], bool]]) -> None:
     conn = await connect_db(stack)
     try:
         grouped, reference = _Run(), _Run()
         await grouped.seed(conn)
         await reference.seed(conn)
-        for r, specs in enumerate(rounds):
-            nows = [T0 + timedelta(seconds=10 * r + k) for k in range(len(specs))]
+        for r, (specs, late) in enumerate(rounds):
+            nows = [T0 + timedelta(seconds=10 * r + k) for k in range(len(specs) + 1)]
             async with conn.transaction():
-                got = await apply_group(
-                    conn, [grouped.webhook(s, t) for s, t in zip(specs, nows, strict=True)], MAX_AFFECTED
-                )
+                got = await apply_group(conn, _hooks(grouped, specs, nows, late), MAX_AFFECTED)
             want = []
             async with conn.transaction():
-                for s, t in zip(specs, nows, strict=True):
-                    want.append(await apply_webhook(conn, reference.webhook(s, t), MAX_AFFECTED))
+                for h in _hooks(reference, specs, nows, late):
+                    want.append(await apply_webhook(conn, h, MAX_AFFECTED))
             assert grouped.written(got, await grouped.normalizer(conn)) == reference.written(
                 want, await reference.normalizer(conn)
             ), f"round {r}"
@@ -199,11 +234,12 @@ async def _compare(stack: LocalStack, rounds: list[list[Any]]) -> None:
 
 def test_phases_that_do_not_commute_start_a_new_stage() -> None:
     run = _Run()
-    fire = {"singles": {("Mem", "p0"): (1, None)}, "storms": {}, "resolves": {}}
-    resolve = {"singles": {}, "storms": {}, "resolves": {("Mem", "p0"): None}}
-    join = {"singles": {}, "storms": {("Cpu", "rate"): {"p1": None}}, "resolves": {}}
-    other = {"singles": {("Mem", "p1"): (1, None)}, "storms": {}, "resolves": {}}
-    cpu = {"singles": {("Cpu", "p2"): (1, None)}, "storms": {}, "resolves": {}}
+    none: dict[str, Any] = {"singles": {}, "storms": {}, "resolves": {}, "elsewhere": []}
+    fire = {**none, "singles": {("Mem", "p0"): (1, None)}}
+    resolve = {**none, "resolves": {("Mem", "p0"): None}}
+    join = {**none, "storms": {("Cpu", "rate"): {"p1": None}}}
+    other = {**none, "singles": {("Mem", "p1"): (1, None)}}
+    cpu = {**none, "singles": {("Cpu", "p2"): (1, None)}}
 
     def cut(*phases: dict[str, Any]) -> list[int]:
         hooks = [run.webhook(([p], {}), T0) for p in phases]
@@ -223,7 +259,8 @@ async def test_a_group_with_one_failing_webhook_commits_the_others(stack: LocalS
     run = _Run()
     try:
         specs: list[Any] = [
-            ([{"singles": {("Cpu", f"p{i}"): (1, None)}, "storms": {}, "resolves": {}}], {}) for i in range(4)
+            ([{"singles": {("Cpu", f"p{i}"): (1, None)}, "storms": {}, "resolves": {}, "elsewhere": []}], {})
+            for i in range(4)
         ]
         hooks = [run.webhook(s, T0) for s in specs]
         hooks[2].signal_type = "not-a-signal-type"  # violates the table's CHECK constraint
@@ -254,3 +291,13 @@ async def test_a_group_with_one_failing_webhook_commits_the_others(stack: LocalS
     assert [r["resource_name"] for r in rows] == ["p0", "p1", "p3"]
     # now() is the transaction's start: one group, one transaction (its webhooks in savepoints)
     assert len({r["created_at"] for r in rows}) == 1
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_refire_in_a_period_another_process_opened_is_not_merged(stack: LocalStack, late: bool) -> None:
+    """Two firings of one fingerprint in one stage, a resolution by another process between them in
+    Redis: two requests, whether that resolution commits after the group or not yet."""
+    none: dict[str, Any] = {"singles": {}, "storms": {}, "resolves": {}, "elsewhere": []}
+    fire = {**none, "singles": {("Mem", "p0"): (2, None)}}
+    refire = {**fire, "elsewhere": [("Mem", "p0")]}
+    asyncio.run(_compare(stack, [([([fire], {}), ([refire], {})], late), ([([fire], {})], False)]))

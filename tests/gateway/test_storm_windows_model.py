@@ -70,6 +70,7 @@ class StormModel:
     def __init__(self) -> None:
         self.groups: dict[str, Group] = {}
         self.dedup: dict[str, str] = {}
+        self.seq = 0
 
     def _window(self, name: str, resource: str, now: int) -> str | None:
         g = self.groups.setdefault(name, Group())
@@ -89,19 +90,26 @@ class StormModel:
 
     def ingest(self, nonce: str, signals: list[ModelSignal], now: int) -> list[object]:
         reply: list[object] = [0, 0]
+        # The script's clock of signals (microseconds, never back), read only by a call that goes to
+        # PostgreSQL: here every call with a signal does (no entry is ever bound).
+        base = max(now * 1000, self.seq + 1) if signals else 0
         for i, (name, resource, firing) in enumerate(signals):
             fp = f"{name}|{resource}"
+            entry = self.dedup.get(fp)
             if not firing:
-                self.dedup.pop(fp, None)
+                self.dedup[fp] = f"r:{base + i}"  # a tombstone: not a marker
                 reply += [3, ""]
-            elif fp in self.dedup:
-                marker = self.dedup[fp]
-                reply += [1 if marker.startswith("p:") else 2, marker]
+            elif entry is not None and not entry.startswith("r:"):
+                reply += [1 if entry.startswith("p:") else 2, entry]
             else:
+                period = entry[2:] if entry is not None else "0"
                 window = self._window(name, resource, now)
-                marker = f"p:{nonce}:{i}" if window is None else f"q:{nonce}:{i}:{window}"
+                marker = f"p:{nonce}:{i}:{period}" if window is None else f"q:{nonce}:{i}:{window}"
                 self.dedup[fp] = marker
                 reply += [1 if window is None else 2, marker]
+        if signals:
+            self.seq = base + len(signals) - 1
+            reply.append(base)
         return reply
 
 

@@ -19,6 +19,12 @@ def storm_fingerprint(storm_type: str, name: str, namespace: str, start_ms: int)
     return identity_digest("storm", storm_type, name, namespace, str(start_ms))
 
 
+def _seq(entry: Entry) -> int:
+    if entry.seq is None:
+        raise ValueError(f"a {entry.code.name} entry without its place in Redis's order")
+    return entry.seq
+
+
 @dataclass(slots=True)
 class Outcome:
     """One signal's answer in the HTTP response."""
@@ -93,6 +99,7 @@ def plan(
         seen.add(key)
         if entry.code is Code.RESOLVED:
             phase.resolves.setdefault(s.fingerprint, alert_time(s.ends_at, received, skew, max_age))
+            phase.resolve_seqs.setdefault(s.fingerprint, _seq(entry))
             resolved_in.add((k, s.fingerprint))
             drafts.append((i, k, entry.code, None, None, first, entry.request_id))
         elif entry.code is Code.SINGLE:
@@ -101,7 +108,13 @@ def plan(
             else:
                 env = environment(s.namespace, envs)
                 phase.singles[s.fingerprint] = NewRequest(
-                    s, env, priority(s.severity, env), 1, alert_time(s.starts_at, received, skew, max_age)
+                    s,
+                    env,
+                    priority(s.severity, env),
+                    1,
+                    alert_time(s.starts_at, received, skew, max_age),
+                    period=entry.period,
+                    seq=_seq(entry),
                 )
             drafts.append((i, k, entry.code, None, entry.value, first, None))
         else:

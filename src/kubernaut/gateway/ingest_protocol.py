@@ -12,7 +12,7 @@ from kubernaut.config import GatewaySettings
 
 RATE_LIMIT_MODES = {"off": 0, "enforce": 1, "shadow": 2}
 _HEAD = 15  # ARGV before the per-signal fields
-_STORM_MARKER = "q"
+_OWN_MARKER, _STORM_MARKER = "p", "q"
 
 
 class Limit(IntEnum):
@@ -79,10 +79,12 @@ def encode(
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One signal's answer."""
+    """One signal's answer; ``seq`` its place in the Redis master's order of signals (every signal of a
+    call that goes to PostgreSQL has one)."""
 
     code: Code
     value: str
+    seq: int | None = None
 
     @property
     def request_id(self) -> int | None:
@@ -90,6 +92,13 @@ class Entry:
         if self.code not in (Code.DUPLICATE, Code.RESOLVED):
             raise ValueError(f"a {self.code.name} entry carries a marker, not a request id")
         return int(self.value) if self.value else None
+
+    @property
+    def period(self) -> int:
+        """A SINGLE's period: the seq of the resolution Redis saw before its request opened (0: none)."""
+        if self.code is not Code.SINGLE:
+            raise ValueError(f"a {self.code.name} entry carries no period")
+        return pending_period(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +113,30 @@ def _text(value: bytes | str | int) -> str:
 
 
 def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
-    """The script's reply to a call carrying ``signals`` signals."""
+    """The script's reply to a call carrying ``signals`` signals: per signal {code, value}, then the
+    seq of the first signal when any goes to PostgreSQL (signal i has seq + i)."""
     limit, retry_after = Limit(int(raw[0])), int(raw[1])
     if limit is Limit.ENFORCED:
         return Reply(limit, retry_after, [])
-    if len(raw) != 2 + 2 * signals:
+    if len(raw) not in (2 + 2 * signals, 3 + 2 * signals):
         raise ValueError(f"ingest reply has {len(raw) - 2} fields for {signals} signals")
-    entries = [Entry(Code(int(raw[i])), _text(raw[i + 1])) for i in range(2, len(raw), 2)]
+    base = int(raw[-1]) if len(raw) == 3 + 2 * signals else None
+    codes = [Code(int(raw[2 + 2 * i])) for i in range(signals)]
+    if base is None and any(c is not Code.DUPLICATE for c in codes):
+        raise ValueError("ingest reply sends signals to PostgreSQL without their seq")
+    entries = [
+        Entry(c, _text(raw[3 + 2 * i]), None if base is None else base + i) for i, c in enumerate(codes)
+    ]
     return Reply(limit, retry_after, entries)
+
+
+def pending_period(marker: str) -> int:
+    """The period in an own request's marker, ``p:<nonce>:<index>:<period>``; 0 in a marker an older
+    release stored (``p:<nonce>:<index>``, still met for a dedup TTL after an upgrade)."""
+    parts = marker.split(":")
+    if len(parts) not in (3, 4) or parts[0] != _OWN_MARKER:
+        raise ValueError(f"not an own request's marker: {marker!r}")
+    return int(parts[3]) if len(parts) == 4 else 0
 
 
 @dataclass(frozen=True, slots=True)

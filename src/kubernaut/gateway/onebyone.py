@@ -11,27 +11,22 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from kubernaut.gateway.writes import NewRequest, StormJoin, Webhook, Written
+from kubernaut.gateway.writes import LAST, NewRequest, StormJoin, Webhook, Written
 
 # A pooled connection (the gateway) or a plain one (tests).
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[Any]"
 
 OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
 
-_UPSERT_SINGLES = f"""
-INSERT INTO remediation_requests AS r (
-    fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
-    environment, priority, labels, annotations, first_seen, last_seen, occurrence_count, received_at)
-SELECT u.f, u.n, $1, $2, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.fs,
-       greatest(u.fs, $3), u.c, $3
-FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::text[], $13::text[], $14::bigint[], $15::timestamptz[])
-     AS u(f, n, sev, ns, kind, res, env, pri, l, a, c, fs)
-ON CONFLICT (fingerprint) WHERE {OPEN}
-DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
-              last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
-              updated_at = now()
-RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
+# Opens or counts each fingerprint's request in the period Redis ordered it in, row after row
+# (migration 070); the gateway's set-based writer sends the same statement.
+FIRE = """
+SELECT k.id, k.fingerprint, k.inserted
+FROM kubernaut_fire($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                    $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[],
+                    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::bigint[],
+                    $18::bigint[]) WITH ORDINALITY AS k(id, fingerprint, inserted, n)
+ORDER BY k.n
 """
 
 _UPSERT_STORM = f"""
@@ -71,14 +66,12 @@ WHERE r.id = $1
 RETURNING ARRAY(SELECT fingerprint FROM added)
 """
 
-# An alert's endsAt before the request's first_seen (two alerts of one fingerprint) closes it at first_seen.
-_RESOLVE = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = $3,
-    last_seen = greatest(r.last_seen, d.t), updated_at = now()
-FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)
-WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{OPEN}
-RETURNING r.id, r.fingerprint
+# Closes the requests opened before each resolution in Redis order, recording the resolution
+# (migration 070); an alert's endsAt before the request's first_seen closes it at first_seen.
+RESOLVE = """
+SELECT k.id, k.fingerprint
+FROM kubernaut_resolve($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[])
+     AS k(id, fingerprint)
 """
 
 # Members of open storms resolve; a storm whose members have all resolved closes (at its last
@@ -145,7 +138,8 @@ async def apply_webhook(conn: Conn, work: Webhook, max_affected: int) -> list[Wr
         if phase.resolves:
             fps = sorted(phase.resolves)
             times = [phase.resolves[f] or work.now for f in fps]
-            rows = await conn.fetch(_RESOLVE, fps, times, work.now)
+            seqs = [phase.resolve_seqs.get(f, LAST) for f in fps]
+            rows = await conn.fetch(RESOLVE, fps, times, [work.now] * len(fps), seqs)
             written.resolved = {r["fingerprint"]: r["id"] for r in rows}
             members = await conn.fetch(RESOLVE_MEMBERS, fps, times)
             for m in members:
@@ -170,12 +164,11 @@ async def _upsert_singles(
 ) -> None:
     rows = sorted(singles, key=lambda r: r.signal.fingerprint)
     result = await conn.fetch(
-        _UPSERT_SINGLES,
-        signal_type,
-        source,
-        now,
+        FIRE,
         [r.signal.fingerprint for r in rows],
         [r.signal.name for r in rows],
+        [signal_type] * len(rows),
+        [source] * len(rows),
         [r.signal.severity for r in rows],
         [r.signal.namespace for r in rows],
         [r.signal.resource_kind for r in rows],
@@ -186,6 +179,10 @@ async def _upsert_singles(
         [json_text(r.signal.annotations) for r in rows],
         [r.occurrences for r in rows],
         [r.first_seen or now for r in rows],
+        [max(r.first_seen or now, now) for r in rows],
+        [now] * len(rows),
+        [r.period for r in rows],
+        [r.seq for r in rows],
     )
     written.singles = {r["fingerprint"]: (r["id"], r["inserted"]) for r in result}
 

@@ -8,6 +8,8 @@ set-based order (new requests, then storm joins, then resolutions) differs from 
 later phase fires or resolves again what an earlier one resolved, joins a storm after a resolution
 (which may have closed it), or brings a new request of a group whose storm an earlier phase joined
 (a storm opened first links only the requests before it). Such a phase starts the next stage.
+New requests and resolutions go through kubernaut_fire / kubernaut_resolve (migration 070), like one by
+one: a stage's firings of one fingerprint are one row only within one period.
 """
 
 from __future__ import annotations
@@ -16,25 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from kubernaut.gateway.onebyone import LINK_EARLIER, OPEN, RESOLVE_MEMBERS, Conn, json_text
-from kubernaut.gateway.writes import NewRequest, Phase, StormJoin, Webhook, Written
-
-_UPSERT_SINGLES = f"""
-INSERT INTO remediation_requests AS r (
-    fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
-    environment, priority, labels, annotations, occurrence_count, first_seen, last_seen, received_at)
-SELECT u.f, u.n, u.st, u.src, u.sev, u.ns, u.kind, u.res, u.env, u.pri, u.l::jsonb, u.a::jsonb, u.c,
-       u.fs, u.ls, u.rcv
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[],
-            $14::timestamptz[], $15::timestamptz[], $16::timestamptz[])
-     AS u(f, n, st, src, sev, ns, kind, res, env, pri, l, a, c, fs, ls, rcv)
-ON CONFLICT (fingerprint) WHERE {OPEN}
-DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
-              last_seen = greatest(r.last_seen, EXCLUDED.last_seen),
-              updated_at = now()
-RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
-"""
+from kubernaut.gateway.onebyone import FIRE, LINK_EARLIER, OPEN, RESOLVE, RESOLVE_MEMBERS, Conn, json_text
+from kubernaut.gateway.writes import LAST, NewRequest, Phase, StormJoin, Webhook, Written
 
 _UPSERT_STORMS = f"""
 INSERT INTO remediation_requests AS r (
@@ -91,15 +76,6 @@ _REOPEN_MEMBERS = """
 UPDATE storm_members m SET resolved_at = NULL
 FROM unnest($1::bigint[], $2::text[]) AS d(id, f)
 WHERE m.request_id = d.id AND m.fingerprint = d.f AND m.resolved_at IS NOT NULL
-"""
-
-_RESOLVE = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, d.t), resolved_received_at = d.rcv,
-    last_seen = greatest(r.last_seen, d.t), updated_at = now()
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS d(f, t, rcv)
-WHERE r.fingerprint = d.f AND NOT r.is_storm AND r.{OPEN}
-RETURNING r.id, r.fingerprint
 """
 
 # A storm closes when the webhook that resolved its last open member did (``rcv``, its receipt time).
@@ -183,11 +159,20 @@ async def _upsert_singles(conn: Conn, stage: list[_Step]) -> None:
             entries.setdefault(fp, []).append((step, request))
     if not entries:
         return
-    fps = sorted(entries)  # rows touched in fingerprint order (fewer deadlocks between transactions)
-    firsts = [entries[f][0] for f in fps]
+    # One row per run of a fingerprint's firings in one period: in one period they all count onto one
+    # request, so their counts add up; a firing of another period (a resolution ran in Redis between
+    # them, in another process) is a row of its own, after it in the array as in Redis's order.
+    runs: list[list[tuple[_Step, NewRequest]]] = []
+    for f in sorted(entries):  # rows touched in fingerprint order (fewer deadlocks between transactions)
+        for entry in entries[f]:
+            if runs and runs[-1][0][1].signal.fingerprint == f and runs[-1][0][1].period == entry[1].period:
+                runs[-1].append(entry)
+            else:
+                runs.append([entry])
+    firsts = [run[0] for run in runs]
     rows = await conn.fetch(
-        _UPSERT_SINGLES,
-        fps,
+        FIRE,
+        [r.signal.fingerprint for _, r in firsts],
         [r.signal.name for _, r in firsts],
         [s.hook.signal_type for s, _ in firsts],
         [s.hook.source for s, _ in firsts],
@@ -199,16 +184,16 @@ async def _upsert_singles(conn: Conn, stage: list[_Step]) -> None:
         [r.priority for _, r in firsts],
         [json_text(r.signal.labels) for _, r in firsts],
         [json_text(r.signal.annotations) for _, r in firsts],
-        [sum(r.occurrences for _, r in entries[f]) for f in fps],
+        [sum(r.occurrences for _, r in run) for run in runs],
         [r.first_seen or s.hook.now for s, r in firsts],
-        [max(max(r.first_seen or s.hook.now, s.hook.now) for s, r in entries[f]) for f in fps],
+        [max(max(r.first_seen or s.hook.now, s.hook.now) for s, r in run) for run in runs],
         [s.hook.now for s, _ in firsts],
+        [r.period for _, r in firsts],
+        [r.seq for _, r in firsts],
     )
-    ids = {r["fingerprint"]: (r["id"], r["inserted"]) for r in rows}
-    for f in fps:
-        rid, inserted = ids[f]
-        for k, (step, _) in enumerate(entries[f]):
-            step.written.singles[f] = (rid, inserted and k == 0)
+    for run, row in zip(runs, rows, strict=True):
+        for k, (step, request) in enumerate(run):
+            step.written.singles[request.signal.fingerprint] = (row["id"], row["inserted"] and k == 0)
 
 
 async def _join_storms(conn: Conn, stage: list[_Step], max_affected: int) -> None:
@@ -297,7 +282,8 @@ async def _resolve(conn: Conn, stage: list[_Step]) -> None:
         return
     fps = sorted(owner)
     times = [owner[f].phase.resolves[f] or owner[f].hook.now for f in fps]
-    rows = await conn.fetch(_RESOLVE, fps, times, [owner[f].hook.now for f in fps])
+    seqs = [owner[f].phase.resolve_seqs.get(f, LAST) for f in fps]
+    rows = await conn.fetch(RESOLVE, fps, times, [owner[f].hook.now for f in fps], seqs)
     for r in rows:
         owner[r["fingerprint"]].written.resolved[r["fingerprint"]] = r["id"]
     members = await conn.fetch(RESOLVE_MEMBERS, fps, times)

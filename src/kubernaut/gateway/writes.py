@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 
 from kubernaut.gateway.signal import NormalizedSignal
 
+# The place in Redis's order of a signal that has none: after every other.
+LAST = 2**62
+
 
 @dataclass(slots=True)
 class NewRequest:
@@ -18,6 +21,8 @@ class NewRequest:
     priority: str
     occurrences: int = 1
     first_seen: datetime | None = None  # the alert's own time (else the receipt time)
+    period: int = 0  # the period Redis saw it in, and its place in Redis's order (migration 070)
+    seq: int = LAST
 
 
 @dataclass(slots=True)
@@ -45,6 +50,7 @@ class Phase:
     singles: dict[str, NewRequest] = field(default_factory=dict)
     storms: dict[str, StormJoin] = field(default_factory=dict)
     resolves: dict[str, datetime | None] = field(default_factory=dict)  # fingerprint -> alert's end
+    resolve_seqs: dict[str, int] = field(default_factory=dict)  # fingerprint -> place in Redis's order
 
 
 @dataclass(slots=True)

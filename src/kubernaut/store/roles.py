@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OUTCOMES, REQUESTS, STORM_MEMBERS
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OUTCOMES, REQUESTS, RESOLUTIONS, STORM_MEMBERS
 
 OWNER = "kubernaut"
 GATEWAY = "kubernaut_gateway"
@@ -27,6 +27,7 @@ GRANTS: dict[str, dict[str, str]] = {
         REQUESTS: "SELECT, INSERT, UPDATE",
         STORM_MEMBERS: "SELECT, INSERT, UPDATE",
         APPLIED_COUNT_BATCHES: "SELECT, INSERT, DELETE",
+        RESOLUTIONS: "SELECT, INSERT",
         "schema_migrations": "SELECT",
     },
     CONTEXT_API: {

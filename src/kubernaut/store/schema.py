@@ -11,6 +11,7 @@ REQUESTS = "remediation_requests"
 OUTCOMES = "remediation_outcomes"
 STORM_MEMBERS = "storm_members"
 APPLIED_COUNT_BATCHES = "applied_count_batches"
+RESOLUTIONS = "gateway_resolutions"  # resolutions in Redis order (migration 070)
 
 OPEN_PHASES = ("pending", "processing")
 

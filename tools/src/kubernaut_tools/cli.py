@@ -347,6 +347,10 @@ def drill(
     rate: float = typer.Option(20.0, help="Webhooks per second sent to the gateway during the drill."),
     duration: float = typer.Option(60.0, min=10.0, help="chaos: seconds of load and faults."),
     seed: int = typer.Option(1, help="chaos: the fault schedule is a function of the seed and the duration."),
+    faults: str | None = typer.Option(
+        None,
+        help="chaos: only these fault kinds, comma-separated (e.g. master-pause,partition); default all.",
+    ),
     run_dir: Path | None = RunDirOption,
     port_offset: int = OffsetOption,
 ) -> None:
@@ -371,7 +375,7 @@ def drill(
                 "drill chaos also partitions the gateway from its master: "
                 "start the stack with `kubernaut up --chaos-proxy`"
             )
-        _chaos(stack, seed, duration, as_json)
+        _chaos(stack, seed, duration, as_json, _fault_kinds(faults))
         return
     reports: list[DrillReport] = []
     for name in names:
@@ -387,14 +391,29 @@ def drill(
         raise typer.Exit(code=1)
 
 
-def _chaos(stack: LocalStack, seed: int, duration: float, as_json: bool) -> None:
+def _fault_kinds(faults: str | None) -> tuple[str, ...]:
+    from kubernaut_tools.drill.chaos_schedule import KINDS
+
+    if faults is None:
+        return KINDS
+    kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise fail(
+            f"--faults: unknown fault kind(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(KINDS)}"
+        )
+    return kinds
+
+
+def _chaos(stack: LocalStack, seed: int, duration: float, as_json: bool, kinds: tuple[str, ...]) -> None:
     from kubernaut_tools.drill.chaos import run_chaos
 
     def progress(line: str) -> None:
         if not as_json:
             err_console.print(line, highlight=False)
 
-    report = asyncio.run(run_chaos(stack, seed, duration, progress))
+    report = asyncio.run(run_chaos(stack, seed, duration, progress, kinds))
     data = report.as_json()
     if as_json:
         typer.echo(json.dumps(data, indent=2))

@@ -11,15 +11,23 @@
 --  then per signal: status (f|r), fingerprint, name, namespace, resource
 --
 -- Dedup entry prefix..'dd:'..fingerprint holds the RemediationRequest id once PostgreSQL has it, or a
--- pending marker until then: 'p:<nonce>:<i>' (own request) or 'q:<nonce>:<i>:<start>:<type>' (storm
--- member); <i> is the signal's index, so a fingerprint re-opened later in the same webhook gets a marker
+-- pending marker until then: 'p:<nonce>:<i>:<period>' (own request, period below) or
+-- 'q:<nonce>:<i>:<start>:<type>' (storm member); <i> is the signal's index, so a fingerprint re-opened later in the same webhook gets a marker
 -- of its own and a bind meant for the request closed before it cannot land on it.
 -- Pending entries send the signal to PostgreSQL again, whose unique index decides created vs duplicate;
 -- the marker is returned so that whichever webhook gets the id first binds it (bind.lua).
 --
+-- A resolution leaves a tombstone 'r:<seq>' in the dedup entry (for the dedup TTL) instead of deleting
+-- it: <seq> is the resolution's place in this master's order of calls ('seq' key: a clock in us that
+-- never goes back, one tick per signal). A firing that opens a request after it carries that seq as
+-- the request's period in its marker ('p:<nonce>:<i>:<period>'), so PostgreSQL can apply a resolution
+-- and a firing of one fingerprint committed by two gateway processes in either order with the outcome
+-- of this order (store/migrations/070_request_periods.sql).
+--
 -- Reply: {limited (0, 1 limited, 2 would be limited in shadow mode), retry-after (ms)} then per signal
 -- {code, value}: 0 duplicate (request id), 1 own request (marker), 2 storm member (marker),
--- 3 resolved (request id or '').
+-- 3 resolved (request id or ''), then, when any signal goes to PostgreSQL, the seq of the first
+-- signal (signal i has seq + i).
 --
 -- Duplicates are added to the count accumulator only when the whole webhook is decided here (every
 -- signal a duplicate): a webhook that also goes to PostgreSQL counts its duplicates in that
@@ -166,12 +174,26 @@ local function save_groups()
   end
 end
 
+-- The order of this call's signals among all calls of this master: read (and advanced by n) only when
+-- a signal goes to PostgreSQL. TIME keeps it near wall-clock time after a failover to a replica whose
+-- copy of the key is behind.
+local seq
+local function order()
+  if not seq then
+    local last = tonumber(redis.call('GET', prefix .. 'seq')) or 0
+    seq = math.max(now_us, last + 1)
+    redis.call('SET', prefix .. 'seq', string.format('%.0f', seq + n - 1))
+  end
+  return seq
+end
+
 local duplicates, decided = {}, true
 for i = 0, n - 1 do
   local b = BASE + i * FIELDS
   local dd = prefix .. 'dd:' .. ARGV[b + 2]
   if ARGV[b + 1] == 'r' then
-    local v = redis.call('GETDEL', dd)
+    local tomb = 'r:' .. string.format('%.0f', order() + i)
+    local v = redis.call('SET', dd, tomb, 'EX', dedup_ttl, 'GET')
     push(3, (v and v:find('^%d')) and v or '')
     decided = false
   else
@@ -179,12 +201,13 @@ for i = 0, n - 1 do
     if v and v:find('^%d') then
       duplicates[#duplicates + 1] = v
       push(0, v)
-    elseif v then
+    elseif v and v:sub(1, 2) ~= 'r:' then
       push(v:sub(1, 2) == 'p:' and 1 or 2, v)
       decided = false
     else
+      local period = v and v:sub(3) or '0'
       local window = storms and storm_window(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5])
-      local code, marker = 1, 'p:' .. nonce .. ':' .. i
+      local code, marker = 1, 'p:' .. nonce .. ':' .. i .. ':' .. period
       if window then code, marker = 2, 'q:' .. nonce .. ':' .. i .. ':' .. window end
       redis.call('SET', dd, marker, 'EX', dedup_ttl)
       push(code, marker)
@@ -193,6 +216,7 @@ for i = 0, n - 1 do
   end
 end
 save_groups()
+if not decided then out[#out + 1] = order() end
 if decided and #duplicates > 0 then
   for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
   -- The counts hash is born with its batch id (take_counts.lua), so that a copy resurrected from an old

@@ -16,7 +16,7 @@ import httpx
 from kubernaut.store.schema import OPEN, REQUESTS
 from kubernaut_tools.drill import chaos_history, chaos_nemesis
 from kubernaut_tools.drill.chaos_check import Findings, Row, check
-from kubernaut_tools.drill.chaos_schedule import TAIL_S, schedule
+from kubernaut_tools.drill.chaos_schedule import KINDS, TAIL_S, schedule
 from kubernaut_tools.drill.verify import duplicate_open_requests
 from kubernaut_tools.localstack import LocalStack
 
@@ -100,9 +100,13 @@ async def _settled_audit(
 
 
 async def run_chaos(
-    stack: LocalStack, seed: int, duration_s: float, progress: Callable[[str], None] | None = None
+    stack: LocalStack,
+    seed: int,
+    duration_s: float,
+    progress: Callable[[str], None] | None = None,
+    kinds: tuple[str, ...] = KINDS,
 ) -> ChaosReport:
-    plan = schedule(seed, duration_s)
+    plan = schedule(seed, duration_s, kinds)
     run = os.urandom(3).hex()
     namespace = f"chaos-{seed}-{run}"
     stop = asyncio.Event()

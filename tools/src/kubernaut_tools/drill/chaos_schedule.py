@@ -37,14 +37,19 @@ class PlannedFault:
         return asdict(self)
 
 
-def schedule(seed: int, duration_s: float) -> list[PlannedFault]:
-    """Faults for a run of ``duration_s`` seconds, one after another, none in the warm-up or the tail."""
+def schedule(seed: int, duration_s: float, kinds: tuple[str, ...] = KINDS) -> list[PlannedFault]:
+    """Faults for a run of ``duration_s`` seconds, one after another, none in the warm-up or the tail,
+    drawn from ``kinds`` (all by default; the same seed with another subset gives another schedule)."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(KINDS)}")
+    kinds = tuple(k for k in KINDS if k in kinds)  # the order of KINDS, whatever order was asked
     rng = random.Random(f"kubernaut-chaos:{seed}:{float(duration_s)!r}")
     planned: list[PlannedFault] = []
     t = WARMUP_S
     while True:
         t += rng.uniform(*GAP_RANGE_S)
-        kind = rng.choice(KINDS)
+        kind = rng.choice(kinds)
         hold = rng.uniform(*(PAUSE_RANGE_S if kind in ("master-pause", "partition") else OUTAGE_RANGE_S))
         target = rng.randrange(3)
         if t + hold > duration_s - TAIL_S:
