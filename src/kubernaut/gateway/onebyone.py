@@ -12,11 +12,10 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from kubernaut.gateway.writes import LAST, NewRequest, StormJoin, Webhook, Written
+from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS
 
 # A pooled connection (the gateway) or a plain one (tests).
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[Any]"
-
-OPEN = "resolved_at IS NULL AND phase IN ('pending', 'processing')"
 
 # Opens or counts each fingerprint's request in the period Redis ordered it in, row after row
 # (migration 070); the gateway's set-based writer sends the same statement.
@@ -30,7 +29,7 @@ ORDER BY k.n
 """
 
 _UPSERT_STORM = f"""
-INSERT INTO remediation_requests AS r (
+INSERT INTO {REQUESTS} AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, first_seen, last_seen, occurrence_count,
     is_storm, storm_type, storm_window_start, storm_window_end, received_at)
@@ -46,16 +45,16 @@ RETURNING r.id, (r.xmax = 0) AS inserted
 
 # Members already taken in (a repeat that reached PostgreSQL) are skipped; resources beyond the cap are
 # only counted.
-_ADD_MEMBERS = """
+_ADD_MEMBERS = f"""
 WITH added AS (
-    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen, received_at)
+    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at)
     SELECT $1, m.f, m.res, m.fs, $4 FROM unnest($2::text[], $3::text[], $6::timestamptz[]) AS m(f, res, fs)
     ON CONFLICT DO NOTHING
     RETURNING fingerprint, resource
 ), named AS (
     SELECT ARRAY(SELECT resource FROM added WHERE resource <> '') AS resources
 )
-UPDATE remediation_requests r
+UPDATE {REQUESTS} r
 SET storm_alert_count = r.storm_alert_count + (SELECT count(*) FROM added),
     affected_resources = (r.affected_resources || named.resources)[1:$5],
     affected_overflow = r.affected_overflow
@@ -80,8 +79,8 @@ FROM kubernaut_resolve($1::text[], $2::timestamptz[], $3::timestamptz[], $4::big
 RESOLVE_MEMBERS = f"""
 WITH d AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS d(f, t)),
 resolved AS (
-    UPDATE storm_members m SET resolved_at = greatest(m.first_seen, d.t)
-    FROM d, remediation_requests r
+    UPDATE {STORM_MEMBERS} m SET resolved_at = greatest(m.first_seen, d.t)
+    FROM d, {REQUESTS} r
     WHERE m.fingerprint = d.f AND m.resolved_at IS NULL AND r.id = m.request_id AND r.is_storm
       AND r.{OPEN}
     RETURNING m.request_id, m.fingerprint, m.resolved_at, m.received_at, r.fingerprint AS storm
@@ -90,30 +89,30 @@ SELECT request_id, fingerprint, resolved_at FROM resolved ORDER BY received_at, 
 """
 
 _CLOSE_STORMS = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM storm_members m
+UPDATE {REQUESTS} r
+SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM {STORM_MEMBERS} m
                                           WHERE m.request_id = r.id)),
     resolved_received_at = $2, updated_at = now()
 WHERE r.id = ANY($1::bigint[]) AND r.{OPEN}
-  AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM {STORM_MEMBERS} m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
 """
 
 # A member firing again is unresolved again (its storm stays open).
-_REOPEN_MEMBERS = """
-UPDATE storm_members SET resolved_at = NULL
+_REOPEN_MEMBERS = f"""
+UPDATE {STORM_MEMBERS} SET resolved_at = NULL
 WHERE request_id = $1 AND fingerprint = ANY($2::text[]) AND resolved_at IS NOT NULL
 """
 
 # The storm's group's requests opened in the detection window before the storm: linked to it.
-LINK_EARLIER = """
-UPDATE remediation_requests r SET storm_request_id = $1, updated_at = now()
+LINK_EARLIER = f"""
+UPDATE {REQUESTS} r SET storm_request_id = $1, updated_at = now()
 WHERE r.signal_name = $2 AND r.namespace = $3 AND NOT r.is_storm AND r.storm_request_id IS NULL
   AND r.received_at >= $4
 """
 
 # A webhook's duplicates of known requests, counted in its own transaction.
-_COUNT_DUPLICATES = """
-UPDATE remediation_requests r
+_COUNT_DUPLICATES = f"""
+UPDATE {REQUESTS} r
 SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
 FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
 WHERE r.id = d.id

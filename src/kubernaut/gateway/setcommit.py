@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from kubernaut.gateway.onebyone import FIRE, LINK_EARLIER, OPEN, RESOLVE, RESOLVE_MEMBERS, Conn, json_text
+from kubernaut.gateway.onebyone import FIRE, LINK_EARLIER, RESOLVE, RESOLVE_MEMBERS, Conn, json_text
 from kubernaut.gateway.writes import LAST, NewRequest, Phase, StormJoin, Webhook, Written
+from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS
 
 _UPSERT_STORMS = f"""
-INSERT INTO remediation_requests AS r (
+INSERT INTO {REQUESTS} AS r (
     fingerprint, signal_name, signal_type, source, severity, namespace, resource_kind, resource_name,
     environment, priority, labels, annotations, occurrence_count, first_seen, last_seen, received_at,
     is_storm, storm_type, storm_window_start, storm_window_end)
@@ -44,22 +45,22 @@ RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
 # Every storm row's new members in one statement; ``o`` is the one-by-one order of the members (webhook,
 # then fingerprint), which the affected resources keep. Members already taken in are skipped; resources
 # beyond the cap are only counted (capping the concatenation once equals capping it webhook by webhook).
-_ADD_MEMBERS = """
+_ADD_MEMBERS = f"""
 WITH m AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
                          $6::int[]) AS m(id, f, res, fs, rcv, o)
 ), added AS (
-    INSERT INTO storm_members (request_id, fingerprint, resource, first_seen, received_at)
+    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at)
     SELECT m.id, m.f, m.res, m.fs, m.rcv FROM m
     ON CONFLICT DO NOTHING
     RETURNING request_id, fingerprint, resource
 ), per_storm AS (
     SELECT a.request_id AS id, count(*) AS n,
-           coalesce(array_agg(a.resource ORDER BY m.o) FILTER (WHERE a.resource <> ''), '{}') AS resources
+           coalesce(array_agg(a.resource ORDER BY m.o) FILTER (WHERE a.resource <> ''), '{{}}') AS resources
     FROM added a JOIN m ON m.id = a.request_id AND m.f = a.fingerprint
     GROUP BY a.request_id
 ), counted AS (
-    UPDATE remediation_requests r
+    UPDATE {REQUESTS} r
     SET storm_alert_count = r.storm_alert_count + p.n,
         affected_resources = (r.affected_resources || p.resources)[1:$7],
         affected_overflow = r.affected_overflow
@@ -72,25 +73,25 @@ SELECT request_id, fingerprint FROM added
 """
 
 # Members firing again are unresolved again (their storms stay open).
-_REOPEN_MEMBERS = """
-UPDATE storm_members m SET resolved_at = NULL
+_REOPEN_MEMBERS = f"""
+UPDATE {STORM_MEMBERS} m SET resolved_at = NULL
 FROM unnest($1::bigint[], $2::text[]) AS d(id, f)
 WHERE m.request_id = d.id AND m.fingerprint = d.f AND m.resolved_at IS NOT NULL
 """
 
 # A storm closes when the webhook that resolved its last open member did (``rcv``, its receipt time).
 _CLOSE_STORMS = f"""
-UPDATE remediation_requests r
-SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM storm_members m
+UPDATE {REQUESTS} r
+SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM {STORM_MEMBERS} m
                                           WHERE m.request_id = r.id)),
     resolved_received_at = c.rcv, updated_at = now()
 FROM unnest($1::bigint[], $2::timestamptz[]) AS c(id, rcv)
 WHERE r.id = c.id AND r.{OPEN}
-  AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM {STORM_MEMBERS} m WHERE m.request_id = r.id AND m.resolved_at IS NULL)
 """
 
-_COUNT_DUPLICATES = """
-UPDATE remediation_requests r
+_COUNT_DUPLICATES = f"""
+UPDATE {REQUESTS} r
 SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, d.t), updated_at = now()
 FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS d(id, n, t)
 WHERE r.id = d.id

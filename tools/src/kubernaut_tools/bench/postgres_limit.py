@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernaut.gateway.onebyone import OPEN
+from kubernaut.store.schema import OPEN
 from kubernaut_tools.bench.errors import BenchError
 
 TAG = "pgbench"  # signal_name and namespace of everything the scripts write (deleted afterwards)
