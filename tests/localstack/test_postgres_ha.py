@@ -30,6 +30,8 @@ def _node_dsn(stack: LocalStack, addr: str) -> str:
 
 
 def test_status_names_one_primary_and_a_synchronous_standby(ha_stack: LocalStack) -> None:
+    # Patroni names the synchronous standby a moment after both members run (and after a heal).
+    wait_until(lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby")
     status = ha_stack.status().postgres
     members = status.members
     assert status.mode == "ha"
@@ -46,6 +48,9 @@ def test_status_names_one_primary_and_a_synchronous_standby(ha_stack: LocalStack
 
 
 async def test_a_commit_waits_for_the_synchronous_standby(ha_stack: LocalStack) -> None:
+    await asyncio.to_thread(
+        wait_until, lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby"
+    )
     primary = ha_stack.status().postgres.primary
     assert primary is not None
     conn = await asyncpg.connect(_node_dsn(ha_stack, primary))

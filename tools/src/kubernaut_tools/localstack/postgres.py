@@ -133,8 +133,8 @@ async def _ensure_database(host: str, port: int, password: str, role_passwords: 
     try:
         await roles.ensure_roles(conn, role_passwords, DB_NAME)  # CREATE DATABASE: no transaction
         return True
-    except asyncpg.CannotConnectNowError:
-        return False
+    except (asyncpg.CannotConnectNowError, asyncpg.ReadOnlySQLTransactionError):
+        return False  # starting, or a node named primary that is still finishing its promotion
     finally:
         await conn.close()
 
