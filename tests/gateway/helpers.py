@@ -11,8 +11,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -130,19 +130,26 @@ async def fetch_rows(stack: LocalStack, sql: str, *args: object) -> list[dict[st
         await db.close()
 
 
-async def wait_bound(stack: LocalStack, fingerprint: str, prefix: str = "gw:", timeout_s: float = 30) -> None:
-    """Until the master's dedup entry of ``fingerprint`` holds a request id (binds are batched): only then
-    does a repeat stay in Redis, counted by the script, instead of going to PostgreSQL again."""
+async def until_redis(
+    stack: LocalStack, key: str, done: Callable[[bytes | None], bool], timeout_s: float = 10
+) -> None:
+    """Until the gateway master's value of ``key`` satisfies ``done``."""
     master = stack.current_master()
     assert master is not None, "no gateway Redis master"
     redis = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
         deadline = time.monotonic() + timeout_s
-        while not (await redis.get(f"{prefix}dd:{fingerprint}") or b"").isdigit():
-            assert time.monotonic() < deadline, f"the request id of {fingerprint} was never bound"
-            await asyncio.sleep(0.05)
+        while not done(value := cast(bytes | None, await redis.get(key))):
+            assert time.monotonic() < deadline, f"{key} stayed {value!r}"
+            await asyncio.sleep(0.01)
     finally:
         await redis.aclose()
+
+
+async def wait_bound(stack: LocalStack, fingerprint: str, prefix: str = "gw:", timeout_s: float = 30) -> None:
+    """Until the master's dedup entry of ``fingerprint`` holds a request id (binds are batched): only then
+    does a repeat stay in Redis, counted by the script, instead of going to PostgreSQL again."""
+    await until_redis(stack, f"{prefix}dd:{fingerprint}", lambda v: (v or b"").isdigit(), timeout_s)
 
 
 def ready(url: str) -> bool:

@@ -9,19 +9,18 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from kubernaut.gateway.signal import fingerprint
 from kubernaut.store import roles
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.tcp_proxy import Proxy
-from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, gateway_process, unique, webhook
+from tests.gateway.helpers import PROMETHEUS, alert, fetch_rows, gateway_process, unique, until_redis, webhook
 
 pytestmark = pytest.mark.stack
 
@@ -88,20 +87,6 @@ def _two_gateways(
             yield url_a, url_b
 
 
-async def _until_redis(stack: LocalStack, key: str, done: Callable[[bytes | None], bool]) -> None:
-    """Wait until ``key``'s value shows that the gateway's Redis call has run."""
-    master = stack.current_master()
-    assert master is not None
-    redis = aioredis.Redis(**stack.redis_auth(master[1]))
-    try:
-        deadline = time.monotonic() + 10
-        while not done(value := cast(bytes | None, await redis.get(key))):
-            assert time.monotonic() < deadline, f"{key} stayed {value!r}"
-            await asyncio.sleep(0.01)
-    finally:
-        await redis.aclose()
-
-
 async def _open_ids(stack: LocalStack, name: str) -> list[int]:
     rows = await fetch_rows(
         stack,
@@ -142,12 +127,12 @@ async def test_a_refire_committed_before_the_resolution_redis_ran_first(
         ):
             first = _signal(await b.post(PROMETHEUS, json=webhook(firing)))
             x, dd = first["request_id"], f"{prefix}dd:{first['fingerprint']}"
-            await _until_redis(stack, dd, lambda v: v == str(x).encode())  # bound to x
+            await until_redis(stack, dd, lambda v: v == str(x).encode())  # bound to x
 
             proxy.hold()
             resolution = webhook({**firing, "status": "resolved"})
             resolving = asyncio.create_task(a.post(PROMETHEUS, json=resolution))
-            await _until_redis(stack, dd, lambda v: v != str(x).encode())  # it ran in Redis
+            await until_redis(stack, dd, lambda v: v != str(x).encode())  # it ran in Redis
             refire = _signal(await b.post(PROMETHEUS, json=webhook(firing)))
             proxy.release()
             resolved = _signal(await resolving)
@@ -184,7 +169,7 @@ async def test_a_firing_committed_after_the_resolution_redis_ran_later(
             proxy.hold()
             opening = asyncio.create_task(a.post(PROMETHEUS, json=webhook(firing)))
             dd = f"{prefix}dd:{fingerprint(name, 'shop', 'Pod', 'api-0')}"
-            await _until_redis(stack, dd, lambda v: v is not None)  # the firing ran in Redis
+            await until_redis(stack, dd, lambda v: v is not None)  # the firing ran in Redis
             resolved = _signal(await b.post(PROMETHEUS, json=webhook({**firing, "status": "resolved"})))
             proxy.release()
             opened = _signal(await opening)
