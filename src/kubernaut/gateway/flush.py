@@ -55,6 +55,8 @@ class CountFlusher:
         except StoreUnavailable:
             return 0
         self._flushed = batch
+        if not applied:  # offered again: its acknowledgement was lost, or its instance died after the flush
+            log.info("count batch already in PostgreSQL", batch=batch, occurrences=sum(counts.values()))
         self._metrics.count_batches.labels(result="applied" if applied else "already_applied").inc()
         return sum(counts.values()) if applied else 0
 

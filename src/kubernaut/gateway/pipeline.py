@@ -26,7 +26,8 @@ __all__ = ["Outcome", "Pipeline", "storm_fingerprint"]
 
 log = structlog.get_logger("kubernaut.gateway.pipeline")
 
-VOID = Script.load("void", replicate=True, repeatable=True)  # takes counts back; twice is harmless
+# Takes counts back; running it twice is harmless.
+VOID = Script.load("void", replicate=True, repeatable=True, uses=("counts_hash",))
 # How long a refused ingest call is voided for: the ingest script's RAN_TTL covers it; a hung master runs
 # a buffered call when it resumes, well within this (Sentinel fails it over after down-after).
 _VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25

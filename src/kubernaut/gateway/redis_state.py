@@ -82,13 +82,16 @@ class Script:
     repeatable: bool
 
     @classmethod
-    def load(cls, name: str, *, replicate: bool, repeatable: bool) -> Script:
-        source = (resources.files("kubernaut.gateway") / "scripts" / f"{name}.lua").read_bytes()
+    def load(cls, name: str, *, replicate: bool, repeatable: bool, uses: tuple[str, ...] = ()) -> Script:
+        """``uses``: shared Lua files (scripts/<name>.lua) put after the script's first line, its shebang."""
+        scripts = resources.files("kubernaut.gateway") / "scripts"
+        shebang, _, body = (scripts / f"{name}.lua").read_bytes().partition(b"\n")
+        source = b"\n".join([shebang, *((scripts / f"{u}.lua").read_bytes() for u in uses), body])
         sha = hashlib.sha1(source).hexdigest()  # Redis names scripts by SHA-1
         return cls(name, source, sha, replicate, repeatable)
 
 
-INGEST = Script.load("ingest", replicate=True, repeatable=False)  # counts duplicates
+INGEST = Script.load("ingest", replicate=True, repeatable=False, uses=("counts_hash",))  # counts duplicates
 BIND = Script.load("bind", replicate=False, repeatable=True)
 TAKE_COUNTS = Script.load("take_counts", replicate=True, repeatable=True)
 

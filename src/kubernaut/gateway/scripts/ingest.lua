@@ -218,10 +218,9 @@ end
 save_groups()
 if not decided then out[#out + 1] = order() end
 if decided and #duplicates > 0 then
-  for _, id in ipairs(duplicates) do redis.call('HINCRBY', prefix .. 'counts', id, 1) end
-  -- The counts hash is born with its batch id (take_counts.lua), so that a copy resurrected from an old
-  -- snapshot after every node died is known to PostgreSQL if it was applied: lost, never counted twice.
-  redis.call('HSETNX', prefix .. 'counts', '_batch', nonce)
+  local counts = counts_hash(prefix, now, nonce)
+  for _, id in ipairs(duplicates) do redis.call('HINCRBY', counts, id, 1) end
+  name_counts(counts, nonce, now)
   redis.call('SET', ran_key, table.concat(duplicates, ','), 'EX', RAN_TTL)
 end
 return out

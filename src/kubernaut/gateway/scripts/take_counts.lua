@@ -10,7 +10,8 @@
 -- ARGV: prefix, instance id, id of the batch acknowledged ('' none), id for a new batch (unique, from the
 -- caller), stale after (ms), leave ('1' at shutdown).
 -- Reply: {open storm windows, batch id ('' none), {request id, count, ...}}.
--- The accumulating hash carries its id in field '_batch' (set by ingest.lua when it starts the hash).
+-- The accumulating hash carries its id in field '_batch' and its birth time in '_born' (set by ingest.lua
+-- when it starts the hash, which also sets aside a hash too old to be a live one).
 local prefix, instance, ack, fresh = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local counts, flushers, storms = prefix .. 'counts', prefix .. 'flushers', prefix .. 'storms'
 local orphans = prefix .. 'countbatches:orphaned'
@@ -48,7 +49,7 @@ if not current then
     -- The id the ingest script gave the hash when it began; ARGV[4] for one begun without.
     current = redis.call('HGET', counts, '_batch') or fresh
     redis.call('RENAME', counts, batch(current))
-    redis.call('HDEL', batch(current), '_batch')
+    redis.call('HDEL', batch(current), '_batch', '_born')
   end
   if current then redis.call('SET', owner(instance), current) end
 end

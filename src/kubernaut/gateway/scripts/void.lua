@@ -8,10 +8,14 @@ local key = prefix .. 'ran:' .. ARGV[2]
 local ran = redis.call('GET', key)
 local undone = 0
 if ran and ran ~= 'void' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local counts = counts_hash(prefix, now, ARGV[2])
   for id in string.gmatch(ran, '%d+') do
-    redis.call('HINCRBY', prefix .. 'counts', id, -1)
+    redis.call('HINCRBY', counts, id, -1)
     undone = undone + 1
   end
+  name_counts(counts, ARGV[2], now)
 end
 redis.call('SET', key, 'void', 'EX', ARGV[3])
 return undone
