@@ -10,12 +10,14 @@ local undone = 0
 if ran and ran ~= 'void' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local counts = counts_hash(prefix, now, ARGV[2])
+  -- The ingest call's own nonce may already name a batch (the one that holds what it counted).
+  local batch = 'v:' .. ARGV[2]
+  local counts = counts_hash(prefix, now, batch)
   for id in string.gmatch(ran, '%d+') do
     redis.call('HINCRBY', counts, id, -1)
     undone = undone + 1
   end
-  name_counts(counts, ARGV[2], now)
+  name_counts(counts, batch, now)
 end
 redis.call('SET', key, 'void', 'EX', ARGV[3])
 return undone
