@@ -33,10 +33,20 @@ def test_the_argv_layout_is_the_one_the_script_reads() -> None:
     args = encode("gw:", "n0", "src", settings, [_signal("a", True), _signal("b", False)])
     base, fields = (int(x) for x in re.findall(r"local BASE, FIELDS = (\d+), (\d+)", LUA)[0])
     assert args[:3] == ["gw:", "n0", "src"]
-    assert args[3 : base - 1] == settings
+    assert args[3 : base - 2] == settings
+    assert args[base - 2] == 1  # ARGV[base - 1]: duplicates counted by the script
     assert args[base - 1] == 2  # ARGV[base] in Lua (1-based): the number of signals
     assert args[base:] == ["f", "fp-a", "Boom", "shop", "Pod/a", "r", "fp-b", "Boom", "shop", "Pod/b"]
     assert len(args) == base + 2 * fields
+
+
+def test_duplicates_can_be_left_to_postgresql() -> None:
+    settings = settings_args(GatewaySettings())
+    args = encode("gw:", "n0", "src", settings, [_signal("a", True)], count_duplicates=False)
+    assert args[len(settings) + 3 : len(settings) + 5] == [0, 1]
+    read = re.search(r"local count_here = ARGV\[(\d+)\] == '1'", LUA)
+    assert read is not None
+    assert int(read[1]) == len(settings) + 4
 
 
 def test_settings_are_whole_milliseconds_and_microseconds() -> None:

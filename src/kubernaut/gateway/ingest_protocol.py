@@ -11,7 +11,7 @@ from typing import Protocol
 from kubernaut.config import GatewaySettings
 
 RATE_LIMIT_MODES = {"off": 0, "enforce": 1, "shadow": 2}
-_HEAD = 15  # ARGV before the per-signal fields
+_HEAD = 16  # ARGV before the per-signal fields
 _OWN_MARKER, _STORM_MARKER = "p", "q"
 
 
@@ -66,15 +66,22 @@ def settings_args(settings: GatewaySettings) -> list[int]:
 
 
 def encode(
-    prefix: str, nonce: str, source: str, settings: Sequence[int], signals: Iterable[ScriptSignal]
+    prefix: str,
+    nonce: str,
+    source: str,
+    settings: Sequence[int],
+    signals: Iterable[ScriptSignal],
+    *,
+    count_duplicates: bool = True,
 ) -> list[str | int]:
-    """The whole ARGV of one call; ``settings`` from :func:`settings_args`."""
-    if len(settings) != _HEAD - 4:
-        raise ValueError(f"expected {_HEAD - 4} settings, got {len(settings)}")
+    """The whole ARGV of one call; ``settings`` from :func:`settings_args`. ``count_duplicates``: a
+    webhook of duplicates only is counted by the script (else it goes to PostgreSQL like any other)."""
+    if len(settings) != _HEAD - 5:
+        raise ValueError(f"expected {_HEAD - 5} settings, got {len(settings)}")
     per_signal: list[str | int] = []
     for s in signals:
         per_signal += ("f" if s.firing else "r", s.fingerprint, s.name, s.namespace, s.resource)
-    return [prefix, nonce, source, *settings, len(per_signal) // 5, *per_signal]
+    return [prefix, nonce, source, *settings, 1 if count_duplicates else 0, len(per_signal) // 5, *per_signal]
 
 
 @dataclass(frozen=True, slots=True)

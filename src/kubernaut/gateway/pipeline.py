@@ -56,10 +56,11 @@ class Pipeline:
         each signal's outcome. Raises a Problem (429, 503) having accepted nothing that could be lost."""
         if not self._store.available:
             raise self._unavailable("PostgreSQL is unavailable")
-        reply = await self._call_script(signals, source)
+        counted_in_redis = self._redis.counts_in_redis
+        reply = await self._call_script(signals, source, counted_in_redis)
         received = datetime.now(UTC)
         planned = plan(signals, reply.entries, self._settings, received)
-        if not planned.pending:  # every signal a duplicate: counted by the script itself
+        if not planned.pending and counted_in_redis:  # every signal a duplicate: counted by the script
             outcomes = [planned.decided[i] for i in range(len(signals))]
             return self._count(outcomes, source_type), outcomes
         try:
@@ -78,10 +79,19 @@ class Pipeline:
         self._count_storms(planned, written)
         return self._count(outcomes, source_type), outcomes
 
-    async def _call_script(self, signals: Sequence[NormalizedSignal], source: str) -> protocol.Reply:
+    async def _call_script(
+        self, signals: Sequence[NormalizedSignal], source: str, count_duplicates: bool
+    ) -> protocol.Reply:
         """The one Redis call: rate limit, dedup and storm bookkeeping (raises 429 or 503)."""
         nonce = os.urandom(8).hex()
-        args = protocol.encode(self._settings.key_prefix, nonce, source, self._script_settings, signals)
+        args = protocol.encode(
+            self._settings.key_prefix,
+            nonce,
+            source,
+            self._script_settings,
+            signals,
+            count_duplicates=count_duplicates,
+        )
         try:
             reply = protocol.decode(await self._redis.run(INGEST, args), len(signals))
         except RedisUnavailable:

@@ -56,6 +56,12 @@ _MAX_BIND_TRIPLES = 1000
 # WAIT's timeout for a replica to acknowledge a counting call: a share of socket_s, so that the WAIT ends
 # inside the call's own timeout (connect_s + socket_s).
 _REPLICA_WAIT_SHARE = 0.5
+# After a failed call or a master change, duplicates are counted in PostgreSQL (with the webhook's commit)
+# rather than in Redis for this long. A master that hung past Sentinel's down-after and resumes before its
+# replacement is announced still takes writes, and WAIT is still satisfied by the replica that Sentinel is
+# about to point at the new master: counts it acknowledges are gone after the switch. The gateway saw its
+# calls fail while the master hung, and the announcement comes within seconds of the resumption.
+_DOUBT_S = 15.0
 _WATCH_TIMEOUT_S = 1.0
 _WATCH_RETRY_S = 1.0  # between a sentinel watcher's lost connection and the next one
 
@@ -135,6 +141,7 @@ class RedisState:
         self._binder = Worker("gateway-dedup-binder", self._bind_pending)
         self._watchers: list[Worker] = []
         self._closing = False
+        self._doubted_until = 0.0
         timeouts = settings.redis.timeouts
         # Only a Sentinel group has replicas to wait for; a standalone Redis (no failover) answers alone.
         self._replicas = isinstance(settings.redis, SentinelRedis)
@@ -147,6 +154,16 @@ class RedisState:
     @property
     def available(self) -> bool:
         return self._available
+
+    @property
+    def counts_in_redis(self) -> bool:
+        """Whether the ingest script may count duplicates in Redis now (see ``_DOUBT_S``)."""
+        return time.monotonic() >= self._doubted_until
+
+    def _doubt(self, why: str) -> None:
+        if self.counts_in_redis:
+            log.warning("counting duplicates in PostgreSQL for a while", why=why, seconds=_DOUBT_S)
+        self._doubted_until = time.monotonic() + _DOUBT_S
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -230,10 +247,12 @@ class RedisState:
                 reply, replicas = reply
                 if replicas < 1:
                     self._metrics.redis_errors.labels(kind="unreplicated").inc()
+                    self._doubt("unreplicated")
                     raise RedisUnavailable("unreplicated")
                 return reply
             kind = _error_kind(failure) or "connection"
             self._metrics.redis_errors.labels(kind=kind).inc()
+            self._doubt(kind)
             if kind == "unanswered" and not script.repeatable:
                 raise RedisUnavailable(kind)
             if self._available:
@@ -310,6 +329,7 @@ class RedisState:
         if self._master is not None and address != self._master:
             self._metrics.redis_master_changes.inc()
             log.warning("redis master changed", old=self._master, new=address, seen_by="reconnect")
+            self._doubt("master changed")
         self._master = address
 
     async def _drop_connections(self, idle_only: bool = False) -> None:
@@ -328,6 +348,7 @@ class RedisState:
             return  # another sentinel told us first
         log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")
         self._metrics.redis_master_changes.inc()
+        self._doubt("master switched")
         self._master = new
         await self._pipeline.reset()
         await self._drop_connections()

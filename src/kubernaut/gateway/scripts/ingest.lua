@@ -7,7 +7,9 @@
 --  1 prefix  2 nonce  3 source  4 rate-limit mode (0 off, 1 enforce, 2 shadow)
 --  5 emission interval (us)  6 burst  7 dedup TTL (s)  8 storms on (1/0)
 --  9 rate threshold  10 rate window (ms)  11 pattern threshold  12 pattern window (ms)
---  13 storm inactivity (ms)  14 storm max window (ms)  15 number of signals
+--  13 storm inactivity (ms)  14 storm max window (ms)
+--  15 count a webhook of duplicates only here (1/0; 0: it goes to PostgreSQL, which counts them)
+--  16 number of signals
 --  then per signal: status (f|r), fingerprint, name, namespace, resource
 --
 -- Dedup entry prefix..'dd:'..fingerprint holds the RemediationRequest id once PostgreSQL has it, or a
@@ -39,8 +41,9 @@ local storms = ARGV[8] == '1'
 local rate_threshold, rate_window = tonumber(ARGV[9]), tonumber(ARGV[10])
 local pattern_threshold, pattern_window = tonumber(ARGV[11]), tonumber(ARGV[12])
 local inactivity, max_window = tonumber(ARGV[13]), tonumber(ARGV[14])
-local n = tonumber(ARGV[15])
-local BASE, FIELDS = 15, 5
+local count_here = ARGV[15] == '1'
+local n = tonumber(ARGV[16])
+local BASE, FIELDS = 16, 5
 -- A call whose reply was lost can still run (a hung master resumes) or run twice (a retry). A counting
 -- run records what it counted under 'ran:<nonce>' for RAN_TTL seconds: a second run answers the same
 -- without counting again, and void.lua (the gateway gave up and answered 503) takes the counts back.
@@ -216,6 +219,7 @@ for i = 0, n - 1 do
   end
 end
 save_groups()
+if not count_here then decided = false end
 if not decided then out[#out + 1] = order() end
 if decided and #duplicates > 0 then
   local counts = counts_hash(prefix, now, nonce)
