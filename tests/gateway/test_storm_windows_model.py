@@ -137,7 +137,7 @@ def test_the_storm_windows_follow_the_model(
         for n, (step, signals) in enumerate(steps):
             now += step
             client.hset(f"{prefix}clock", mapping={"s": now // 1000, "us": now % 1000 * 1000})
-            args: list[str | int] = [prefix, f"n{n}", "src", *SETTINGS, len(signals)]
+            args: list[str | int] = [prefix, f"n{n}", "src", *SETTINGS, 1, len(signals)]  # 1: count here
             for name, resource, firing in signals:
                 args += ("f" if firing else "r", f"{name}|{resource}", name, "ns", resource)
             got = client.evalsha(sha, 0, *args)
