@@ -53,3 +53,13 @@ def test_logging_is_configured_in_one_place() -> None:
         if any(call in path.read_text() for call in calls)
     }
     assert configuring == {"kubernaut/logs.py"}
+
+
+def test_no_access_log_in_any_process(stream: io.StringIO) -> None:
+    """uvicorn writes an access line per request when its access logger has a handler up its hierarchy
+    (a worker process configures logging after uvicorn applied ``access_log=False``): it must not reach
+    the root's."""
+    access = logging.getLogger("uvicorn.access")
+    assert not access.propagate
+    access.info('127.0.0.1:1 - "POST / HTTP/1.1" 201')
+    assert stream.getvalue() == ""

@@ -11,7 +11,11 @@ import structlog
 from structlog.typing import Processor
 
 # Libraries whose loggers may carry handlers of their own (uvicorn installs some): they go to the root.
-_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncpg", "redis")
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "asyncpg", "redis")
+# No access log: the services count requests in their metrics. uvicorn's HTTP protocol logs a line per
+# request whenever this logger has a handler anywhere up its hierarchy (its access_log setting is applied
+# only once, before a worker process configures logging), so it must not reach the root's.
+_ACCESS_LOGGER = "uvicorn.access"
 
 
 def configure(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
@@ -45,3 +49,6 @@ def configure(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
         library = logging.getLogger(name)
         library.handlers = []
         library.propagate = True
+    access = logging.getLogger(_ACCESS_LOGGER)
+    access.handlers = []
+    access.propagate = False
