@@ -15,7 +15,7 @@ import pytest
 
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack import postgres as pg
-from kubernaut_tools.localstack.processes import wait_until
+from tests.fixtures.ha import until_settled
 from tests.localstack.test_postgres_ha import _webhook
 
 pytestmark = pytest.mark.ha
@@ -37,12 +37,6 @@ async def _set_sync_names(dsn: str, value: str | None) -> None:
         await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
-
-
-def _settled(stack: LocalStack) -> bool:
-    members = stack.postgres_status().members
-    roles = [m.role for m in members]
-    return roles.count("primary") == 1 and any(m.role == "standby" and m.sync for m in members)
 
 
 async def _count(dsn: str, namespace: str) -> tuple[int, int]:
@@ -98,13 +92,7 @@ async def test_a_commit_on_the_standby_whose_answer_died_with_the_primary_is_ack
             await asyncio.wait([heal], timeout=0.5)
         await heal
         # Healed means as the other HA tests find it: a primary and a synchronous standby again.
-        await asyncio.to_thread(
-            wait_until,
-            lambda: _settled(ha_stack),
-            timeout=60,
-            interval=0.2,
-            what="a primary and a synchronous standby after the heal",
-        )
+        await until_settled(ha_stack)
     # Exact: one request counted once; the same alert again is one more occurrence, not a new request.
     assert await _count(ha_stack.postgres_dsn, namespace) == (1, 1)
     ha_stack.wait_service_ready("gateway", timeout=30)

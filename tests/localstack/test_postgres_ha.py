@@ -16,7 +16,7 @@ from kubernaut_tools.drill.faults import SCENARIOS
 from kubernaut_tools.drill.runner import run_drill
 from kubernaut_tools.localstack import LocalStack, patroni
 from kubernaut_tools.localstack import postgres as pg
-from kubernaut_tools.localstack.processes import wait_until
+from tests.fixtures.ha import until_settled, wait_settled
 
 pytestmark = pytest.mark.ha
 
@@ -31,8 +31,7 @@ def _node_dsn(stack: LocalStack, addr: str) -> str:
 
 
 def test_status_names_one_primary_and_a_synchronous_standby(ha_stack: LocalStack) -> None:
-    # Patroni names the synchronous standby a moment after both members run (and after a heal).
-    wait_until(lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby")
+    wait_settled(ha_stack)
     status = ha_stack.status().postgres
     members = status.members
     assert status.mode == "ha"
@@ -49,9 +48,7 @@ def test_status_names_one_primary_and_a_synchronous_standby(ha_stack: LocalStack
 
 
 async def test_a_commit_waits_for_the_synchronous_standby(ha_stack: LocalStack) -> None:
-    await asyncio.to_thread(
-        wait_until, lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby"
-    )
+    await until_settled(ha_stack)
     primary = ha_stack.status().postgres.primary
     assert primary is not None
     conn = await asyncpg.connect(_node_dsn(ha_stack, primary))
@@ -99,13 +96,7 @@ async def test_context_api_does_not_refill_from_a_standby_behind_the_change(ha_s
     that follows the new timeline no longer holds the pause: then the fault was not in place, and the
     case is set up again (at most three times), as a fault injection that missed its window."""
     for _attempt in range(3):
-        await asyncio.to_thread(
-            wait_until,
-            lambda: _settled(ha_stack),
-            timeout=60,
-            interval=0.2,
-            what="a primary and a sync standby",
-        )
+        await until_settled(ha_stack)
         if await _refill_case(ha_stack):
             return
     raise AssertionError("the standby's replay pause never held through the case (cluster unsettled)")
@@ -214,14 +205,6 @@ async def test_postgres_drill_keeps_the_invariants(ha_stack: LocalStack, scenari
     ha_stack.wait_service_ready("context-api", timeout=30)
 
 
-def _settled(stack: LocalStack) -> bool:
-    """A primary and a synchronous standby: a primary's death is then a failover."""
-    members = stack.status().postgres.members
-    return [m.role for m in members].count("primary") == 1 and any(
-        m.role == "standby" and m.sync for m in members
-    )
-
-
 async def _listener_since(stack: LocalStack, node: patroni.Node, since: float) -> str | None:
     """The last statement of a Context-API LISTEN connection opened on ``node`` after ``since`` (epoch
     seconds); None when there is none (or the node does not answer)."""
@@ -247,9 +230,7 @@ async def test_context_api_listens_on_the_new_primary_after_a_failover(ha_stack:
     namespace = f"listen-{uuid.uuid4().hex[:8]}"
     url = ha_stack.url("context-api") + f"/api/v1/incidents?namespace={namespace}"
     reader = {"authorization": f"Bearer {ha_stack.context_api_read_token}"}
-    await asyncio.to_thread(
-        wait_until, lambda: _settled(ha_stack), timeout=60, interval=0.2, what="a primary and a sync standby"
-    )
+    await until_settled(ha_stack)
     old = ha_stack.pg_ha.primary()
     assert old is not None
     killed_at = time.time()
