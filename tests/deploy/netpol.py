@@ -81,44 +81,40 @@ def _port_matches(rule_port: dict[str, Any], target: Pod, port: int, protocol: s
     return int(want) == port
 
 
-def ingress_allowed(
-    policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
+def _rules_allow(
+    policies: list[dict[str, Any]], subject: Pod, peer: Pod, target: Pod, port: int, protocol: str, kind: str
 ) -> bool:
-    """Do the policies selecting ``target`` let ``client`` in on ``port``?"""
-    relevant = [p for p in policies if selects(p, target) and "Ingress" in _types(p)]
+    """Do the ``kind`` ("Ingress" or "Egress") policies selecting ``subject`` allow ``peer`` on the target's
+    ``port``? No such policy: allowed."""
+    relevant = [p for p in policies if selects(p, subject) and kind in _types(p)]
     if not relevant:
         return True
+    direction, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
     for policy in relevant:
         namespace = policy["metadata"]["namespace"]
-        for rule in policy["spec"].get("ingress") or []:
-            peers = rule.get("from")
-            if peers and not any(_peer_matches(peer, namespace, client) for peer in peers):
+        for rule in policy["spec"].get(direction) or []:
+            peers = rule.get(peers_key)
+            if peers and not any(_peer_matches(p, namespace, peer) for p in peers):
                 continue
             ports = rule.get("ports")
             if ports and not any(_port_matches(p, target, port, protocol) for p in ports):
                 continue
             return True
     return False
+
+
+def ingress_allowed(
+    policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
+) -> bool:
+    """Do the policies selecting ``target`` let ``client`` in on ``port``?"""
+    return _rules_allow(policies, target, client, target, port, protocol, "Ingress")
 
 
 def egress_allowed(
     policies: list[dict[str, Any]], client: Pod, target: Pod, port: int, protocol: str = "TCP"
 ) -> bool:
     """Do the policies selecting ``client`` let it out to ``target`` on ``port``?"""
-    relevant = [p for p in policies if selects(p, client) and "Egress" in _types(p)]
-    if not relevant:
-        return True
-    for policy in relevant:
-        namespace = policy["metadata"]["namespace"]
-        for rule in policy["spec"].get("egress") or []:
-            peers = rule.get("to")
-            if peers and not any(_peer_matches(peer, namespace, target) for peer in peers):
-                continue
-            ports = rule.get("ports")
-            if ports and not any(_port_matches(p, target, port, protocol) for p in ports):
-                continue
-            return True
-    return False
+    return _rules_allow(policies, client, target, target, port, protocol, "Egress")
 
 
 def allowed(
