@@ -25,14 +25,16 @@ def acl_sentinel(stack: LocalStack, tmp_path: Path) -> Iterator[int]:
     """A Sentinel whose default user is off; it watches a master that is not there (port 1): what it
     says about the group is enough."""
     port = stack.topology.sentinel_ports[0] + 130
-    conf = tmp_path / "sentinel.conf"
+    # Sentinel rewrites its command line to "redis-sentinel 127.0.0.1:<port> [sentinel]" once it listens:
+    # only the port is in it before and after, so the port is the marker (as for the stack's own).
+    conf = tmp_path / f"sentinel-{port}.conf"
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
         f"sentinel monitor {MASTER} 127.0.0.1 1 2\n"
         f"user default off\nuser {USER} on >{PASSWORD} +@all\n"
     )
     rec = spawn(
-        "sentinel-acl", ["/usr/bin/redis-sentinel", str(conf)], marker=str(conf), log=tmp_path / "log"
+        "sentinel-acl", ["/usr/bin/redis-sentinel", str(conf)], marker=str(port), log=tmp_path / "log"
     )
 
     def up() -> bool:
