@@ -1,11 +1,13 @@
-"""The held-head transport (pure): a response's head and body leave in one write, in order."""
+"""The held-head transport (pure): a response's head and body leave in one write, in order; and the
+collector's settings of a serving process."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import gc
+from typing import Any, cast
 
-from kubernaut.httpserver import _HeadHoldingTransport, cpu_quota
+from kubernaut.httpserver import GC_THRESHOLDS, HttpLimits, ServerConfig, _HeadHoldingTransport, cpu_quota
 
 
 class _Recorder:
@@ -65,3 +67,19 @@ def test_cpu_quota_from_cgroup_cpu_max() -> None:
     assert cpu_quota("50000 100000") == 1  # half a core still needs one worker
     assert cpu_quota("150000 100000") == 2
     assert cpu_quota("garbage") is None
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:  # never called
+    raise AssertionError
+
+
+def test_loading_the_app_freezes_what_exists_and_spaces_young_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        ServerConfig(_app, limits=HttpLimits(), lifespan="off").load()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

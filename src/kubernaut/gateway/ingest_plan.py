@@ -4,16 +4,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kubernaut.config import GatewaySettings
-from kubernaut.gateway.ingest_protocol import Code, Entry, storm_window
-from kubernaut.gateway.signal import NormalizedSignal, alert_time, environment, identity_digest, priority
+from kubernaut.gateway.ingest_protocol import DUPLICATE, RESOLVED, SINGLE, STORM, Code, Entry, storm_window
+from kubernaut.gateway.signal import AlertTimes, NormalizedSignal, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, Phase, StormJoin, Written
 
 
+@functools.lru_cache(maxsize=1024)  # every new member of a window names it again
 def storm_fingerprint(storm_type: str, name: str, namespace: str, start_ms: int) -> str:
     """One aggregated request per storm window: the window's start makes it unique."""
     return identity_digest("storm", storm_type, name, namespace, str(start_ms))
@@ -37,7 +39,7 @@ class Outcome:
         return {"fingerprint": self.fingerprint, "outcome": self.outcome, "request_id": self.request_id}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per new signal, built four times faster
 class Pending:
     """A signal whose outcome PostgreSQL decides."""
 
@@ -70,7 +72,7 @@ def plan(
 ) -> Plan:
     """Phases cut wherever a firing signal follows a resolution, so PostgreSQL sees the batch's order."""
     envs, times, st = settings.environments, settings.alert_times, settings.storm
-    skew, max_age = times.max_future_skew_s, times.max_age_s
+    times_of = AlertTimes(received, times.max_future_skew_s, times.max_age_s).believe
     lookback = {
         "rate": timedelta(seconds=st.rate_window_s),
         "pattern": timedelta(seconds=st.pattern_window_s),
@@ -84,25 +86,25 @@ def plan(
     last_phase: dict[str, int] = {}  # fingerprint -> phase of its last signal
     resolved_in: set[tuple[int, str]] = set()  # (phase, fingerprint) closed at that phase's end
     for i, (s, entry) in enumerate(zip(signals, entries, strict=True)):
-        if entry.code is Code.DUPLICATE:
-            rid = entry.request_id
-            assert rid is not None
+        code = entry.code
+        if code is DUPLICATE:
+            rid = int(entry.value)  # a duplicate's value is its open request's id
             decided[i] = Outcome(s.fingerprint, "duplicate", rid)
             counts[rid] = counts.get(rid, 0) + 1
             continue
-        if entry.code is not Code.RESOLVED and phases[-1].resolves:
+        if code is not RESOLVED and phases[-1].resolves:
             phases.append(Phase())  # a firing after a resolution: PostgreSQL must see them in order
         k, phase = len(phases) - 1, phases[-1]
         last_phase[s.fingerprint] = k
-        key = (k, s.fingerprint, entry.code is Code.RESOLVED)
+        key = (k, s.fingerprint, code is RESOLVED)
         first = key not in seen
         seen.add(key)
-        if entry.code is Code.RESOLVED:
-            phase.resolves.setdefault(s.fingerprint, alert_time(s.ends_at, received, skew, max_age))
+        if code is RESOLVED:
+            phase.resolves.setdefault(s.fingerprint, times_of(s.ends_at))
             phase.resolve_seqs.setdefault(s.fingerprint, _seq(entry))
             resolved_in.add((k, s.fingerprint))
-            drafts.append((i, k, entry.code, None, None, first, entry.request_id))
-        elif entry.code is Code.SINGLE:
+            drafts.append((i, k, code, None, None, first, entry.request_id))
+        elif code is SINGLE:
             if s.fingerprint in phase.singles:
                 phase.singles[s.fingerprint].occurrences += 1
             else:
@@ -112,11 +114,11 @@ def plan(
                     env,
                     priority(s.severity, env),
                     1,
-                    alert_time(s.starts_at, received, skew, max_age),
+                    times_of(s.starts_at),
                     period=entry.period,
                     seq=_seq(entry),
                 )
-            drafts.append((i, k, entry.code, None, entry.value, first, None))
+            drafts.append((i, k, code, None, entry.value, first, None))
         else:
             window = storm_window(entry.value)
             sfp = storm_fingerprint(window.storm_type, s.name, s.namespace, window.start_ms)
@@ -133,9 +135,9 @@ def plan(
                     lookback=lookback[window.storm_type],
                 )
             storm.members.setdefault(s.fingerprint, s)
-            storm.first_seen.setdefault(s.fingerprint, alert_time(s.starts_at, received, skew, max_age))
+            storm.first_seen.setdefault(s.fingerprint, times_of(s.starts_at))
             storm.occurrences += 1
-            drafts.append((i, k, entry.code, sfp, entry.value, first, None))
+            drafts.append((i, k, code, sfp, entry.value, first, None))
     pending = [
         Pending(
             i,
@@ -145,7 +147,7 @@ def plan(
             marker,
             first,
             # Only requests still open when the webhook ends are bound: never one closed in it.
-            bind=code is not Code.RESOLVED
+            bind=code is not RESOLVED
             and first
             and last_phase[signals[i].fingerprint] == k
             and (k, signals[i].fingerprint) not in resolved_in,
@@ -156,7 +158,7 @@ def plan(
     return Plan(phases, counts, decided, pending)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per new signal
 class Bind:
     """A dedup entry to point at its committed request."""
 
@@ -175,11 +177,11 @@ def settle(
     opened: set[tuple[int, str]] = set()
     for p in planned.pending:
         s, done = signals[p.index], written[p.phase]
-        if p.code is Code.RESOLVED:
+        if p.code is RESOLVED:
             rid = done.resolved.get(s.fingerprint, p.resolved_id) if p.first else p.resolved_id
             outcomes[p.index] = Outcome(s.fingerprint, "resolved", rid)
             continue
-        if p.code is Code.STORM:
+        if p.code is STORM:
             assert p.storm is not None
             rid, inserted, added = done.storms[p.storm]
             outcome = "duplicate"

@@ -32,6 +32,11 @@ class Code(IntEnum):
     RESOLVED = 3  # value: the request id the dedup entry held, or ''
 
 
+# A reply's code to its member: ``Code(n)`` and ``Code.X`` cost about 0.2 µs each, per signal.
+_CODES = {code.value: code for code in Code}
+DUPLICATE, SINGLE, STORM, RESOLVED = Code.DUPLICATE, Code.SINGLE, Code.STORM, Code.RESOLVED
+
+
 class ScriptSignal(Protocol):
     """What the script needs of one signal."""
 
@@ -84,10 +89,10 @@ def encode(
     return [prefix, nonce, source, *settings, 1 if count_duplicates else 0, len(per_signal) // 5, *per_signal]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """One signal's answer; ``seq`` its place in the Redis master's order of signals (every signal of a
-    call that goes to PostgreSQL has one)."""
+    call that goes to PostgreSQL has one). Not frozen: one per signal, built four times faster."""
 
     code: Code
     value: str
@@ -96,14 +101,14 @@ class Entry:
     @property
     def request_id(self) -> int | None:
         """The request id of a duplicate or a resolution (None: nothing was open)."""
-        if self.code not in (Code.DUPLICATE, Code.RESOLVED):
+        if self.code is not DUPLICATE and self.code is not RESOLVED:
             raise ValueError(f"a {self.code.name} entry carries a marker, not a request id")
         return int(self.value) if self.value else None
 
     @property
     def period(self) -> int:
         """A SINGLE's period: the seq of the resolution Redis saw before its request opened (0: none)."""
-        if self.code is not Code.SINGLE:
+        if self.code is not SINGLE:
             raise ValueError(f"a {self.code.name} entry carries no period")
         return pending_period(self.value)
 
@@ -115,10 +120,6 @@ class Reply:
     entries: list[Entry]  # one per signal, in order; empty when ENFORCED
 
 
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
     """The script's reply to a call carrying ``signals`` signals: per signal {code, value}, then the
     seq of the first signal when any goes to PostgreSQL (signal i has seq + i)."""
@@ -128,12 +129,15 @@ def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
     if len(raw) not in (2 + 2 * signals, 3 + 2 * signals):
         raise ValueError(f"ingest reply has {len(raw) - 2} fields for {signals} signals")
     base = int(raw[-1]) if len(raw) == 3 + 2 * signals else None
-    codes = [Code(int(raw[2 + 2 * i])) for i in range(signals)]
-    if base is None and any(c is not Code.DUPLICATE for c in codes):
+    codes = [code for i in range(2, 2 + 2 * signals, 2) if (code := _CODES.get(int(raw[i]))) is not None]
+    if len(codes) != signals:
+        raise ValueError(f"ingest reply has an unknown code: {raw[2 : 2 + 2 * signals : 2]!r}")
+    if base is None and any(c is not DUPLICATE for c in codes):
         raise ValueError("ingest reply sends signals to PostgreSQL without their seq")
-    entries = [
-        Entry(c, _text(raw[3 + 2 * i]), None if base is None else base + i) for i, c in enumerate(codes)
-    ]
+    values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw[3 : 3 + 2 * signals : 2]]
+    if base is None:
+        return Reply(limit, retry_after, [Entry(c, v) for c, v in zip(codes, values, strict=True)])
+    entries = [Entry(c, v, base + i) for i, (c, v) in enumerate(zip(codes, values, strict=True))]
     return Reply(limit, retry_after, entries)
 
 
@@ -146,7 +150,7 @@ def pending_period(marker: str) -> int:
     return int(parts[3]) if len(parts) == 4 else 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per storm member
 class StormWindow:
     """The storm window a member's marker names: one aggregated request per window."""
 

@@ -113,8 +113,9 @@ class GatewayMetrics:
             self.requests_created.labels(kind=kind)
         for storm_type in ("rate", "pattern"):
             self.storms_detected.labels(storm_type=storm_type)
-        for mode in ("enforce", "shadow"):
-            self.rate_limited.labels(mode=mode)
+        self.rate_limited_children = {
+            mode: self.rate_limited.labels(mode=mode) for mode in ("enforce", "shadow")
+        }
         for result in ("applied", "already_applied"):
             self.count_batches.labels(result=result)
         for reason in ("missing", "invalid", "duplicate"):

@@ -98,7 +98,7 @@ class Pipeline:
             self._void_later(nonce)  # the call may still run (a hung master): it must count nothing
             raise self._unavailable("the Redis master is unavailable (failover in progress?)") from None
         if reply.limit is protocol.Limit.ENFORCED:
-            self._metrics.rate_limited.labels(mode="enforce").inc()
+            self._metrics.rate_limited_children["enforce"].inc()
             retry_after = max(1, math.ceil(reply.retry_after_ms / 1000))
             raise Problem(
                 429,
@@ -107,7 +107,7 @@ class Pipeline:
                 headers={"Retry-After": str(retry_after)},
             )
         if reply.limit is protocol.Limit.SHADOW:
-            self._metrics.rate_limited.labels(mode="shadow").inc()
+            self._metrics.rate_limited_children["shadow"].inc()
         return reply
 
     def _void_later(self, nonce: str) -> None:

@@ -240,20 +240,29 @@ async def _join_storms(conn: Conn, stage: list[_Step], max_affected: int) -> Non
     # Each (storm, member) is offered once, by the first phase that brings it; later ones are repeats.
     offered: dict[tuple[int, str], tuple[_Step, str]] = {}
     repeats: set[tuple[int, str]] = set()
-    rows_in: dict[str, list[object]] = {c: [] for c in ("id", "f", "res", "fs", "rcv", "o")}
+    member_fps: list[str] = []
+    resources: list[str] = []
+    seen: list[datetime] = []
+    received: list[datetime] = []
     for sfp in sfps:
         rid = ids[sfp][0]
         for step, join in entries[sfp]:
+            now = step.hook.now
             for f in sorted(join.members):
                 if (rid, f) in offered:
                     repeats.add((rid, f))
                     continue
                 offered[rid, f] = (step, sfp)
-                values = (rid, f, join.members[f].resource, _seen(join, f, step.hook.now), step.hook.now)
-                for column, value in zip(rows_in.values(), (*values, len(offered)), strict=True):
-                    column.append(value)
-    added = await conn.fetch(_ADD_MEMBERS, *rows_in.values(), max_affected)
-    taken = {(r["request_id"], r["fingerprint"]) for r in added}
+                member_fps.append(f)
+                resources.append(join.members[f].resource)
+                seen.append(_seen(join, f, now))
+                received.append(now)
+    storm_ids = [rid for rid, _ in offered]
+    order = list(range(1, len(offered) + 1))
+    added = await conn.fetch(
+        _ADD_MEMBERS, storm_ids, member_fps, resources, seen, received, order, max_affected
+    )
+    taken = {(r[0], r[1]) for r in added}  # (request_id, fingerprint)
     for (rid, f), (step, sfp) in offered.items():
         if (rid, f) in taken:
             step.written.storms[sfp][2].add(f)

@@ -52,6 +52,8 @@ class _Webhook(_Envelope):
 
 
 _ALERT = TypeAdapter(_Alert)
+_NAME_CHARS, _NAMESPACE_CHARS = MAX_NAME_BYTES // 4, MAX_NAMESPACE_BYTES // 4
+_RESOURCE_CHARS, _SEVERITY_CHARS = MAX_RESOURCE_NAME_BYTES // 4, MAX_SEVERITY_BYTES // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +134,36 @@ def _signal(i: int, alert: _Alert, check_nul: bool) -> NormalizedSignal | Reject
     if not name:
         field = f"alerts[{i}].labels.alertname"
         return Rejection(i, field, "invalid", f"{field}: required")
-    ns_label = "namespace" if labels.get("namespace") else "exported_namespace"
-    namespace = labels.get(ns_label) or DEFAULT_NAMESPACE
-    res_label, kind, resource = next(
-        ((label, k, labels[label]) for label, k in RESOURCE_LABELS if labels.get(label)), ("", "", "")
-    )
+    ns_label = "namespace"
+    namespace = labels.get(ns_label)
+    if not namespace:
+        ns_label = "exported_namespace"
+        namespace = labels.get(ns_label) or DEFAULT_NAMESPACE
+    res_label = kind = resource = ""
+    for label, label_kind in RESOURCE_LABELS:
+        value = labels.get(label)
+        if value:
+            res_label, kind, resource = label, label_kind, value
+            break
     severity = labels.get("severity", "unknown")
-    at = f"alerts[{i}].labels."
-    rejected = over_limit(
-        i,
-        [
-            (at + "alertname", name, MAX_NAME_BYTES),
-            (at + ns_label, namespace, MAX_NAMESPACE_BYTES),
-            (at + res_label, resource, MAX_RESOURCE_NAME_BYTES),
-            (at + "severity", severity, MAX_SEVERITY_BYTES),
-        ],
-    )
-    if rejected:
-        return rejected
+    if (  # a value of at most a quarter of its limit in characters fits in UTF-8: the common case
+        len(name) > _NAME_CHARS
+        or len(namespace) > _NAMESPACE_CHARS
+        or len(resource) > _RESOURCE_CHARS
+        or len(severity) > _SEVERITY_CHARS
+    ):
+        at = f"alerts[{i}].labels."
+        rejected = over_limit(
+            i,
+            [
+                (at + "alertname", name, MAX_NAME_BYTES),
+                (at + ns_label, namespace, MAX_NAMESPACE_BYTES),
+                (at + res_label, resource, MAX_RESOURCE_NAME_BYTES),
+                (at + "severity", severity, MAX_SEVERITY_BYTES),
+            ],
+        )
+        if rejected:
+            return rejected
     return NormalizedSignal(
         source_type="prometheus",
         name=name,

@@ -223,7 +223,13 @@ if not count_here then decided = false end
 if not decided then out[#out + 1] = order() end
 if decided and #duplicates > 0 then
   local counts = counts_hash(prefix, now, nonce)
-  for _, id in ipairs(duplicates) do redis.call('HINCRBY', counts, id, 1) end
+  -- One HINCRBY per request (a storm's members are duplicates of one request), in first-seen order.
+  local per_id, ids = {}, {}
+  for _, id in ipairs(duplicates) do
+    if not per_id[id] then ids[#ids + 1], per_id[id] = id, 0 end
+    per_id[id] = per_id[id] + 1
+  end
+  for _, id in ipairs(ids) do redis.call('HINCRBY', counts, id, per_id[id]) end
   name_counts(counts, nonce, now)
   redis.call('SET', ran_key, table.concat(duplicates, ','), 'EX', RAN_TTL)
 end
