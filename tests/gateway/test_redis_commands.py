@@ -81,6 +81,8 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
             figures["repeat"] = await _measure(client, master, quiet)
             await _settled(stack, f"{prefix}q%", 2 * ALERTS)
             figures["storm"] = await _measure(client, master, storm)
+            await _settled(stack, f"{prefix}s%", ALERTS)
+            figures["storm repeat"] = await _measure(client, master, storm)
     finally:
         await master.aclose()
 
@@ -118,3 +120,7 @@ async def test_redis_commands_per_alert(stack: LocalStack, gateway_url: str) -> 
     assert repeat["hincrby"] == ALERTS
     per_webhook = (sum(repeat.values()) - repeat["evalsha"] - 2 * ALERTS) / WEBHOOKS
     assert per_webhook <= 10, f"{per_webhook} commands per webhook beside the per-alert two"
+    # A storm's duplicates: GETEX per alert, one HINCRBY per request (its 5 requests and the storm's).
+    storm_repeat = figures["storm repeat"]
+    assert storm_repeat["getex"] == ALERTS
+    assert storm_repeat["hincrby"] == 6 * WEBHOOKS

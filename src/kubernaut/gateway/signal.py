@@ -96,15 +96,8 @@ def priority(severity: str, env: str) -> str:
     return "P2"
 
 
-def alert_time(claimed: datetime | None, received: datetime, max_skew_s: int, max_age_s: int) -> datetime:
-    """The alert's own time when sane, else the receipt time. Sane: timezone-aware, at most
-    ``max_skew_s`` ahead of the receipt (the sender's clock may run a little ahead) and at most
-    ``max_age_s`` before it (Alertmanager's zero time ``0001-01-01`` and other absurd values are not)."""
-    return AlertTimes(received, max_skew_s, max_age_s).believe(claimed)
-
-
 class AlertTimes:
-    """:func:`alert_time` for the alerts of one webhook: the bounds computed once."""
+    """Which time an alert of one webhook takes (:meth:`believe`), the bounds computed once per webhook."""
 
     __slots__ = ("earliest", "latest", "received")
 
@@ -120,6 +113,9 @@ class AlertTimes:
             self.latest = datetime.max.replace(tzinfo=UTC)
 
     def believe(self, claimed: datetime | None) -> datetime:
+        """The alert's own time when sane, else the receipt time. Sane: timezone-aware, at most
+        ``max_skew_s`` ahead of the receipt (the sender's clock may run a little ahead) and at most
+        ``max_age_s`` before it (Alertmanager's zero time ``0001-01-01`` and other absurd values are not)."""
         if claimed is None or claimed.tzinfo is None:
             return self.received
         return claimed if self.earliest <= claimed <= self.latest else self.received
