@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,15 +176,24 @@ async def test_stopping_the_parent_flushes_every_worker_and_stops_them(
 ) -> None:
     name = unique("WorkersStop")
     port = stack.topology.gateway_http + 122
+    # Keys of their own: the stack's gateway flushes the shared count hash every second, and could flush
+    # these counts before the stop does.
+    prefix = f"gws:{uuid.uuid4().hex[:8]}:"
     with two_workers(
-        stack, "gateway-workers-stop", port, tmp_path, RATE_LIMIT__MODE="off", COUNT_FLUSH_INTERVAL_S="3600"
+        stack,
+        "gateway-workers-stop",
+        port,
+        tmp_path,
+        RATE_LIMIT__MODE="off",
+        COUNT_FLUSH_INTERVAL_S="3600",
+        KEY_PREFIX=prefix,
     ) as workers:
         pids = workers.pids()
         async with _client(workers.url, stack.gateway_token) as gw:
             first = await gw.post(PROMETHEUS, json=webhook(alert(name)))
             assert first.status_code == 201
             # Repeats before the bind go to PostgreSQL and are counted there at once: not what this tests.
-            await wait_bound(stack, first.json()["signals"][0]["fingerprint"])
+            await wait_bound(stack, first.json()["signals"][0]["fingerprint"], prefix)
             for pid in pids:
                 with only(workers, pid):
                     for _ in range(3):
