@@ -88,7 +88,8 @@ def plan(
     for i, (s, entry) in enumerate(zip(signals, entries, strict=True)):
         code = entry.code
         if code is DUPLICATE:
-            rid = int(entry.value)  # a duplicate's value is its open request's id
+            rid = entry.request_id
+            assert rid is not None
             decided[i] = Outcome(s.fingerprint, "duplicate", rid)
             counts[rid] = counts.get(rid, 0) + 1
             continue

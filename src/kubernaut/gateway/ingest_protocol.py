@@ -135,9 +135,10 @@ def decode(raw: Sequence[bytes | str | int], signals: int) -> Reply:
     if base is None and any(c is not DUPLICATE for c in codes):
         raise ValueError("ingest reply sends signals to PostgreSQL without their seq")
     values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw[3 : 3 + 2 * signals : 2]]
-    if base is None:
-        return Reply(limit, retry_after, [Entry(c, v) for c, v in zip(codes, values, strict=True)])
-    entries = [Entry(c, v, base + i) for i, (c, v) in enumerate(zip(codes, values, strict=True))]
+    entries = [
+        Entry(c, v, None if base is None else base + i)
+        for i, (c, v) in enumerate(zip(codes, values, strict=True))
+    ]
     return Reply(limit, retry_after, entries)
 
 

@@ -16,6 +16,9 @@ MAX_NAMESPACE_BYTES = 253
 MAX_KIND_BYTES = 253
 MAX_RESOURCE_NAME_BYTES = 1024
 MAX_SEVERITY_BYTES = 64
+# A str of at most limit // MAX_UTF8_BYTES_PER_CHAR characters fits in ``limit`` bytes of UTF-8: the
+# common case is decided by its length alone, without encoding it.
+MAX_UTF8_BYTES_PER_CHAR = 4
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,7 +44,6 @@ class Rejection:
 def over_limit(index: int, checks: list[tuple[str, str, int]]) -> Rejection | None:
     """The first ``(field, value, max bytes)`` whose UTF-8 value is too long, as a rejection."""
     for field, value, limit in checks:
-        # len(str) <= limit/4 cannot exceed the limit in UTF-8: skip the encode on the common path.
-        if len(value) * 4 > limit and len(value.encode(errors="surrogatepass")) > limit:
+        if len(value) * MAX_UTF8_BYTES_PER_CHAR > limit and len(value.encode(errors="surrogatepass")) > limit:
             return Rejection(index, field, "too_long", f"{field}: longer than {limit} bytes")
     return None

@@ -24,6 +24,7 @@ from kubernaut.gateway.limits import (
     MAX_NAMESPACE_BYTES,
     MAX_RESOURCE_NAME_BYTES,
     MAX_SEVERITY_BYTES,
+    MAX_UTF8_BYTES_PER_CHAR,
     Rejection,
     over_limit,
 )
@@ -78,8 +79,13 @@ _FAST = msgspec.json.Decoder(_FastWebhook)
 _TIME = TypeAdapter(datetime | None)
 # An alert's own fields, as _signal takes them: firing, labels, annotations, startsAt, endsAt.
 _Fields = tuple[bool, dict[str, str], dict[str, str], datetime | None, datetime | None]
-_NAME_CHARS, _NAMESPACE_CHARS = MAX_NAME_BYTES // 4, MAX_NAMESPACE_BYTES // 4
-_RESOURCE_CHARS, _SEVERITY_CHARS = MAX_RESOURCE_NAME_BYTES // 4, MAX_SEVERITY_BYTES // 4
+# Lengths up to which a value cannot be over its limit (over_limit then need not look).
+_NAME_CHARS = MAX_NAME_BYTES // MAX_UTF8_BYTES_PER_CHAR
+_NAMESPACE_CHARS = MAX_NAMESPACE_BYTES // MAX_UTF8_BYTES_PER_CHAR
+_RESOURCE_CHARS = MAX_RESOURCE_NAME_BYTES // MAX_UTF8_BYTES_PER_CHAR
+_SEVERITY_CHARS = MAX_SEVERITY_BYTES // MAX_UTF8_BYTES_PER_CHAR
+# (receiver, group key, truncatedAlerts), then each alert's fields or its rejection
+_Read = tuple[tuple[str, str, int], list[_Fields | Rejection]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +121,6 @@ def parse_webhook(body: bytes, max_alerts: int) -> Webhook:
         else:
             batch.take(i, taken)
     return Webhook(batch, receiver, group_key, truncated)
-
-
-_Read = tuple[tuple[str, str, int], list[_Fields | Rejection]]  # (receiver, group key, truncated), alerts
 
 
 @functools.lru_cache(maxsize=4096)  # Alertmanager sends an alert's times again with every repeat
@@ -213,7 +216,7 @@ def _signal(
             res_label, kind, resource = label, label_kind, value
             break
     severity = labels.get("severity", "unknown")
-    if (  # a value of at most a quarter of its limit in characters fits in UTF-8: the common case
+    if (  # the common case: every value short enough to fit
         len(name) > _NAME_CHARS
         or len(namespace) > _NAMESPACE_CHARS
         or len(resource) > _RESOURCE_CHARS
