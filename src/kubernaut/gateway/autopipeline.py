@@ -39,6 +39,7 @@ class AutoPipeline:
         self._pending: list[_Call] = []
         self._conn: AbstractConnection | None = None
         self._stale = False
+        self.answered_by: tuple[str, int] | None = None  # the address of the last batch's server
         self._sender = Worker("gateway-redis-autopipeline", self._send_pending)
 
     def start(self) -> None:
@@ -107,6 +108,7 @@ class AutoPipeline:
                     for call, reply in held:
                         if not call.future.done():
                             call.future.set_result((reply, replicas))
+                self.answered_by = (str(getattr(conn, "host", "")), int(getattr(conn, "port", 0)))
         except BaseException as err:
             failure: Exception
             if not isinstance(err, Exception):

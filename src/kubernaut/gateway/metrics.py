@@ -70,6 +70,13 @@ class GatewayMetrics:
             "gateway_redis_master_changes", "Redis master changes seen", registry=r
         )
         self.redis_errors = Counter("gateway_redis_errors", "Redis operation errors", ["kind"], registry=r)
+        self.voids = Counter(
+            "gateway_redis_voids",
+            "Runs of the void of a refused webhook's Redis call, again on each new master (took_back: it had"
+            " counted there; nothing: it had not, or was void already; failed: no master in time)",
+            ["result"],
+            registry=r,
+        )
         self.postgres_errors = Counter("gateway_postgres_errors", "PostgreSQL operation errors", registry=r)
         self.requests_created = Counter(
             "gateway_remediation_requests_created", "RemediationRequests created", ["kind"], registry=r
@@ -118,6 +125,8 @@ class GatewayMetrics:
         }
         for result in ("applied", "already_applied"):
             self.count_batches.labels(result=result)
+        for result in ("took_back", "nothing", "failed"):
+            self.voids.labels(result=result)
         for reason in ("missing", "invalid", "duplicate"):
             self.auth_failures.labels(reason=reason)
         # Zero series from the start: the merged multiprocess view lists only series with a value.

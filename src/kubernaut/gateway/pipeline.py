@@ -31,6 +31,10 @@ VOID = Script.load("void", replicate=True, repeatable=True, uses=("counts_hash",
 # How long a refused ingest call is voided for: the ingest script's RAN_TTL covers it; a hung master runs
 # a buffered call when it resumes, well within this (Sentinel fails it over after down-after).
 _VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25
+# A void that ran on a master about to be deposed is lost with it, while the replica promoted in its place
+# may hold what the refused call counted (it got the call, not the void). So every void is run again on
+# each master the gateway finds while the call's record ('ran:<nonce>', the ingest script's RAN_TTL) lives.
+_REVOID_FOR_S = 60.0
 
 
 class Pipeline:
@@ -45,6 +49,8 @@ class Pipeline:
         self._metrics = metrics
         self._script_settings = protocol.settings_args(settings)
         self._voids: set[asyncio.Task[None]] = set()
+        self._voided: dict[str, float] = {}  # nonce -> until when to void it again on a new master
+        redis.on_master_change(self._void_again)
 
     def _unavailable(self, what: str) -> Problem:
         return unavailable(what, self._settings.retry_after_s)
@@ -111,9 +117,26 @@ class Pipeline:
         return reply
 
     def _void_later(self, nonce: str) -> None:
+        now = time.monotonic()
+        while self._voided and next(iter(self._voided.values())) <= now:  # oldest first
+            del self._voided[next(iter(self._voided))]
+        self._voided[nonce] = now + _REVOID_FOR_S
+        self._start_void(nonce)
+
+    def _start_void(self, nonce: str) -> None:
         task = asyncio.create_task(self._void(nonce))
         self._voids.add(task)
         task.add_done_callback(self._voids.discard)
+
+    def _void_again(self) -> None:
+        """On a new master: void again every call voided recently, even one whose void is still running
+        (it may have just run on the old master). scripts/void.lua does nothing where the void already is."""
+        now = time.monotonic()
+        self._voided = {nonce: until for nonce, until in self._voided.items() if until > now}
+        if self._voided:
+            log.warning("voiding refused webhooks' calls again on the new master", calls=len(self._voided))
+        for nonce in self._voided:
+            self._start_void(nonce)
 
     async def _void(self, nonce: str) -> None:
         """Void a refused ingest call (scripts/void.lua), retrying while the master is away."""
@@ -123,10 +146,12 @@ class Pipeline:
                 undone = await self._redis.run(VOID, [self._settings.key_prefix, nonce, _VOID_TTL_S])
             except RedisUnavailable:
                 if time.monotonic() >= deadline:
+                    self._metrics.voids.labels(result="failed").inc()
                     log.error("could not void a refused webhook's Redis call; it may count", nonce=nonce)
                     return
                 await asyncio.sleep(_VOID_RETRY_S)
                 continue
+            self._metrics.voids.labels(result="took_back" if undone else "nothing").inc()
             if undone:
                 log.warning("took back the counts of a refused webhook", nonce=nonce, occurrences=undone)
             return

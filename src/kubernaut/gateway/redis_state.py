@@ -14,7 +14,7 @@ import functools
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -142,6 +142,7 @@ class RedisState:
         self._watchers: list[Worker] = []
         self._closing = False
         self._doubted_until = 0.0
+        self._master_change_listeners: list[Callable[[], None]] = []
         timeouts = settings.redis.timeouts
         # Only a Sentinel group has replicas to wait for; a standalone Redis (no failover) answers alone.
         self._replicas = isinstance(settings.redis, SentinelRedis)
@@ -159,6 +160,17 @@ class RedisState:
     def counts_in_redis(self) -> bool:
         """Whether the ingest script may count duplicates in Redis now (see ``_DOUBT_S``)."""
         return time.monotonic() >= self._doubted_until
+
+    def on_master_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the gateway finds another master (a switch or a reconnect), after
+        its pooled connections to the old one are gone."""
+        self._master_change_listeners.append(listener)
+
+    def _master_changed(self) -> None:
+        self._metrics.redis_master_changes.inc()
+        self._doubt("master changed")
+        for listener in self._master_change_listeners:
+            listener()
 
     def _doubt(self, why: str) -> None:
         if self.counts_in_redis:
@@ -240,7 +252,7 @@ class RedisState:
             else:
                 if not self._available:
                     self._set_available(True)
-                if getattr(self._pool, "master_address", None) != self._master:
+                if self._pipeline.answered_by != self._master:
                     self._note_master()
                 if not replicate:
                     return reply
@@ -322,15 +334,13 @@ class RedisState:
         self._metrics.redis_available.set(1 if value else 0)
 
     def _note_master(self) -> None:
-        address = getattr(self._pool, "master_address", None)
+        address = self._pipeline.answered_by
         if address is None:
             return
-        address = (str(address[0]), int(address[1]))
-        if self._master is not None and address != self._master:
-            self._metrics.redis_master_changes.inc()
-            log.warning("redis master changed", old=self._master, new=address, seen_by="reconnect")
-            self._doubt("master changed")
-        self._master = address
+        old, self._master = self._master, address
+        if old is not None and address != old:
+            log.warning("redis master changed", old=old, new=address, seen_by="reconnect")
+            self._master_changed()
 
     async def _drop_connections(self, idle_only: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -346,12 +356,11 @@ class RedisState:
         new = self.settings.redis.mapped_addresses().get(new, new)
         if new == self._master:
             return  # another sentinel told us first
-        log.warning("redis master switched", old=self._master, new=new, seen_by="+switch-master")
-        self._metrics.redis_master_changes.inc()
-        self._doubt("master switched")
+        log.warning("redis master changed", old=self._master, new=new, seen_by="+switch-master")
         self._master = new
         await self._pipeline.reset()
         await self._drop_connections()
+        self._master_changed()
         self._switched.set()
         self._switched = asyncio.Event()
 
