@@ -162,8 +162,8 @@ class RedisState:
         return time.monotonic() >= self._doubted_until
 
     def on_master_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` whenever the gateway finds another master (a switch or a reconnect), after
-        its pooled connections to the old one are gone."""
+        """Call ``listener`` whenever the gateway finds another master (``+switch-master``, or a call
+        answered from another address), once its calls go to the new one."""
         self._master_change_listeners.append(listener)
 
     def _master_changed(self) -> None:
@@ -198,7 +198,6 @@ class RedisState:
         for script in (INGEST, BIND, TAKE_COUNTS):
             await self.handle.client.script_load(script.source)
         self._pipeline.start()
-        self._note_master()
         self._set_available(True)
         if isinstance(self.settings.redis, SentinelRedis):
             for host, port in self.settings.redis.sentinel_addresses():
