@@ -117,11 +117,14 @@ class Pipeline:
         return reply
 
     def _void_later(self, nonce: str) -> None:
-        now = time.monotonic()
-        while self._voided and next(iter(self._voided.values())) <= now:  # oldest first
-            del self._voided[next(iter(self._voided))]
-        self._voided[nonce] = now + _REVOID_FOR_S
+        self._forget_old_voids()
+        self._voided[nonce] = time.monotonic() + _REVOID_FOR_S
         self._start_void(nonce)
+
+    def _forget_old_voids(self) -> None:
+        now = time.monotonic()
+        while self._voided and next(iter(self._voided.values())) <= now:  # inserted oldest first
+            del self._voided[next(iter(self._voided))]
 
     def _start_void(self, nonce: str) -> None:
         task = asyncio.create_task(self._void(nonce))
@@ -131,8 +134,7 @@ class Pipeline:
     def _void_again(self) -> None:
         """On a new master: void again every call voided recently, even one whose void is still running
         (it may have just run on the old master). scripts/void.lua does nothing where the void already is."""
-        now = time.monotonic()
-        self._voided = {nonce: until for nonce, until in self._voided.items() if until > now}
+        self._forget_old_voids()
         if self._voided:
             log.warning("voiding refused webhooks' calls again on the new master", calls=len(self._voided))
         for nonce in self._voided:
