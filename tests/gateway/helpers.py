@@ -117,6 +117,14 @@ async def in_process(settings: Settings, token: str | None) -> AsyncIterator[htt
             yield c
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """A sample of ``name`` with ``labels`` in /metrics ``text``; AssertionError when not exported."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {labels} not exported")
+
+
 async def connect_db(stack: LocalStack) -> asyncpg.Connection:
     return await asyncpg.connect(stack.postgres_dsn)
 

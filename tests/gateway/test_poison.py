@@ -19,6 +19,7 @@ from tests.gateway.helpers import (
     fetch_rows,
     in_process,
     isolated,
+    metric,
     unique,
     webhook,
 )
@@ -32,19 +33,12 @@ async def gw(stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} {labels} not exported")
-
-
 async def test_poison_alert_is_rejected_and_the_good_one_stored(
     gw: httpx.AsyncClient, stack: LocalStack
 ) -> None:
     name = unique("Good")
     poison = alert(os.urandom(1400).hex(), pod="p")  # 2,800 hex characters: over the btree entry limit
-    before = _metric((await gw.get("/metrics")).text, "gateway_signals_rejected_total", reason="too_long")
+    before = metric((await gw.get("/metrics")).text, "gateway_signals_rejected_total", reason="too_long")
     resp = await gw.post(PROMETHEUS, json=webhook(poison, alert(name, pod="g")))
     assert resp.status_code == 201, resp.text
     bad, good = resp.json()["signals"]
@@ -55,8 +49,8 @@ async def test_poison_alert_is_rejected_and_the_good_one_stored(
     rows = await fetch_rows(stack, "SELECT id FROM remediation_requests WHERE signal_name = $1", name)
     assert [r["id"] for r in rows] == [good["request_id"]]
     text = (await gw.get("/metrics")).text
-    assert _metric(text, "gateway_signals_rejected_total", reason="too_long") == before + 1
-    assert _metric(text, "gateway_signals_received_total", source_type="prometheus", outcome="rejected") == 1
+    assert metric(text, "gateway_signals_rejected_total", reason="too_long") == before + 1
+    assert metric(text, "gateway_signals_received_total", source_type="prometheus", outcome="rejected") == 1
 
 
 def _with(field: str, value: str, name: str) -> dict[str, Any]:

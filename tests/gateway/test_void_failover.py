@@ -11,7 +11,6 @@ refused webhook's count stays in PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from tests.gateway.helpers import (
     fetch_rows,
     in_process,
     isolated,
+    metric,
     unique,
     wait_bound,
     webhook,
@@ -49,8 +49,9 @@ def whole_group(stack: LocalStack) -> Iterator[None]:
 async def _voids(client: httpx.AsyncClient) -> dict[str, float]:
     """``gateway_redis_voids_total`` by result."""
     text = (await client.get("/metrics")).text
-    found = re.findall(r'^gateway_redis_voids_total\{result="(\w+)"\} (\S+)$', text, re.MULTILINE)
-    return {result: float(value) for result, value in found}
+    return {
+        r: metric(text, "gateway_redis_voids_total", result=r) for r in ("took_back", "nothing", "failed")
+    }
 
 
 async def _until_voids(
