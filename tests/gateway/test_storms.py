@@ -19,6 +19,7 @@ from tests.gateway.helpers import (
     isolated,
     unique,
     webhook,
+    with_gateway,
 )
 
 pytestmark = pytest.mark.stack
@@ -129,9 +130,19 @@ async def test_affected_resources_are_capped_with_an_overflow_count(stack: Local
         await _send_one_by_one(gw, name, range(1, 16))
     (storm,) = [r for r in await _rows(stack, name) if r["is_storm"]]
     assert storm["storm_alert_count"] == 10
-    assert len(storm["affected_resources"]) == 3
+    assert storm["affected_resources"] == ["Pod/p6", "Pod/p7", "Pod/p8"]  # the first three to join
     assert storm["affected_overflow"] == 7
     assert len(storm["members"]) == 10
+
+    # A storm that has overflowed keeps its list (it is not rebuilt on every join), even under a raised
+    # cap: the later resources are counted, so list + overflow still covers every member.
+    raised = with_gateway(settings, storm={"max_affected_resources": 5})
+    async with in_process(raised, stack.gateway_token) as gw:
+        await _send_one_by_one(gw, name, range(16, 19))
+    (storm,) = [r for r in await _rows(stack, name) if r["is_storm"]]
+    assert storm["storm_alert_count"] == 13
+    assert storm["affected_resources"] == ["Pod/p6", "Pod/p7", "Pod/p8"]
+    assert storm["affected_overflow"] == 10
 
 
 async def test_after_inactivity_a_new_alert_opens_a_new_request(stack: LocalStack) -> None:

@@ -12,7 +12,7 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from kubernaut.gateway.writes import LAST, NewRequest, StormJoin, Webhook, Written
-from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS
+from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS, add_resources
 
 # A pooled connection (the gateway) or a plain one (tests).
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[Any]"
@@ -56,9 +56,7 @@ WITH added AS (
 )
 UPDATE {REQUESTS} r
 SET storm_alert_count = r.storm_alert_count + (SELECT count(*) FROM added),
-    affected_resources = (r.affected_resources || named.resources)[1:$5],
-    affected_overflow = r.affected_overflow
-        + greatest(0, cardinality(r.affected_resources) + cardinality(named.resources) - $5),
+    {add_resources("r", "named.resources", "$5")},
     updated_at = now()
 FROM named
 WHERE r.id = $1

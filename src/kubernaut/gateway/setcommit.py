@@ -20,7 +20,7 @@ from datetime import datetime
 
 from kubernaut.gateway.onebyone import FIRE, LINK_EARLIER, RESOLVE, RESOLVE_MEMBERS, Conn, json_text
 from kubernaut.gateway.writes import LAST, NewRequest, Phase, StormJoin, Webhook, Written
-from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS
+from kubernaut.store.schema import OPEN, REQUESTS, STORM_MEMBERS, add_resources
 
 _UPSERT_STORMS = f"""
 INSERT INTO {REQUESTS} AS r (
@@ -62,9 +62,7 @@ WITH m AS (
 ), counted AS (
     UPDATE {REQUESTS} r
     SET storm_alert_count = r.storm_alert_count + p.n,
-        affected_resources = (r.affected_resources || p.resources)[1:$7],
-        affected_overflow = r.affected_overflow
-            + greatest(0, cardinality(r.affected_resources) + cardinality(p.resources) - $7),
+        {add_resources("r", "p.resources", "$7")},
         updated_at = now()
     FROM per_storm p
     WHERE r.id = p.id

@@ -24,3 +24,15 @@ def open_request(alias: str | None = None) -> str:
 
 
 OPEN = open_request()
+
+
+def add_resources(row: str, new: str, cap: str) -> str:
+    """The SET clauses that append the text array ``new`` to storm row ``row``'s affected resources,
+    keeping the first ``cap`` and counting the rest as overflow. A row with overflow is full: its list is
+    kept as it is (even under a cap raised later), not rebuilt and written again on every join."""
+    full = f"{row}.affected_overflow > 0"
+    # "1 : " spaced: pgbench (the bench's copy of this statement) would read ":name" as a variable.
+    return f"""affected_resources = CASE WHEN {full} THEN {row}.affected_resources
+                              ELSE ({row}.affected_resources || {new})[1 : {cap}] END,
+    affected_overflow = {row}.affected_overflow + CASE WHEN {full} THEN cardinality({new})
+        ELSE greatest(0, cardinality({row}.affected_resources) + cardinality({new}) - {cap}) END"""

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernaut.store.schema import OPEN
+from kubernaut.store.schema import OPEN, add_resources
 from kubernaut_tools.bench.errors import BenchError
 
 TAG = "pgbench"  # signal_name and namespace of everything the scripts write (deleted afterwards)
@@ -69,9 +69,7 @@ WITH added AS (
 )
 UPDATE remediation_requests r
 SET storm_alert_count = r.storm_alert_count + p.n,
-    affected_resources = (r.affected_resources || p.resources)[1 : CAST(:cap AS int)],
-    affected_overflow = r.affected_overflow
-        + greatest(0, cardinality(r.affected_resources) + cardinality(p.resources) - CAST(:cap AS int)),
+    {add_resources("r", "p.resources", "CAST(:cap AS int)")},
     updated_at = now()
 FROM per_storm p
 WHERE r.id = CAST(:storm AS bigint);
