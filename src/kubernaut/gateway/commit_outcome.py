@@ -1,11 +1,13 @@
 """Whether a group commit whose connection failed during or right after COMMIT was committed.
 
-Each group commit records a token of its own (a row of ``applied_count_batches``) with its transaction id
-and the identity of the server running it. When the outcome is unknown, the token decides on any node: a
-committed transaction's row is visible on every node that holds its commit. Its absence decides only where
-it is final: on the same server once ``txid_status`` says the transaction is no longer running, or on a
-new primary (a failover: the old primary's divergent history is rewound when it rejoins). Transaction ids
-alone are not enough on another node: a promoted standby that never saw the id hands it out again.
+Each group commit opens with a token of its own (a row of ``applied_count_batches``) and holds an
+advisory lock of its own, both taken with its ``BEGIN`` in one round trip. When the outcome is unknown,
+the token decides on any node: a committed transaction's row is visible on every node that holds its
+commit. Its absence decides only where it is final: on a primary where the lock can be taken. On the
+server that ran the transaction the lock is free only once the transaction has ended, after its commit
+became visible (PostgreSQL releases a transaction's locks after that, and after any wait for a
+synchronous standby); on a new primary after a failover it is free at once, and the absence is final
+there too (the old primary's divergent history is rewound when it rejoins).
 """
 
 from __future__ import annotations
@@ -15,25 +17,15 @@ import os
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
-from asyncpg.pool import PoolConnectionProxy
 
 from kubernaut.store.schema import APPLIED_COUNT_BATCHES
 
-_MARK = f"""
-WITH token AS (INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($1) RETURNING batch_id)
-SELECT txid_current() AS xid, pg_postmaster_start_time()::text AS started,
-       coalesce(inet_server_port(), 0) AS port
-FROM token
-"""
-_SERVER = """
-SELECT pg_postmaster_start_time()::text AS started, coalesce(inet_server_port(), 0) AS port,
-       pg_is_in_recovery() AS standby
-"""
-_STATUS = "SELECT txid_status($1)"
+_STANDBY = "SELECT pg_is_in_recovery()"
+# In autocommit: the lock is taken and let go at once; taken means the transaction holds it no more.
+_ENDED = "SELECT pg_try_advisory_xact_lock($1)"
 _TOKEN_SEEN = f"SELECT EXISTS (SELECT 1 FROM {APPLIED_COUNT_BATCHES} WHERE batch_id = $1)"
 TOKEN_PREFIX = "commit:"
 _POLL_S = 0.1
@@ -49,44 +41,33 @@ class Verdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class CommitMark:
-    """The token, transaction id and server of a group commit: what decides its fate if its answer is lost."""
+    """The token and lock of a group commit: what decides its fate if its answer is lost."""
 
     token: str
-    xid: int
-    server: tuple[str, int]  # (postmaster start time, port): the server that ran the transaction
+    lock: int  # the advisory lock's key, random like the token
 
+    @classmethod
+    def new(cls) -> CommitMark:
+        random = os.urandom(12)
+        return cls(TOKEN_PREFIX + random.hex(), int.from_bytes(random[:8], "big", signed=True))
 
-async def take_mark(conn: PoolConnectionProxy[Any]) -> CommitMark:
-    """Record the open transaction's token (first statement of a group commit)."""
-    token = TOKEN_PREFIX + os.urandom(12).hex()
-    row = await conn.fetchrow(_MARK, token)
-    assert row is not None
-    return CommitMark(token, int(row["xid"]), (row["started"], int(row["port"])))
-
-
-async def _status(conn: asyncpg.Connection | PoolConnectionProxy[Any], xid: int) -> str | None:
-    try:
-        return await conn.fetchval(_STATUS, xid)  # type: ignore[no-any-return]
-    except asyncpg.InvalidParameterValueError:  # "transaction ID ... is in the future": never seen here
-        return "future"
+    def statements(self) -> str:
+        """What the transaction runs first (simple query: literals, no parameters; both are ours)."""
+        return (
+            f"SELECT pg_advisory_xact_lock({self.lock});"
+            f" INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ('{self.token}')"
+        )
 
 
 async def _ask_primary(pool: asyncpg.Pool, mark: CommitMark, wait_s: float) -> Verdict:
     async with pool.acquire(timeout=wait_s) as conn:
-        server = await conn.fetchrow(_SERVER)
-        assert server is not None
-        if (server["started"], int(server["port"])) == mark.server:
-            # The status first, then the token in a later snapshot: a commit between them is seen.
-            status = await _status(conn, mark.xid)
-            if status == "in progress":
-                return Verdict.UNKNOWN
-            if await conn.fetchval(_TOKEN_SEEN, mark.token):
-                return Verdict.COMMITTED
-            # "committed" without the row: committed locally, still waiting for the synchronous standby.
-            return Verdict.UNKNOWN if status == "committed" else Verdict.NOT_COMMITTED
+        if await conn.fetchval(_STANDBY):  # the pool reached a standby (a switchover under way)
+            return Verdict.COMMITTED if await conn.fetchval(_TOKEN_SEEN, mark.token) else Verdict.UNKNOWN
+        # The lock first, then the token in a later snapshot: a commit that ended before is seen.
+        ended = await conn.fetchval(_ENDED, mark.lock)
         if await conn.fetchval(_TOKEN_SEEN, mark.token):
             return Verdict.COMMITTED
-        return Verdict.UNKNOWN if server["standby"] else Verdict.NOT_COMMITTED
+        return Verdict.NOT_COMMITTED if ended else Verdict.UNKNOWN
 
 
 async def _seen_on_standby(dsn: str, mark: CommitMark, wait_s: float) -> bool:

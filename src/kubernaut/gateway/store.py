@@ -4,7 +4,8 @@ and batched duplicate counts. Every webhook's writes commit together or not at a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,7 +13,7 @@ import asyncpg
 import structlog
 
 from kubernaut.config import PostgresSettings
-from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve, take_mark
+from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.onebyone import Conn, apply_webhook
 from kubernaut.gateway.setcommit import apply_group
@@ -62,6 +63,21 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Released connections skip asyncpg's reset query (a round trip per use): the gateway leaves no
     session state behind (no LISTEN, advisory locks, cursors or SET); asyncpg still rolls back an open
     transaction and drops listeners before calling this."""
+
+
+@contextlib.asynccontextmanager
+async def _group_transaction(conn: Conn, mark: CommitMark) -> AsyncIterator[None]:
+    """A group commit's transaction: ``BEGIN`` and the mark in one round trip (a new alert's answer waits
+    for every round trip of its commit), ``COMMIT`` after the body, ``ROLLBACK`` after a failure."""
+    try:
+        await conn.execute("BEGIN; " + mark.statements())
+        yield
+    except BaseException as err:
+        if not isinstance(err, _CONNECTION_ERRORS):
+            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 class StoreUnavailable(Exception):
@@ -206,13 +222,12 @@ class RequestStore:
 
     async def _commit(self, batch: list[_Work]) -> None:
         outcomes: list[list[Written] | BaseException] = []
-        mark: CommitMark | None = None
+        mark = CommitMark.new()
         answered = False  # every statement answered: a connection lost now was lost at COMMIT
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    async with conn.transaction():
-                        mark = await take_mark(conn)
+                    async with _group_transaction(conn, mark):
                         hooks = [work.hook for work in batch]
                         outcomes = list(await apply_group(conn, hooks, self._max_affected))
                         answered = True
@@ -221,15 +236,15 @@ class RequestStore:
                         raise
                     # A webhook's statement failed the group's: find it by writing them one by one.
                     log.info("group commit retried one by one", webhooks=len(batch), error=repr(err))
-                    mark, answered = None, False
+                    mark, answered = CommitMark.new(), False
                     async with conn.transaction():
-                        mark = await take_mark(conn)
+                        await conn.execute(mark.statements())
                         outcomes = await self._one_by_one(conn, batch)
                         answered = True
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             failure = await self._failed(err)
             unknown = answered and isinstance(err, _CONNECTION_ERRORS)
-            if not (unknown and mark is not None and await self._committed(mark)):
+            if not (unknown and await self._committed(mark)):
                 outcomes = [failure] * len(batch)
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.future.done():
@@ -258,7 +273,7 @@ class RequestStore:
         """Resolve a commit whose answer was lost, within the command timeout (the failover budget)."""
         s = self._settings
         verdict = await resolve(self.pool, s.dsn.get_secret_value(), mark, s.command_timeout_s)
-        log.warning("resolved a commit whose answer was lost", verdict=verdict.value, xid=mark.xid)
+        log.warning("resolved a commit whose answer was lost", verdict=verdict.value, token=mark.token)
         return verdict is Verdict.COMMITTED
 
     async def add_counts(self, counts: dict[int, int], now: datetime, batch_id: str) -> bool:
