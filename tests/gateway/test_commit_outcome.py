@@ -31,7 +31,7 @@ async def pool(stack: LocalStack) -> AsyncIterator[asyncpg.Pool]:
 async def _open(conn: asyncpg.Connection) -> CommitMark:
     """A transaction holding a fresh mark, as the gateway's group commit opens it."""
     mark = CommitMark.new()
-    await conn.execute("BEGIN; " + mark.statements())
+    await conn.execute(mark.begin())
     return mark
 
 

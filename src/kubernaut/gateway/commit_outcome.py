@@ -58,6 +58,10 @@ class CommitMark:
             f" INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ('{self.token}')"
         )
 
+    def begin(self) -> str:
+        """``BEGIN`` and :meth:`statements` in one round trip: how a group commit opens."""
+        return "BEGIN; " + self.statements()
+
 
 async def _ask_primary(pool: asyncpg.Pool, mark: CommitMark, wait_s: float) -> Verdict:
     async with pool.acquire(timeout=wait_s) as conn:

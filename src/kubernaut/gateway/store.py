@@ -70,7 +70,7 @@ async def _group_transaction(conn: Conn, mark: CommitMark) -> AsyncIterator[None
     """A group commit's transaction: ``BEGIN`` and the mark in one round trip (a new alert's answer waits
     for every round trip of its commit), ``COMMIT`` after the body, ``ROLLBACK`` after a failure."""
     try:
-        await conn.execute("BEGIN; " + mark.statements())
+        await conn.execute(mark.begin())
         yield
     except BaseException as err:
         if not isinstance(err, _CONNECTION_ERRORS):
@@ -192,8 +192,9 @@ class RequestStore:
         of known requests); return once they are committed.
 
         Group commit: webhooks that arrive while a commit is in progress are written together in the
-        next transaction (one WAL flush for all), each in a savepoint of its own so that one failing
-        webhook fails alone. Results are exactly those of running the webhooks one after another.
+        next transaction (one WAL flush for all), set-based (setcommit.py); if a statement fails, they
+        are written again one by one, each in a savepoint of its own, so that the failing webhook fails
+        alone. Results are exactly those of running the webhooks one after another.
         A commit whose answer is lost with its connection is resolved (commit_outcome.py): committed,
         it returns as if answered; otherwise, or if undecided within the command timeout, it fails.
         """
