@@ -41,15 +41,19 @@ class CountFlusher:
         await self._prune()
 
     async def flush_once(self) -> int:
-        """Flush one batch; return the number of occurrences it added in PostgreSQL."""
+        """Flush one batch; return the number of occurrences it added in PostgreSQL. Nothing while the
+        gateway doubts its master (``RedisState.counts_in_redis``): a master about to be deposed may hold
+        what the switch discards, e.g. a refused call it ran late, whose void comes after the take."""
+        if not self._redis.counts_in_redis:
+            return 0
         try:
             storms, batch, counts = await self._redis.take_counts(ack=self._flushed)
         except RedisUnavailable:
             return 0  # acknowledged or not, `_flushed` is named again by the next take
         self._flushed = None
         self._metrics.storm_windows_open.set(storms)
-        if batch is None:
-            return 0
+        if batch is None or not self._redis.counts_in_redis:  # a call failed while the take was queued
+            return 0  # a batch stays this instance's, offered again by the next take
         try:
             applied = await self._store.add_counts(counts, datetime.now(UTC), batch)
         except StoreUnavailable:
@@ -70,8 +74,8 @@ class CountFlusher:
         self._pruned_at = time.monotonic()
 
     async def final(self) -> None:
-        """At shutdown: flush what this process accumulated, then leave; a batch still unflushed is
-        handed to the other instances at once."""
+        """At shutdown: flush what this process accumulated (not while it doubts its master), then
+        leave; a batch still unflushed is handed to the other instances at once."""
         for _ in range(2):
             await self.flush_once()
         try:

@@ -57,10 +57,13 @@ _MAX_BIND_TRIPLES = 1000
 # inside the call's own timeout (connect_s + socket_s).
 _REPLICA_WAIT_SHARE = 0.5
 # After a failed call or a master change, duplicates are counted in PostgreSQL (with the webhook's commit)
-# rather than in Redis for this long. A master that hung past Sentinel's down-after and resumes before its
-# replacement is announced still takes writes, and WAIT is still satisfied by the replica that Sentinel is
-# about to point at the new master: counts it acknowledges are gone after the switch. The gateway saw its
-# calls fail while the master hung, and the announcement comes within seconds of the resumption.
+# rather than in Redis, and no count is taken from Redis, for this long. A master that hung past Sentinel's
+# down-after and resumes before its replacement is announced still takes writes, and WAIT is still
+# satisfied by the replica that Sentinel is about to point at the new master: whatever it runs then is gone
+# after the switch. Counts acknowledged there would be lost; a refused call it runs late (and whose void
+# runs after a take) would be flushed to PostgreSQL from that doomed copy while the void dies with it.
+# The gateway saw its calls fail while the master hung, and the announcement comes within seconds of the
+# resumption: until then nothing of that master's counts reaches PostgreSQL.
 _DOUBT_S = 15.0
 _WATCH_TIMEOUT_S = 1.0
 _WATCH_RETRY_S = 1.0  # between a sentinel watcher's lost connection and the next one
@@ -158,7 +161,8 @@ class RedisState:
 
     @property
     def counts_in_redis(self) -> bool:
-        """Whether the ingest script may count duplicates in Redis now (see ``_DOUBT_S``)."""
+        """Whether duplicates are counted in Redis now, by the ingest script, and taken from there by the
+        count flusher (see ``_DOUBT_S``)."""
         return time.monotonic() >= self._doubted_until
 
     def on_master_change(self, listener: Callable[[], None]) -> None:
@@ -174,7 +178,7 @@ class RedisState:
 
     def _doubt(self, why: str) -> None:
         if self.counts_in_redis:
-            log.warning("counting duplicates in PostgreSQL for a while", why=why, seconds=_DOUBT_S)
+            log.warning("counting duplicates in PostgreSQL, no count flush", why=why, seconds=_DOUBT_S)
         self._doubted_until = time.monotonic() + _DOUBT_S
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -194,6 +198,7 @@ class RedisState:
             except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as err:
                 if _error_kind(err) is None or time.monotonic() >= deadline:
                     raise
+                self._doubt("no master at start")  # a restart in the middle of a failover
                 await asyncio.sleep(0.2)
         for script in (INGEST, BIND, TAKE_COUNTS):
             await self.handle.client.script_load(script.source)

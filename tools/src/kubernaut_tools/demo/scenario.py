@@ -40,7 +40,7 @@ FIRE = Phase("a steady, a repeating and a resolving alert fire", 25)
 STORM = Phase(f"a storm: one alert on {STORM_PODS} pods", 25)
 FAILOVER = Phase("kill -9 the gateway's Redis master (a new alert fires meanwhile)", 60)
 RESOLVE = Phase("the resolving alert clears", 25)
-SETTLE = Phase("settle: every alert in PostgreSQL, repeats counted", 20)
+SETTLE = Phase("settle: every alert in PostgreSQL, repeats counted", 30)
 PHASES = (FIRE, STORM, FAILOVER, RESOLVE, SETTLE)
 
 

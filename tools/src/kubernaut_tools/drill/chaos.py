@@ -23,7 +23,8 @@ from kubernaut_tools.localstack import LocalStack
 SENDERS = 4
 SEND_INTERVAL_S = 0.1  # per sender: about 40 webhooks/s in all
 CLIENT_TIMEOUT_S = 30.0
-SETTLE_S = 10.0
+# A gateway takes no count from Redis for 15 s after a failed call (redis_state._DOUBT_S), then flushes.
+SETTLE_S = 25.0
 # A killed gateway's unflushed batch is adopted once its instance has been silent this long
 # (redis_state._FLUSHER_STALE_MS) plus a few flush intervals.
 ADOPTION_S = 35.0
