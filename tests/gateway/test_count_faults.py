@@ -19,7 +19,15 @@ import redis.asyncio as aioredis
 
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
-from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, ready, wait_bound, webhook
+from tests.gateway.helpers import (
+    PROMETHEUS,
+    alert,
+    connect_db,
+    gateway_process,
+    ready,
+    wait_bound,
+    webhook,
+)
 
 pytestmark = pytest.mark.ha
 
@@ -352,4 +360,62 @@ async def test_no_count_is_taken_from_a_master_in_doubt(stack: LocalStack, prefi
                 await doomed.aclose()
             assert stack.current_master() == master
             await _until_flushed(stack, prefix, within_s=30)
+    assert await _counted(stack, namespace) == dict(ledger.acked)
+
+
+async def test_a_call_refused_by_a_gateway_gone_since_is_voided_by_another(
+    stack: LocalStack, prefix: str
+) -> None:
+    """A counting call refused while the master hung (503) may run when it resumes; the gateway that
+    refused it voids it, unless it is gone first (killed, or stopped by a rolling update) with the void
+    undelivered. So the refusal is recorded in PostgreSQL before the 503, and every gateway instance voids
+    the refused calls of the others. Here a real refusal is recorded before its answer; then the state a
+    gone instance leaves is written (its refusal, and what its call counted on the master, never voided):
+    the live gateway voids it, and exactly the acknowledged counts reach PostgreSQL."""
+    namespace = f"gone-{uuid.uuid4().hex[:8]}"
+    names = [f"Gone{i}" for i in range(ALERTS)]
+    ledger = Ledger()
+    db = await connect_db(stack)
+    try:
+        with gateway_process(stack, "gateway-heir", free_port(), **_env(prefix)) as url:
+            headers = {"Authorization": f"Bearer {stack.gateway_token}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+                body = webhook(*(alert(n, namespace=namespace) for n in names))
+                first = await client.post(PROMETHEUS, json=body)
+                assert first.status_code == 201
+                ledger.acked.update(names)
+                ids = [str(s["request_id"]) for s in first.json()["signals"]]
+                for signal_answer in first.json()["signals"]:
+                    await wait_bound(stack, signal_answer["fingerprint"], prefix)
+                assert await ledger.post(client, names, namespace) == 202
+                master = stack.current_master()
+                assert master is not None
+                node = next(n.name for n in stack.nodes() if n.port == master[1])
+                refusals = "SELECT count(*) FROM refused_calls WHERE key_prefix = $1"
+                assert await db.fetchval(refusals, prefix) == 0
+                assert stack.signal_component(node, signal.SIGSTOP)
+                try:
+                    assert await ledger.post(client, names, namespace) == 503
+                    assert await db.fetchval(refusals, prefix) == 1  # recorded before the answer
+                finally:
+                    stack.signal_component(node, signal.SIGCONT)
+
+                gone = uuid.uuid4().hex[:16]
+                r = aioredis.Redis(**stack.redis_auth(master[1]))
+                try:
+                    await db.execute(
+                        "INSERT INTO refused_calls (nonce, key_prefix) VALUES ($1, $2)", gone, prefix
+                    )
+                    await r.set(f"{prefix}ran:{gone}", ",".join(ids), ex=60)
+                    for request_id in ids:
+                        await r.hincrby(f"{prefix}counts", request_id, 1)
+                    deadline = time.monotonic() + 30
+                    while await r.get(f"{prefix}ran:{gone}") != b"void":  # taken back
+                        assert time.monotonic() < deadline, "the gone instance's call was not voided"
+                        await asyncio.sleep(0.1)
+                finally:
+                    await r.aclose()
+            await _until_flushed(stack, prefix, within_s=30)
+    finally:
+        await db.close()
     assert await _counted(stack, namespace) == dict(ledger.acked)

@@ -86,6 +86,7 @@ class Gateway:
         await prepare_schema(self.settings.postgres, "gateway")
         await self.store.start()
         await self.redis.start(_STARTUP_TIMEOUT_S)
+        self.pipeline.start()
         self._flush_worker.start()
         log.info("gateway started", redis=self.redis.handle.describe(), instance=self.redis.instance_id)
 
@@ -93,6 +94,7 @@ class Gateway:
         if self._flush_worker.running:
             await self._flush_worker.stop(timeout_s=5.0)  # bounded: see RedisState.close
             await self.flusher.final()
+        await self.pipeline.close()
         await self.redis.close()
         await self.store.close()
         release_worker()

@@ -68,7 +68,7 @@ class CountFlusher:
         if time.monotonic() - self._pruned_at < _PRUNE_EVERY_S:
             return
         try:
-            await self._store.prune_count_batches(BATCH_RETENTION)
+            await self._store.prune(BATCH_RETENTION)
         except StoreUnavailable:
             return
         self._pruned_at = time.monotonic()

@@ -9,10 +9,11 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from kubernaut.background import Worker
 from kubernaut.config import GatewaySettings
 from kubernaut.gateway import ingest_protocol as protocol
 from kubernaut.gateway.ingest_plan import Outcome, Plan, plan, settle, storm_fingerprint
@@ -35,6 +36,10 @@ _VOID_FOR_S, _VOID_TTL_S, _VOID_RETRY_S = 30.0, 60, 0.25
 # may hold what the refused call counted (it got the call, not the void). So every void is run again on
 # each master the gateway finds while the call's record ('ran:<nonce>', the ingest script's RAN_TTL) lives.
 _REVOID_FOR_S = 60.0
+# Refused calls are recorded in PostgreSQL before the 503; every instance voids those of the others, so a
+# refusing instance that dies (killed, or stopped by a rolling update) leaves no call unvoided. They look
+# this often, well inside the minute in which a call's record ('ran:<nonce>') lets its void take it back.
+_ADOPT_EVERY_S = 5.0
 
 
 class Pipeline:
@@ -50,7 +55,16 @@ class Pipeline:
         self._script_settings = protocol.settings_args(settings)
         self._voids: set[asyncio.Task[None]] = set()
         self._voided: dict[str, float] = {}  # nonce -> until when to void it again on a new master
+        self._adopter = Worker(
+            "gateway-refused-calls", self._adopt_refused, interval=_ADOPT_EVERY_S, first_wait=False
+        )
         redis.on_master_change(self._void_again)
+
+    def start(self) -> None:
+        self._adopter.start()
+
+    async def close(self) -> None:
+        await self._adopter.stop(timeout_s=5.0)
 
     def _unavailable(self, what: str) -> Problem:
         return unavailable(what, self._settings.retry_after_s)
@@ -102,6 +116,7 @@ class Pipeline:
             reply = protocol.decode(await self._redis.run(INGEST, args), len(signals))
         except RedisUnavailable:
             self._void_later(nonce)  # the call may still run (a hung master): it must count nothing
+            await self._record_refused(nonce)
             raise self._unavailable("the Redis master is unavailable (failover in progress?)") from None
         if reply.limit is protocol.Limit.ENFORCED:
             self._metrics.rate_limited_children["enforce"].inc()
@@ -116,15 +131,34 @@ class Pipeline:
             self._metrics.rate_limited_children["shadow"].inc()
         return reply
 
-    def _void_later(self, nonce: str) -> None:
+    def _void_later(self, nonce: str, for_s: float = _REVOID_FOR_S) -> None:
         self._forget_old_voids()
-        self._voided[nonce] = time.monotonic() + _REVOID_FOR_S
+        self._voided[nonce] = time.monotonic() + for_s
         self._start_void(nonce)
 
     def _forget_old_voids(self) -> None:
         now = time.monotonic()
-        while self._voided and next(iter(self._voided.values())) <= now:  # inserted oldest first
-            del self._voided[next(iter(self._voided))]
+        self._voided = {nonce: until for nonce, until in self._voided.items() if until > now}
+
+    async def _record_refused(self, nonce: str) -> None:
+        try:
+            await self._store.record_refused(nonce, self._settings.key_prefix)
+        except StoreUnavailable:
+            log.warning("a refused webhook's call is voided by this process only", nonce=nonce)
+
+    async def _adopt_refused(self) -> None:
+        """Void the calls other instances refused (what this one refused it voids already)."""
+        try:
+            within = timedelta(seconds=_REVOID_FOR_S)
+            recent = await self._store.recent_refused(self._settings.key_prefix, within)
+        except StoreUnavailable:
+            return
+        # Not its own (voided already; past its minute here, it may still be just inside it in PostgreSQL).
+        adopted = [(n, age) for n, age in recent if n not in self._voided and age < _REVOID_FOR_S - 1]
+        if adopted:
+            log.info("voiding calls other gateway instances refused", calls=len(adopted))
+        for nonce, age in adopted:
+            self._void_later(nonce, for_s=_REVOID_FOR_S - age)
 
     def _start_void(self, nonce: str) -> None:
         task = asyncio.create_task(self._void(nonce))

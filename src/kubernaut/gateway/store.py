@@ -18,7 +18,7 @@ from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.onebyone import Conn, apply_webhook
 from kubernaut.gateway.setcommit import apply_group
 from kubernaut.gateway.writes import NewRequest, Phase, StormJoin, Webhook, Written
-from kubernaut.store.schema import APPLIED_COUNT_BATCHES, REQUESTS
+from kubernaut.store.schema import APPLIED_COUNT_BATCHES, REFUSED_CALLS, REQUESTS
 
 __all__ = ["NewRequest", "Phase", "RequestStore", "StoreUnavailable", "StormJoin", "Written"]
 
@@ -43,6 +43,13 @@ _PRUNE_COMMIT_TOKENS = f"""
 DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - interval '10 minutes'
   AND batch_id LIKE '{TOKEN_PREFIX}%'
 """
+# Refused Redis calls (migration 080): recorded before the 503, voided on every master for a minute.
+_RECORD_REFUSED = f"INSERT INTO {REFUSED_CALLS} (nonce, key_prefix) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+_RECENT_REFUSED = f"""
+SELECT nonce, extract(epoch FROM now() - refused_at)::float8 AS age FROM {REFUSED_CALLS}
+WHERE key_prefix = $1 AND refused_at > now() - $2::interval
+"""
+_PRUNE_REFUSED = f"DELETE FROM {REFUSED_CALLS} WHERE refused_at < now() - interval '10 minutes'"
 
 # Errors after which the pool's connections are presumed dead.
 _CONNECTION_ERRORS = (
@@ -285,10 +292,27 @@ class RequestStore:
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             raise await self._failed(err) from None
 
-    async def prune_count_batches(self, older_than: timedelta) -> None:
-        """Forget applied batch ids older than any batch can wait unflushed in Redis."""
+    async def record_refused(self, nonce: str, key_prefix: str) -> None:
+        """Record a Redis call refused without knowing whether it ran, for every instance to void."""
+        try:
+            await self.pool.execute(_RECORD_REFUSED, nonce, key_prefix)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
+            raise await self._failed(err) from None
+
+    async def recent_refused(self, key_prefix: str, within: timedelta) -> list[tuple[str, float]]:
+        """The calls in ``key_prefix`` refused within ``within``: (nonce, seconds since)."""
+        try:
+            rows = await self.pool.fetch(_RECENT_REFUSED, key_prefix, within)
+            return [(r["nonce"], r["age"]) for r in rows]
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
+            raise await self._failed(err) from None
+
+    async def prune(self, older_than: timedelta) -> None:
+        """Forget applied batch ids older than any batch can wait unflushed in Redis, and commit tokens and
+        refused calls older than ten minutes."""
         try:
             await self.pool.execute(_PRUNE_BATCHES, older_than)
             await self.pool.execute(_PRUNE_COMMIT_TOKENS)
+            await self.pool.execute(_PRUNE_REFUSED)
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             raise await self._failed(err) from None

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from kubernaut.store.schema import APPLIED_COUNT_BATCHES, OUTCOMES, REQUESTS, RESOLUTIONS, STORM_MEMBERS
+from kubernaut.store.schema import (
+    APPLIED_COUNT_BATCHES,
+    OUTCOMES,
+    REFUSED_CALLS,
+    REQUESTS,
+    RESOLUTIONS,
+    STORM_MEMBERS,
+)
 
 OWNER = "kubernaut"
 GATEWAY = "kubernaut_gateway"
@@ -28,6 +35,7 @@ GRANTS: dict[str, dict[str, str]] = {
         STORM_MEMBERS: "SELECT, INSERT, UPDATE",
         APPLIED_COUNT_BATCHES: "SELECT, INSERT, DELETE",
         RESOLUTIONS: "SELECT, INSERT",
+        REFUSED_CALLS: "SELECT, INSERT, DELETE",
         "schema_migrations": "SELECT",
     },
     CONTEXT_API: {

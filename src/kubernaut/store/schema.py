@@ -12,6 +12,7 @@ OUTCOMES = "remediation_outcomes"
 STORM_MEMBERS = "storm_members"
 APPLIED_COUNT_BATCHES = "applied_count_batches"
 RESOLUTIONS = "gateway_resolutions"  # resolutions in Redis order (migration 070)
+REFUSED_CALLS = "refused_calls"  # ingest calls to void on every master (migration 080)
 
 OPEN_PHASES = ("pending", "processing")
 
