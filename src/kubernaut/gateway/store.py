@@ -300,12 +300,13 @@ class RequestStore:
             raise await self._failed(err) from None
 
     async def recent_refused(self, key_prefix: str, within: timedelta) -> list[tuple[str, float]]:
-        """The calls in ``key_prefix`` refused within ``within``: (nonce, seconds since)."""
+        """The calls in ``key_prefix`` refused within ``within``: (nonce, seconds since). A background
+        look: its failure leaves the store's availability to what the requests find."""
         try:
             rows = await self.pool.fetch(_RECENT_REFUSED, key_prefix, within)
-            return [(r["nonce"], r["age"]) for r in rows]
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
-            raise await self._failed(err) from None
+            raise StoreUnavailable(str(err) or type(err).__name__) from None
+        return [(r["nonce"], r["age"]) for r in rows]
 
     async def prune(self, older_than: timedelta) -> None:
         """Forget applied batch ids older than any batch can wait unflushed in Redis, and commit tokens and
