@@ -211,3 +211,22 @@ def _alive_or_raise(record: ProcessRecord, stack: LocalStack) -> bool:
         tail = stack.run.log(record.name).read_text()[-2000:]
         raise RuntimeError(f"{record.name} exited; end of its log:\n{tail}")
     return True
+
+
+async def pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
+    """The count hash and batches the gateways on ``prefix`` hold in the master."""
+    master = stack.current_master()
+    assert master is not None
+    r = aioredis.Redis(**stack.redis_auth(master[1]))
+    try:
+        return [k async for k in r.scan_iter(match=f"{prefix}count*")]
+    finally:
+        await r.aclose()
+
+
+async def until_flushed(stack: LocalStack, prefix: str, within_s: float) -> None:
+    """Every count the gateways hold in Redis has been flushed and acknowledged (no batch left)."""
+    deadline = time.monotonic() + within_s
+    while await pending_count_keys(stack, prefix):
+        assert time.monotonic() < deadline, await pending_count_keys(stack, prefix)
+        await asyncio.sleep(0.1)

@@ -24,7 +24,9 @@ from tests.gateway.helpers import (
     alert,
     connect_db,
     gateway_process,
+    pending_count_keys,
     ready,
+    until_flushed,
     wait_bound,
     webhook,
 )
@@ -66,22 +68,11 @@ async def _counted(stack: LocalStack, namespace: str) -> dict[str, int]:
         await db.close()
 
 
-async def _pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
+def _master_node(stack: LocalStack) -> tuple[tuple[str, int], str]:
+    """The gateway group's master: its address and its node's name."""
     master = stack.current_master()
     assert master is not None
-    r = aioredis.Redis(**stack.redis_auth(master[1]))
-    try:
-        return [k async for k in r.scan_iter(match=f"{prefix}count*")]
-    finally:
-        await r.aclose()
-
-
-async def _until_flushed(stack: LocalStack, prefix: str, within_s: float) -> None:
-    """Every count the gateways hold in Redis has been flushed and acknowledged (no batch left)."""
-    deadline = time.monotonic() + within_s
-    while await _pending_count_keys(stack, prefix):
-        assert time.monotonic() < deadline, await _pending_count_keys(stack, prefix)
-        await asyncio.sleep(0.1)
+    return master, next(n.name for n in stack.nodes() if n.port == master[1])
 
 
 class Ledger:
@@ -90,6 +81,18 @@ class Ledger:
     def __init__(self) -> None:
         self.acked: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+
+    async def open_bound(
+        self, client: httpx.AsyncClient, stack: LocalStack, prefix: str, names: list[str], namespace: str
+    ) -> list[str]:
+        """One webhook opening a request for each of ``names`` (201); waits until Redis has bound each (so
+        that a repeat is counted there) and returns the request ids."""
+        first = await client.post(PROMETHEUS, json=webhook(*(alert(n, namespace=namespace) for n in names)))
+        assert first.status_code == 201, first.text
+        self.acked.update(names)
+        for signal_answer in first.json()["signals"]:
+            await wait_bound(stack, signal_answer["fingerprint"], prefix)
+        return [str(s["request_id"]) for s in first.json()["signals"]]
 
     async def post(self, client: httpx.AsyncClient, names: list[str], namespace: str) -> int:
         body = webhook(*(alert(n, namespace=namespace) for n in names))
@@ -147,9 +150,7 @@ async def test_a_master_hang_loses_no_acknowledged_count(stack: LocalStack, pref
             assert await ledger.post(client, names, namespace) == 201
             for _ in range(10):
                 assert await ledger.post(client, names, namespace) == 202
-            master = stack.current_master()
-            assert master is not None
-            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            master, node = _master_node(stack)
             await _next_take(stack, prefix)  # the flusher is running
             now = await _next_take(stack, prefix)
             took_at = time.monotonic()  # a take just ran: what follows waits for the next one
@@ -165,7 +166,7 @@ async def test_a_master_hang_loses_no_acknowledged_count(stack: LocalStack, pref
             for _ in range(10):
                 assert await ledger.post(client, names, namespace) == 202
         assert stack.current_master() == master, "the hang must stay below Sentinel's down-after"
-        await _until_flushed(stack, prefix, within_s=30)
+        await until_flushed(stack, prefix, within_s=30)
     assert await _counted(stack, namespace) == dict(ledger.acked)
 
 
@@ -200,7 +201,7 @@ async def test_a_gateway_killed_right_after_its_flush_counts_nothing_twice(
     with gateway_process(stack, "gateway-survivor", free_port(), **_env(prefix)) as survivor_url:
         async with httpx.AsyncClient(base_url=survivor_url, headers=headers, timeout=30) as survivor:
             assert await ledger.post(survivor, names, namespace) == 201
-        await _until_flushed(stack, prefix, within_s=30)
+        await until_flushed(stack, prefix, within_s=30)
         async with httpx.AsyncClient(base_url=victim_url, headers=headers, timeout=30) as client:
             for _attempt in range(5):
                 for _ in range(20):
@@ -213,14 +214,14 @@ async def test_a_gateway_killed_right_after_its_flush_counts_nothing_twice(
                     assert time.monotonic() < deadline, "the victim never flushed"
                     await asyncio.sleep(0.01)
                 assert signal_process(victim, signal.SIGSTOP)
-                if await _pending_count_keys(stack, prefix):
+                if await pending_count_keys(stack, prefix):
                     break
                 assert signal_process(victim, signal.SIGCONT)
             else:
                 raise AssertionError("never caught the victim between its flush and its next take")
         stop(victim, sig=signal.SIGKILL)
         # The survivor adopts the dead instance's batch once it has been silent for 30 s.
-        await _until_flushed(stack, prefix, within_s=60)
+        await until_flushed(stack, prefix, within_s=60)
     assert await _counted(stack, namespace) == expected
 
 
@@ -235,15 +236,13 @@ async def test_no_count_is_acknowledged_before_a_replica_has_it(stack: LocalStac
     namespace = f"unrepl-{uuid.uuid4().hex[:8]}"
     names = [f"Unrepl{i}" for i in range(ALERTS)]
     ledger = Ledger()
-    master = stack.current_master()
-    assert master is not None
-    old = next(n.name for n in stack.nodes() if n.port == master[1])
+    master, old = _master_node(stack)
     replicas = [n.name for n in stack.nodes() if n.port != master[1]]
     with gateway_process(stack, "gateway-unrepl", free_port(), **_env(prefix)) as url:
         headers = {"Authorization": f"Bearer {stack.gateway_token}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
             assert await ledger.post(client, names, namespace) == 201
-            await _until_flushed(stack, prefix, within_s=30)
+            await until_flushed(stack, prefix, within_s=30)
             for name in replicas:
                 assert stack.signal_component(name, signal.SIGSTOP)
             try:
@@ -257,7 +256,7 @@ async def test_no_count_is_acknowledged_before_a_replica_has_it(stack: LocalStac
             await asyncio.to_thread(stack.up, services=False, timeout=90)
             for _ in range(5):
                 assert await ledger.post(client, names, namespace) == 202
-        await _until_flushed(stack, prefix, within_s=30)
+        await until_flushed(stack, prefix, within_s=30)
     counted = await _counted(stack, namespace)
     for name in names:
         assert ledger.acked[name] <= counted[name] <= ledger.acked[name] + ledger.refused[name]
@@ -280,17 +279,10 @@ async def test_after_a_failed_call_duplicates_are_counted_with_a_commit(
     with gateway_process(stack, "gateway-doubt", free_port(), **env) as url:
         headers = {"Authorization": f"Bearer {stack.gateway_token}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-            body = webhook(*(alert(n, namespace=namespace) for n in names))
-            first = await client.post(PROMETHEUS, json=body)
-            assert first.status_code == 201
-            ledger.acked.update(names)
-            for signal_answer in first.json()["signals"]:
-                await wait_bound(stack, signal_answer["fingerprint"], prefix)
+            await ledger.open_bound(client, stack, prefix, names, namespace)
             assert await ledger.post(client, names, namespace) == 202
             assert await _counted(stack, namespace) == dict.fromkeys(names, 1)  # counted in Redis
-            master = stack.current_master()
-            assert master is not None
-            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            master, node = _master_node(stack)
             assert stack.signal_component(node, signal.SIGSTOP)
             try:
                 assert await ledger.post(client, names, namespace) == 503  # longer than the call timeout
@@ -301,9 +293,9 @@ async def test_after_a_failed_call_duplicates_are_counted_with_a_commit(
                 assert await ledger.post(client, names, namespace) == 202
             assert await _counted(stack, namespace) == dict.fromkeys(names, 1 + 3)
     assert await _counted(stack, namespace) == dict.fromkeys(names, 1 + 3)  # the shutdown held it back
-    assert await _pending_count_keys(stack, prefix)
+    assert await pending_count_keys(stack, prefix)
     with gateway_process(stack, "gateway-doubt-next", free_port(), **_env(prefix)):
-        await _until_flushed(stack, prefix, within_s=30)
+        await until_flushed(stack, prefix, within_s=30)
     assert await _counted(stack, namespace) == dict(ledger.acked)
 
 
@@ -327,19 +319,11 @@ async def test_no_count_is_taken_from_a_master_in_doubt(stack: LocalStack, prefi
     with gateway_process(stack, "gateway-held", free_port(), **env) as url:
         headers = {"Authorization": f"Bearer {stack.gateway_token}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-            body = webhook(*(alert(n, namespace=namespace) for n in names))
-            first = await client.post(PROMETHEUS, json=body)
-            assert first.status_code == 201
-            ledger.acked.update(names)
-            ids = [str(s["request_id"]) for s in first.json()["signals"]]
-            for signal_answer in first.json()["signals"]:
-                await wait_bound(stack, signal_answer["fingerprint"], prefix)
+            ids = await ledger.open_bound(client, stack, prefix, names, namespace)
             assert await ledger.post(client, names, namespace) == 202
-            await _until_flushed(stack, prefix, within_s=30)
+            await until_flushed(stack, prefix, within_s=30)
             assert await _counted(stack, namespace) == dict.fromkeys(names, 2)
-            master = stack.current_master()
-            assert master is not None
-            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            master, node = _master_node(stack)
             assert stack.signal_component(node, signal.SIGSTOP)
             try:
                 assert await ledger.post(client, names, namespace) == 503  # longer than the call timeout
@@ -359,7 +343,7 @@ async def test_no_count_is_taken_from_a_master_in_doubt(stack: LocalStack, prefi
             finally:
                 await doomed.aclose()
             assert stack.current_master() == master
-            await _until_flushed(stack, prefix, within_s=30)
+            await until_flushed(stack, prefix, within_s=30)
     assert await _counted(stack, namespace) == dict(ledger.acked)
 
 
@@ -380,17 +364,9 @@ async def test_a_call_refused_by_a_gateway_gone_since_is_voided_by_another(
         with gateway_process(stack, "gateway-heir", free_port(), **_env(prefix)) as url:
             headers = {"Authorization": f"Bearer {stack.gateway_token}"}
             async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
-                body = webhook(*(alert(n, namespace=namespace) for n in names))
-                first = await client.post(PROMETHEUS, json=body)
-                assert first.status_code == 201
-                ledger.acked.update(names)
-                ids = [str(s["request_id"]) for s in first.json()["signals"]]
-                for signal_answer in first.json()["signals"]:
-                    await wait_bound(stack, signal_answer["fingerprint"], prefix)
+                ids = await ledger.open_bound(client, stack, prefix, names, namespace)
                 assert await ledger.post(client, names, namespace) == 202
-                master = stack.current_master()
-                assert master is not None
-                node = next(n.name for n in stack.nodes() if n.port == master[1])
+                master, node = _master_node(stack)
                 refusals = "SELECT count(*) FROM refused_calls WHERE key_prefix = $1"
                 assert await db.fetchval(refusals, prefix) == 0
                 assert stack.signal_component(node, signal.SIGSTOP)
@@ -415,7 +391,7 @@ async def test_a_call_refused_by_a_gateway_gone_since_is_voided_by_another(
                         await asyncio.sleep(0.1)
                 finally:
                     await r.aclose()
-            await _until_flushed(stack, prefix, within_s=30)
+            await until_flushed(stack, prefix, within_s=30)
     finally:
         await db.close()
     assert await _counted(stack, namespace) == dict(ledger.acked)

@@ -30,6 +30,7 @@ from tests.gateway.helpers import (
     isolated,
     metric,
     unique,
+    until_flushed,
     wait_bound,
     webhook,
     with_gateway,
@@ -83,18 +84,6 @@ def _fail_over(stack: LocalStack, old: tuple[str, int]) -> redis.Redis:
     return redis.Redis(**stack.redis_auth(new[1]))
 
 
-def _until_flushed(stack: LocalStack, prefix: str) -> None:
-    """Blocking: until no count is left in the master (taken, flushed and acknowledged)."""
-
-    def flushed() -> bool:
-        master = stack.current_master()
-        assert master is not None
-        with redis.Redis(**stack.redis_auth(master[1])) as r:
-            return not any(r.scan_iter(f"{prefix}count*"))
-
-    wait_until(flushed, timeout=30, interval=0.1, what="the counts to be flushed")
-
-
 async def test_a_void_discarded_by_a_failover_is_run_again_on_the_new_master(
     stack: LocalStack, whole_group: None
 ) -> None:
@@ -137,7 +126,7 @@ async def test_a_void_discarded_by_a_failover_is_run_again_on_the_new_master(
         old_master.close()
     # That gateway doubted its master to the end, so it left its counts in Redis; the next one flushes them.
     async with in_process(with_gateway(settings, count_flush_interval_s=0.1), stack.gateway_token):
-        await asyncio.to_thread(_until_flushed, stack, prefix)
+        await until_flushed(stack, prefix, within_s=30)
     rows = await fetch_rows(
         stack, "SELECT occurrence_count FROM remediation_requests WHERE signal_name = $1", name
     )
