@@ -12,8 +12,9 @@ from http import HTTPStatus
 import orjson
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from kubernaut.validation import BODY, FieldError, field_errors
 
@@ -93,8 +94,11 @@ class Problem(Exception):
             extra=self.extra,
         )
 
+    def encode(self, instance: str | None) -> bytes:
+        return orjson.dumps(self.body(instance))
+
     def response(self, instance: str | None) -> Response:
-        return Response(orjson.dumps(self.body(instance)), self.status, self.headers, media_type=PROBLEM_JSON)
+        return Response(self.encode(instance), self.status, self.headers, media_type=PROBLEM_JSON)
 
 
 def invalid(kind: str, errors: Sequence[FieldError]) -> Problem:
@@ -124,8 +128,22 @@ def too_large(limit: int) -> Problem:
 async def read_body(request: Request, limit: int, media_type: str | None = JSON) -> bytes:
     """The request body, refused (415) unless it is ``media_type`` (None: any) and refused (413) as soon
     as it passes ``limit`` bytes, before more is read. ``ClientDisconnect`` passes through."""
+    return await read_asgi_body(request.scope, request.receive, limit, media_type)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the (lower-case) header ``name`` in an ASGI HTTP scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_asgi_body(scope: Scope, receive: Receive, limit: int, media_type: str | None = JSON) -> bytes:
+    """:func:`read_body` on the ASGI scope and receive channel (the gateway's webhook routes skip
+    Starlette's request object)."""
     if media_type is not None:
-        given = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        given = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         if given != media_type:
             raise Problem(
                 415,
@@ -133,17 +151,22 @@ async def read_body(request: Request, limit: int, media_type: str | None = JSON)
                 f"Content-Type must be {media_type}, got {given or 'none'!r}",
                 field="Content-Type",
             )
-    length = request.headers.get("content-length")
+    length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_large(limit)
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 # -- Starlette exception handlers ------------------------------------------------------------------

@@ -12,7 +12,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,15 @@ from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import SourceType
 from kubernaut.gateway.store import RequestStore
 from kubernaut.openapi import docs_routes
-from kubernaut.problems import Problem, http_exception, internal, internal_error, read_body
+from kubernaut.problems import (
+    JSON,
+    PROBLEM_JSON,
+    Problem,
+    http_exception,
+    internal,
+    internal_error,
+    read_asgi_body,
+)
 from kubernaut.store.migrate import prepare_schema
 
 log = structlog.get_logger("kubernaut.gateway")
@@ -119,11 +127,12 @@ class Gateway:
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
 
-    def _source(self, request: Request) -> str:
+    def _source(self, authorization: list[str], client: tuple[str, int] | None) -> str:
+        """The request's source: its token's name, or its address when authentication is off."""
         if self.auth is None:
-            return request.client.host if request.client else "unknown"
+            return client[0] if client else "unknown"
         try:
-            return self.auth.identify(request.headers.getlist("authorization"))
+            return self.auth.identify(authorization)
         except AuthFailure as failure:
             self.metrics.auth_failures.labels(reason=failure.reason).inc()
             raise
@@ -138,31 +147,44 @@ class Gateway:
         batch.refuse_if_empty()
 
     async def _signals(
-        self, request: Request, route: str, source_type: SourceType, parse: Callable[[bytes], Batch]
-    ) -> Response:
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: str,
+        source_type: SourceType,
+        parse: Callable[[bytes], Batch],
+    ) -> int:
+        """Answer one webhook (every error as a problem, RFC 7807); return the status sent."""
         started = time.perf_counter()
+        media_type: str | None = JSON
+        headers: Mapping[str, str] = {}
         try:
-            source = self._source(request)
-            batch = parse(await read_body(request, self.settings.gateway.max_body_bytes))
+            authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+            source = self._source(authorization, scope.get("client"))
+            batch = parse(await read_asgi_body(scope, receive, self.settings.gateway.max_body_bytes))
             self._rejected(batch, source_type)
             status, outcomes = await self.pipeline.ingest(batch.signals, source_type, source)
             answers: list[dict[str, object]] = [o.as_json() for o in outcomes]
             if batch.rejections:
                 answers = _in_request_order(batch, answers)
-            response = _json_response({"signals": answers}, status)
+            body = orjson.dumps({"signals": answers})
         except Problem as problem:
-            response = problem.response(route)
+            status, body, media_type, headers = _problem(problem, route)
         except ClientDisconnect:
             # Not the gateway's failure: nothing was taken, nobody is left to answer (nginx's 499).
             log.info("client disconnected before sending its whole body", route=route)
-            response = Response(status_code=CLIENT_CLOSED_REQUEST)
+            status, body, media_type = CLIENT_CLOSED_REQUEST, b"", None
         except Exception:
             log.exception("unexpected error", route=route)
-            response = internal("unexpected error; see the gateway log").response(route)
-        self._observe(route, response.status_code, started)
-        return response
+            status, body, media_type, headers = _problem(
+                internal("unexpected error; see the gateway log"), route
+            )
+        self._observe(route, status, started)
+        await _answer(send, status, body, media_type, headers)
+        return status
 
-    async def prometheus(self, request: Request) -> Response:
+    async def prometheus(self, scope: Scope, receive: Receive, send: Send) -> None:
         max_alerts = self.settings.gateway.max_alerts_per_request
         truncated: list[alertmanager.Webhook] = []
 
@@ -172,10 +194,9 @@ class Gateway:
                 truncated.append(hook)
             return hook.batch
 
-        response = await self._signals(request, PROMETHEUS_ROUTE, "prometheus", parse)
-        if truncated and response.status_code < 300:  # a refused webhook is retried: count it once
+        status = await self._signals(scope, receive, send, PROMETHEUS_ROUTE, "prometheus", parse)
+        if truncated and status < 300:  # a refused webhook is retried: count it once
             self._truncated(truncated[0])
-        return response
 
     def _truncated(self, hook: alertmanager.Webhook) -> None:
         self.metrics.alerts_truncated.labels(receiver=hook.receiver, group_key=hook.group_key).inc(
@@ -189,8 +210,8 @@ class Gateway:
             group_key=hook.group_key,
         )
 
-    async def kubernetes_event(self, request: Request) -> Response:
-        return await self._signals(request, EVENT_ROUTE, "kubernetes-event", kubernetes_event.parse)
+    async def kubernetes_event(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._signals(scope, receive, send, EVENT_ROUTE, "kubernetes-event", kubernetes_event.parse)
 
     async def healthz(self, _request: Request) -> Response:
         return _json_response({"status": "ok"}, 200)
@@ -204,7 +225,7 @@ class Gateway:
     async def redis_group_endpoint(self, request: Request) -> Response:
         """The Redis HA group as Sentinel sees it; behind the webhook token (it names internal addresses)."""
         try:
-            self._source(request)
+            self._source(request.headers.getlist("authorization"), request.client)
         except Problem as problem:
             return problem.response(REDIS_GROUP_ROUTE)
         if not isinstance(self.settings.gateway.redis, SentinelRedis):
@@ -227,13 +248,41 @@ def _in_request_order(batch: Batch, taken: list[dict[str, object]]) -> list[dict
     return out
 
 
+def _problem(problem: Problem, route: str) -> tuple[int, bytes, str, Mapping[str, str]]:
+    return problem.status, problem.encode(route), PROBLEM_JSON, problem.headers
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, media_type: str | None, headers: Mapping[str, str]
+) -> None:
+    raw = [(b"content-length", str(len(body)).encode())]
+    if media_type is not None:
+        raw.append((b"content-type", media_type.encode()))
+    raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _Endpoint:
+    """A handler speaking ASGI itself, as a Starlette route's endpoint."""
+
+    def __init__(self, handler: AsgiHandler) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handler(scope, receive, send)
+
+
 class WebhookFastPath:
     """ASGI entry: the webhook POSTs go straight to their handlers, everything else (other methods
-    and paths, lifespan) to the Starlette app. The handlers answer every error themselves (RFC 7807),
-    so Starlette's routing and exception middleware only cost time there: about a tenth of the
-    gateway's CPU per webhook (benchmarks/README.md, "where the time goes")."""
+    and paths, lifespan) to the Starlette app. The handlers read the ASGI scope and answer every error
+    themselves (RFC 7807), so Starlette's routing, exception middleware, request and response objects
+    only cost time there (benchmarks/README.md, "where the time goes")."""
 
-    def __init__(self, app: Starlette, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
+    def __init__(self, app: Starlette, handlers: dict[str, AsgiHandler]) -> None:
         self.app = app
         self._handlers = handlers
 
@@ -241,8 +290,7 @@ class WebhookFastPath:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._handlers.get(scope["path"])
             if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+                await handler(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -255,8 +303,8 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[
-            route(PROMETHEUS_ROUTE, gateway.prometheus, "POST"),
-            route(EVENT_ROUTE, gateway.kubernetes_event, "POST"),
+            Route(PROMETHEUS_ROUTE, _Endpoint(gateway.prometheus), methods=["POST"]),
+            Route(EVENT_ROUTE, _Endpoint(gateway.kubernetes_event), methods=["POST"]),
             route("/healthz", gateway.healthz, "GET"),
             route("/readyz", gateway.readyz, "GET"),
             route("/metrics", gateway.metrics_endpoint, "GET"),
