@@ -34,7 +34,13 @@ from kubernaut.gateway.adapters import Batch, alertmanager, kubernetes_event
 from kubernaut.gateway.auth import AuthFailure, TokenAuth, load_tokens
 from kubernaut.gateway.flush import CountFlusher
 from kubernaut.gateway.group import redis_group
-from kubernaut.gateway.metrics import MULTIPROC_ENV, GatewayMetrics, forget_dead_workers, release_worker
+from kubernaut.gateway.metrics import (
+    MULTIPROC_ENV,
+    TALLY_FLUSH_S,
+    GatewayMetrics,
+    forget_dead_workers,
+    release_worker,
+)
 from kubernaut.gateway.pipeline import Pipeline
 from kubernaut.gateway.redis_state import RedisState
 from kubernaut.gateway.signal import SourceType
@@ -87,6 +93,7 @@ class Gateway:
             "gateway-count-flusher", self.flusher.step, interval=self.flusher.interval_s
         )
         self._http_children: dict[tuple[str, int], Any] = {}
+        self._tally_worker = Worker("gateway-metrics-tally", self._flush_tally, interval=TALLY_FLUSH_S)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -96,6 +103,7 @@ class Gateway:
         await self.redis.start(_STARTUP_TIMEOUT_S)
         self.pipeline.start()
         self._flush_worker.start()
+        self._tally_worker.start()
         log.info("gateway started", redis=self.redis.handle.describe(), instance=self.redis.instance_id)
 
     async def stop(self) -> None:
@@ -105,7 +113,12 @@ class Gateway:
         await self.pipeline.close()
         await self.redis.close()
         await self.store.close()
+        await self._tally_worker.stop()
+        self.metrics.tally.flush()
         release_worker()
+
+    async def _flush_tally(self) -> None:
+        self.metrics.tally.flush()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -124,8 +137,12 @@ class Gateway:
                 self.metrics.http_requests.labels(route=route, status=str(status)),
                 self.metrics.http_duration.labels(route=route),
             )
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        if status < 300:
+            self.metrics.tally.inc(children[0])
+            self.metrics.tally.observe(children[1], time.perf_counter() - started)
+        else:
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
     def _source(self, authorization: list[str], client: tuple[str, int] | None) -> str:
         """The request's source: its token's name, or its address when authentication is off."""

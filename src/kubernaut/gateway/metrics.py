@@ -6,6 +6,7 @@ prometheus_client), every process writes its values to files there and ``/metric
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from pathlib import Path
@@ -29,13 +30,49 @@ REDIS_ERROR_KINDS = (
     "unreplicated",
     "unanswered",
 )
+# How late an accepted webhook's counts may reach /metrics (Tally).
+TALLY_FLUSH_S = 1.0
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Tally:
+    """Updates of accepted webhooks, held in process memory until :meth:`flush` adds them to their metrics
+    (every TALLY_FLUSH_S, before this process renders /metrics, and at stop). A multiprocess value's
+    update takes a lock, a ``getpid`` and an mmap write, five of them a webhook: about 7 µs of a
+    single-alert webhook's 200 (benchmarks/README.md). Refusals are not tallied: they count at once."""
+
+    def __init__(self) -> None:
+        self._counts: dict[Counter, float] = {}
+        self._observed: dict[Histogram, tuple[list[int], list[float]]] = {}
+
+    def inc(self, child: Counter, amount: float = 1.0) -> None:
+        self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def observe(self, child: Histogram, value: float) -> None:
+        held = self._observed.get(child)
+        if held is None:
+            held = self._observed[child] = ([0] * len(child._upper_bounds), [0.0])
+        held[0][bisect.bisect_left(child._upper_bounds, value)] += 1  # its bucket: the first bound >= value
+        held[1][0] += value
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        # Histogram.observe, once per bucket: its sum, and each bucket's count (the last bound is +Inf).
+        for histogram, (buckets, total) in observed.items():
+            histogram._sum.inc(total[0])
+            for bucket, n in zip(histogram._buckets, buckets, strict=True):
+                if n:
+                    bucket.inc(n)
 
 
 class GatewayMetrics:
     """The gateway's Prometheus metrics, in a registry of its own per app instance."""
 
     def __init__(self) -> None:
+        self.tally = Tally()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.signals = Counter(
             "gateway_signals_received",
@@ -116,8 +153,8 @@ class GatewayMetrics:
         for s in SOURCE_TYPES:
             for reason in REJECTION_REASONS:
                 self.signals_rejected.labels(source_type=s, reason=reason)
-        for kind in ("single", "storm"):
-            self.requests_created.labels(kind=kind)
+        self.requests_created_single = self.requests_created.labels(kind="single")
+        self.requests_created.labels(kind="storm")
         for storm_type in ("rate", "pattern"):
             self.storms_detected.labels(storm_type=storm_type)
         self.rate_limited_children = {
@@ -135,7 +172,9 @@ class GatewayMetrics:
         self.redis_available.set(0)
 
     def render(self) -> bytes:
-        """The exposition text: this process's registry, or every worker's when multiprocess."""
+        """The exposition text: this process's registry, or every worker's when multiprocess (each adds its
+        tally every TALLY_FLUSH_S; this one's now)."""
+        self.tally.flush()
         directory = os.environ.get(MULTIPROC_ENV)
         if not directory:
             return generate_latest(self.registry)

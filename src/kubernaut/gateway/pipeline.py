@@ -128,7 +128,7 @@ class Pipeline:
                 headers={"Retry-After": str(retry_after)},
             )
         if reply.limit is protocol.Limit.SHADOW:
-            self._metrics.rate_limited_children["shadow"].inc()
+            self._metrics.tally.inc(self._metrics.rate_limited_children["shadow"])
         return reply
 
     def _void_later(self, nonce: str, for_s: float = _REVOID_FOR_S) -> None:
@@ -195,7 +195,7 @@ class Pipeline:
     def _count_storms(self, planned: Plan, written: Sequence[Written]) -> None:
         for k, phase in enumerate(planned.phases):
             for sfp, (_rid, inserted, added) in written[k].storms.items():
-                self._metrics.alerts_aggregated.inc(len(added))
+                self._metrics.tally.inc(self._metrics.alerts_aggregated, len(added))
                 if inserted:
                     self._metrics.requests_created.labels(kind="storm").inc()
                     self._metrics.storms_detected.labels(storm_type=phase.storms[sfp].storm_type).inc()
@@ -204,10 +204,10 @@ class Pipeline:
         tally: dict[str, int] = {}
         for out in outcomes:
             tally[out.outcome] = tally.get(out.outcome, 0) + 1
-        children = self._metrics.signal_children
+        children, held = self._metrics.signal_children, self._metrics.tally
         for outcome, n in tally.items():
-            children[(source_type, outcome)].inc(n)
+            held.inc(children[(source_type, outcome)], n)
         created = tally.get("created", 0)
         if created:
-            self._metrics.requests_created.labels(kind="single").inc(created)
+            held.inc(self._metrics.requests_created_single, created)
         return 201 if created or tally.get("storm_opened") else 202
