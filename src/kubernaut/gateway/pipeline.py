@@ -5,6 +5,7 @@ ingest_plan), then the answer."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import time
@@ -53,6 +54,10 @@ class Pipeline:
         self._store = store
         self._metrics = metrics
         self._script_settings = protocol.settings_args(settings)
+        # Call nonces: unique within the process by a counter, across processes by a random prefix (a
+        # getrandom syscall per webhook cost more than the rest of making its nonce).
+        self._nonce_prefix = os.urandom(8).hex()
+        self._nonce_counter = itertools.count()
         self._voids: set[asyncio.Task[None]] = set()
         self._voided: dict[str, float] = {}  # nonce -> until when to void it again on a new master
         self._adopter = Worker(
@@ -103,7 +108,7 @@ class Pipeline:
         self, signals: Sequence[NormalizedSignal], source: str, count_duplicates: bool
     ) -> protocol.Reply:
         """The one Redis call: rate limit, dedup and storm bookkeeping (raises 429 or 503)."""
-        nonce = os.urandom(8).hex()
+        nonce = f"{self._nonce_prefix}{next(self._nonce_counter):x}"
         args = protocol.encode(
             self._settings.key_prefix,
             nonce,
