@@ -213,15 +213,20 @@ def _alive_or_raise(record: ProcessRecord, stack: LocalStack) -> bool:
     return True
 
 
-async def pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
-    """The count hash and batches the gateways on ``prefix`` hold in the master."""
+async def master_keys(stack: LocalStack, pattern: str) -> list[bytes]:
+    """The keys matching ``pattern`` on the gateway group's current master."""
     master = stack.current_master()
     assert master is not None
     r = aioredis.Redis(**stack.redis_auth(master[1]))
     try:
-        return [k async for k in r.scan_iter(match=f"{prefix}count*")]
+        return [k async for k in r.scan_iter(match=pattern)]
     finally:
         await r.aclose()
+
+
+async def pending_count_keys(stack: LocalStack, prefix: str) -> list[bytes]:
+    """The count hash and batches the gateways on ``prefix`` hold in the master."""
+    return await master_keys(stack, f"{prefix}count*")
 
 
 async def until_flushed(stack: LocalStack, prefix: str, within_s: float) -> None:

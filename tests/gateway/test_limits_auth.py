@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from kubernaut_tools.localstack import LocalStack
 from tests.gateway.helpers import (
@@ -17,6 +16,7 @@ from tests.gateway.helpers import (
     fetch_rows,
     in_process,
     isolated,
+    master_keys,
     unique,
     webhook,
 )
@@ -31,16 +31,6 @@ async def _requests(stack: LocalStack, name: str) -> list[dict[str, Any]]:
         " WHERE signal_name = $1 ORDER BY id",
         name,
     )
-
-
-async def _dedup_keys(stack: LocalStack, prefix: str) -> list[bytes]:
-    master = stack.current_master()
-    assert master is not None
-    r = aioredis.Redis(**stack.redis_auth(master[1]))
-    try:
-        return [k async for k in r.scan_iter(match=f"{prefix}dd:*")]
-    finally:
-        await r.aclose()
 
 
 async def test_over_the_limit_gets_429_and_honouring_retry_after_succeeds(stack: LocalStack) -> None:
@@ -124,7 +114,7 @@ async def test_missing_or_wrong_token_is_401_and_writes_nothing(
     assert resp.json()["status"] == 401
     assert resp.headers["www-authenticate"].startswith("Bearer")
     assert await _requests(stack, name) == []
-    assert await _dedup_keys(stack, settings.gateway.key_prefix) == []
+    assert await master_keys(stack, f"{settings.gateway.key_prefix}dd:*") == []
     assert f'gateway_auth_failures_total{{reason="{reason}"}} 1.0' in metrics
 
 

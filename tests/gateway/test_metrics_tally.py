@@ -3,6 +3,8 @@ is exactly what updating the metrics one by one gives, bucket boundaries include
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -25,16 +27,12 @@ def test_a_flushed_tally_is_what_direct_updates_give(durations: list[float], cou
     for metrics, held in ((direct, False), (tallied, True)):
         route = metrics.http_duration.labels(route="/r")
         signals = metrics.signal_children[("prometheus", "duplicate")]
+        observe = functools.partial(metrics.tally.observe, route) if held else route.observe
+        add = functools.partial(metrics.tally.inc, signals) if held else signals.inc
         for d in durations:
-            if held:
-                metrics.tally.observe(route, d)
-            else:
-                route.observe(d)
+            observe(d)
         for n in counts:
-            if held:
-                metrics.tally.inc(signals, n)
-            else:
-                signals.inc(n)
+            add(n)
     assert _page(tallied) != _page(direct) or not (durations or counts)  # held until flushed
     tallied.tally.flush()
     assert _page(tallied) == _page(direct)

@@ -144,10 +144,12 @@ class Gateway:
             children[0].inc()
             children[1].observe(time.perf_counter() - started)
 
-    def _source(self, authorization: list[str], client: tuple[str, int] | None) -> str:
+    def _source(self, scope: Scope) -> str:
         """The request's source: its token's name, or its address when authentication is off."""
         if self.auth is None:
+            client = scope.get("client")
             return client[0] if client else "unknown"
+        authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
         try:
             return self.auth.identify(authorization)
         except AuthFailure as failure:
@@ -177,8 +179,7 @@ class Gateway:
         media_type: str | None = JSON
         headers: Mapping[str, str] = {}
         try:
-            authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-            source = self._source(authorization, scope.get("client"))
+            source = self._source(scope)
             batch = parse(await read_asgi_body(scope, receive, self.settings.gateway.max_body_bytes))
             self._rejected(batch, source_type)
             status, outcomes = await self.pipeline.ingest(batch.signals, source_type, source)
@@ -242,7 +243,7 @@ class Gateway:
     async def redis_group_endpoint(self, request: Request) -> Response:
         """The Redis HA group as Sentinel sees it; behind the webhook token (it names internal addresses)."""
         try:
-            self._source(request.headers.getlist("authorization"), request.client)
+            self._source(request.scope)
         except Problem as problem:
             return problem.response(REDIS_GROUP_ROUTE)
         if not isinstance(self.settings.gateway.redis, SentinelRedis):
