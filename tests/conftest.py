@@ -6,8 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from kubernaut_tools.localstack import LocalStack, Topology
+
+# `make test` is deterministic: every property test draws the same examples on every run (a test's own
+# settings may ask otherwise, as the long fuzz runs do), and none fails on a slow machine's timing.
+settings.register_profile("suite", derandomize=True, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # Fixtures shared across packages: the whole alerting path, the fuzz targets, the HA PostgreSQL stack.
 pytest_plugins = ("tests.fixtures.alerting", "tests.fixtures.fuzz", "tests.fixtures.ha")

@@ -47,9 +47,23 @@ class Replica:
         return 0.0
 
 
-def make_settings(stack: LocalStack, dsn: str, prefix: str, **context_api: Any) -> Settings:
+# Tests that assert which tier answered need every Redis reply to count: the production timeouts (50 ms,
+# a cache fails fast) would send a reply that a loaded machine delayed to L3. test_degradation, which
+# tests those timeouts, passes ``timeouts=None`` to keep them.
+PATIENT_TIMEOUTS = {"connect_s": 1.0, "socket_s": 1.0}
+
+
+def make_settings(
+    stack: LocalStack,
+    dsn: str,
+    prefix: str,
+    *,
+    timeouts: dict[str, float] | None = PATIENT_TIMEOUTS,
+    **context_api: Any,
+) -> Settings:
+    redis = stack.redis_auth(stack.topology.redis_context_port)
     section: dict[str, Any] = {
-        "redis": stack.redis_auth(stack.topology.redis_context_port),
+        "redis": redis if timeouts is None else {**redis, "timeouts": timeouts},
         "key_prefix": prefix,
         "breaker": {"failure_threshold": 3, "reset_timeout_s": 0.5},
         "auth": {"tokens_file": str(stack.run.context_api_tokens_file)},

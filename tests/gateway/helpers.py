@@ -139,7 +139,7 @@ async def fetch_rows(stack: LocalStack, sql: str, *args: object) -> list[dict[st
 
 
 async def until_redis(
-    stack: LocalStack, key: str, done: Callable[[bytes | None], bool], timeout_s: float = 10
+    stack: LocalStack, key: str, done: Callable[[bytes | None], bool], timeout_s: float = 30
 ) -> None:
     """Until the gateway master's value of ``key`` satisfies ``done``."""
     master = stack.current_master()

@@ -145,7 +145,9 @@ async def test_redis_master_killed_while_sending(stack: LocalStack, restore_grou
         "gateway_redis_master_changes_total 1.0" in metrics
         or "gateway_redis_master_changes_total 2.0" in metrics
     )
-    assert first_ok_after - promoted_at < 2.0, "the gateway did not resume promptly after the promotion"
+    # Generous (the drills' margin): the gateway follows the new master at once, but its writes wait for a
+    # replica that Sentinel has re-pointed and that has re-synced, seconds on a loaded machine.
+    assert first_ok_after - promoted_at < 5.0, "the gateway did not resume promptly after the promotion"
 
 
 async def test_postgres_stopped_gives_503_and_recovers(stack: LocalStack) -> None:

@@ -171,7 +171,7 @@ async def test_two_workers_serve_one_port_sum_their_metrics_and_count_exactly(
             )
             assert [r.status_code for r in concurrent] == [202] * 20
             # Each worker adds its tally of accepted webhooks to the merged view within TALLY_FLUSH_S.
-            await asyncio.wait_for(_until_merged(gw, (31, 1, 31, 1)), timeout=5 * TALLY_FLUSH_S)
+            await asyncio.wait_for(_until_merged(gw, (31, 1, 31, 1)), timeout=20 * TALLY_FLUSH_S)
         # Each worker flushes its own batch (its own instance id): every occurrence lands once.
         await asyncio.wait_for(_until_count(stack, name, 32), timeout=20)
     rows = await _requests(stack, name)
