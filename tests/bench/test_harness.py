@@ -4,7 +4,6 @@ mixes it promises, pacing holds the rate down, and the EVALSHA helper counts Red
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import asyncpg
@@ -21,14 +20,9 @@ from kubernaut_tools.bench.redis_limit import evalsha
 from kubernaut_tools.bench.wrk import Load, WrkError, run_wrk
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.postgres import pg_bin
+from tests.fuzzing.support import free_port
 
 LIGHT = Load(duration_s=1, connections=2, threads=1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alerts_held(url: str) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -19,6 +18,7 @@ import redis.asyncio as aioredis
 
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
+from tests.fuzzing.support import free_port
 from tests.gateway.helpers import (
     PROMETHEUS,
     alert,
@@ -37,12 +37,6 @@ ALERTS = 10
 # The next take is sent about 0.5 s into the pause and times out 1.5 s later (connect_s + socket_s): the
 # pause outlasts that with a second to spare, and stays below Sentinel's down-after (5 s): no failover.
 PAUSE_S = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

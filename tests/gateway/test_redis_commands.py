@@ -167,7 +167,7 @@ async def test_redis_commands_per_alert(stack: LocalStack) -> None:
     assert master_addr is not None
     master = aioredis.Redis(**stack.redis_auth(master_addr[1]))
     headers = {"Authorization": f"Bearer {stack.gateway_token}"}
-    port = free_port(stack.topology.host)
+    port = free_port()
     try:
         with gateway_process(stack, "gateway-commands", port, key_prefix=key_prefix) as url:
             async with (
