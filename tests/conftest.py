@@ -11,9 +11,10 @@ from hypothesis import settings
 from kubernaut_tools.localstack import LocalStack, Topology
 
 # `make test` is deterministic: every property test draws the same examples on every run (a test's own
-# settings may ask otherwise, as the long fuzz runs do), and none fails on a slow machine's timing.
+# settings may ask otherwise, as the long fuzz runs do), and none fails on a slow machine's timing. The
+# one place for these: tests name only their example budgets and health checks.
 settings.register_profile("suite", derandomize=True, deadline=None, database=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+settings.load_profile("suite")
 
 # Fixtures shared across packages: the whole alerting path, the fuzz targets, the HA PostgreSQL stack.
 pytest_plugins = ("tests.fixtures.alerting", "tests.fixtures.fuzz", "tests.fixtures.ha")

@@ -55,7 +55,7 @@ def test_field_path_brackets_indices_and_names_the_whole() -> None:
 
 
 @given(st.lists(st.one_of(st.integers(min_value=0, max_value=10**6), st.text(max_size=8)), max_size=6))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 def test_field_path_keeps_every_part_in_order(loc: list[int | str]) -> None:
     path = field_path(loc)
     assert path

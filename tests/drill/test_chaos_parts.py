@@ -14,7 +14,7 @@ from kubernaut_tools.drill.chaos_history import Event
 from kubernaut_tools.drill.chaos_schedule import KINDS, PAUSE_RANGE_S, TAIL_S, WARMUP_S, schedule
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(seed=st.integers(min_value=0, max_value=2**32), duration=st.floats(min_value=10, max_value=3600))
 def test_the_schedule_is_a_pure_function_of_seed_and_duration(seed: int, duration: float) -> None:
     plan = schedule(seed, duration)

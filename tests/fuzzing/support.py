@@ -17,8 +17,6 @@ LONG_RUN = int(os.environ.get("KUBERNAUT_FUZZ_EXAMPLES", "0"))
 fuzz = settings(
     max_examples=LONG_RUN or 60,
     derandomize=not LONG_RUN,
-    deadline=None,
-    database=None,
     suppress_health_check=list(HealthCheck),
 )
 

@@ -153,7 +153,7 @@ def test_sql_and_python_digests_agree(stack: LocalStack) -> None:
     db = Db(stack.postgres_dsn)
     try:
 
-        @settings(max_examples=200, derandomize=True, deadline=None, database=None)
+        @settings(max_examples=200)
         @given(parts=_PARTS)
         def agree(parts: list[str]) -> None:
             assert db.val("SELECT kubernaut_identity_digest(VARIADIC $1::text[])", parts) == identity_digest(

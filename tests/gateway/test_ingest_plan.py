@@ -165,7 +165,7 @@ def test_joining_a_window_postgresql_already_had() -> None:
 _ENTRY = st.sampled_from(["dup", "own", "storm", "resolved"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.tuples(st.sampled_from("abc"), _ENTRY), max_size=12), st.data())
 def test_every_signal_gets_one_outcome_and_binds_point_at_open_requests(
     steps: list[tuple[str, str]], data: st.DataObject

@@ -248,8 +248,6 @@ def test_the_gateway_follows_the_model(stack: LocalStack, model_gateway: str) ->
         config = settings(
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
-            deadline=None,
-            database=None,
             suppress_health_check=list(HealthCheck),
         )
         started = time.monotonic()

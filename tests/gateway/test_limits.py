@@ -32,7 +32,7 @@ def test_a_lone_surrogate_is_measured_not_refused() -> None:
     assert over_limit(0, [("alertname", "\ud800" * 3, 8)]) is not None
 
 
-@settings(max_examples=200, derandomize=True, database=None)
+@settings(max_examples=200)
 @given(st.lists(st.tuples(st.text(max_size=40), st.integers(min_value=0, max_value=120)), max_size=5))
 def test_rejects_exactly_when_some_value_is_longer_in_utf8_than_its_limit(
     values: list[tuple[str, int]],

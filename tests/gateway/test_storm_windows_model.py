@@ -125,7 +125,7 @@ def clocked(stack: LocalStack) -> Iterator[tuple[redis.Redis, str]]:
         yield client, str(client.script_load(source))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(webhooks)
 def test_the_storm_windows_follow_the_model(
     clocked: tuple[redis.Redis, str], steps: list[tuple[int, list[ModelSignal]]]

@@ -97,7 +97,7 @@ def _fuzz(base_url: str, token: str | None) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else None
 
     @given(case=schema.as_strategy())
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=EXAMPLES, suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
         case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
 
