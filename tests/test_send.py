@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 CORPUS = Path(__file__).parent / "data" / "kubernetes-events.json"
 
@@ -30,13 +31,6 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     return lines[0]
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on: bound, then released."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write(path: Path, text: str) -> Path:
@@ -106,6 +100,6 @@ def test_url_must_be_http(tmp_path: Path) -> None:
 
 
 def test_unreachable_gateway(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     line = one_error_line(send("--kubernetes-events", str(CORPUS), "--url", url, tmp_path=tmp_path))
     assert line == f"error: cannot reach the gateway at {url} (connection refused)"

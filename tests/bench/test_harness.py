@@ -20,7 +20,7 @@ from kubernaut_tools.bench.redis_limit import evalsha
 from kubernaut_tools.bench.wrk import Load, WrkError, run_wrk
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.postgres import pg_bin
-from tests.fuzzing.support import free_port
+from tests.ports import free_port
 
 LIGHT = Load(duration_s=1, connections=2, threads=1)
 

@@ -1,12 +1,11 @@
 """Fuzzing support: the example budget (bounded and derandomized in the suite;
 ``KUBERNAUT_FUZZ_EXAMPLES=N`` for a long, random run of N examples per test), a PostgreSQL connection
-for the sync hypothesis tests, and a free port."""
+for the sync hypothesis tests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from typing import Any
 
 import asyncpg
@@ -38,10 +37,3 @@ class Db:
     def close(self) -> None:
         self._loop.run_until_complete(self._conn.close())
         self._loop.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port

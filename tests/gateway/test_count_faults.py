@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import ProcessRecord, signal_process, spawn, stop, wait_until
-from tests.fuzzing.support import free_port
 from tests.gateway.helpers import (
     PROMETHEUS,
     alert,
@@ -30,6 +29,7 @@ from tests.gateway.helpers import (
     wait_bound,
     webhook,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.ha
 

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from kubernaut.gateway.pipeline import VOID
 from kubernaut.gateway.redis_state import BIND, INGEST, TAKE_COUNTS
 from kubernaut_tools.localstack import LocalStack
-from tests.fuzzing.support import free_port
 from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, unique, webhook
+from tests.ports import free_port
 
 pytestmark = pytest.mark.stack
 
@@ -129,18 +129,20 @@ async def _send(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None
 
 
 async def _settled(stack: LocalStack, name_like: str, expected_total: int) -> None:
-    """Wait until every occurrence is in PostgreSQL (the batched flush has run)."""
+    """Wait (30 s at most) until every occurrence is in PostgreSQL (the batched flush has run)."""
     db = await connect_db(stack)
+    total = None
     try:
-        while True:
-            total = await db.fetchval(
-                "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests"
-                " WHERE signal_name LIKE $1",
-                name_like,
-            )
-            if total == expected_total:
-                return
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            while total != expected_total:
+                await asyncio.sleep(0.1)
+                total = await db.fetchval(
+                    "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests"
+                    " WHERE signal_name LIKE $1",
+                    name_like,
+                )
+    except TimeoutError:
+        raise AssertionError(f"{name_like}: {total} in PostgreSQL, not {expected_total}") from None
     finally:
         await db.close()
 
