@@ -47,6 +47,8 @@ def test_the_demo_loses_nothing_through_a_failover(alerting_stack: LocalStack, a
     assert report["context_api_incidents"] == 10, "a downstream reader sees the same requests"
     assert report["new_master"] is not None
     assert report["old_master"] != report["new_master"]
+    # Not left to chance: the repeating alert is re-notified every 3 s, the blackout lasts Sentinel's 5 s
+    # down-after at least.
     assert report["refused_503"] >= 1, "Alertmanager met the blackout and retried"
     assert report["gateway_blackout_s"] > 0
     assert report["sent"] >= report["accepted"] > 0
