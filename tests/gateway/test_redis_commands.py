@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -130,19 +131,13 @@ async def _send(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None
 
 async def _settled(stack: LocalStack, name_like: str, expected_total: int) -> None:
     """Wait (30 s at most) until every occurrence is in PostgreSQL (the batched flush has run)."""
+    sql = "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests WHERE signal_name LIKE $1"
     db = await connect_db(stack)
-    total = None
     try:
-        async with asyncio.timeout(30):
-            while total != expected_total:
-                await asyncio.sleep(0.1)
-                total = await db.fetchval(
-                    "SELECT coalesce(sum(occurrence_count), 0) FROM remediation_requests"
-                    " WHERE signal_name LIKE $1",
-                    name_like,
-                )
-    except TimeoutError:
-        raise AssertionError(f"{name_like}: {total} in PostgreSQL, not {expected_total}") from None
+        deadline = time.monotonic() + 30
+        while (total := await db.fetchval(sql, name_like)) != expected_total:
+            assert time.monotonic() < deadline, f"{name_like}: {total} in PostgreSQL, not {expected_total}"
+            await asyncio.sleep(0.1)
     finally:
         await db.close()
 
