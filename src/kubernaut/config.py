@@ -192,6 +192,9 @@ class StormSettings(Section):
     inactivity_s: Annotated[int, Field(ge=1)] = 60
     max_window_s: Annotated[int, Field(ge=1)] = 300
     max_affected_resources: Annotated[int, Field(ge=1)] = 1000
+    # New members of a committed storm answered from Redis and written with the count flush (docs/gateway.md,
+    # "Storm members joined in Redis"); false before a downgrade to a release without it.
+    join_in_redis: bool = True
 
 
 class AlertTimeSettings(Section):

@@ -20,8 +20,9 @@ import asyncpg
 import httpx
 import pytest
 
-from kubernaut.config import PostgresSettings, Settings
+from kubernaut.config import AlertTimeSettings, PostgresSettings, Settings
 from kubernaut.contextapi.freshness import CHANNEL
+from kubernaut.gateway.ingest_protocol import CountBatch
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.signal import NormalizedSignal, fingerprint
 from kubernaut.gateway.store import NewRequest, RequestStore
@@ -279,7 +280,9 @@ class _Side:
         write = partial(store.write, signal_type="prometheus", source="cost", now=now, storms=[])
         written = await self.measure("insert", write(singles=new, resolves=[]))
         ids = [request_id for request_id, _ in written.singles.values()]
-        await self.measure("counts", store.add_counts(dict.fromkeys(ids, 2), now, uuid.uuid4().hex))
+        counts = CountBatch(dict.fromkeys(ids, 2), [], {})
+        flush = store.apply_batch(counts, now, uuid.uuid4().hex, "unused:", AlertTimeSettings())
+        await self.measure("counts", flush)
         await self.measure("resolve", write(singles=[], resolves=[s.fingerprint for s in signals]))
 
 

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from kubernaut.config import Settings
 from kubernaut.gateway.app import create_app, fast_path
+from kubernaut.gateway.ingest_protocol import storm_group_key
 from kubernaut.httpserver import default_workers
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import ProcessRecord, spawn, stop, wait_until
@@ -158,6 +159,23 @@ async def wait_bound(stack: LocalStack, fingerprint: str, prefix: str = "gw:", t
     """Until the master's dedup entry of ``fingerprint`` holds a request id (binds are batched): only then
     does a repeat stay in Redis, counted by the script, instead of going to PostgreSQL again."""
     await until_redis(stack, f"{prefix}dd:{fingerprint}", lambda v: (v or b"").isdigit(), timeout_s)
+
+
+async def until_storm_bound(
+    stack: LocalStack, prefix: str, name: str, namespace: str, storm_id: int, timeout_s: float = 30
+) -> None:
+    """Until storm request ``storm_id`` is bound to its window (its new members then join in Redis)."""
+    master = stack.current_master()
+    assert master is not None, "no gateway Redis master"
+    redis = aioredis.Redis(**stack.redis_auth(master[1]))
+    key, suffix = storm_group_key(prefix, name, namespace), f":{storm_id}".encode()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (bound := cast(bytes | None, await redis.hget(key, "bound")) or b"").endswith(suffix):
+            assert time.monotonic() < deadline, f"storm {storm_id} never bound: {bound!r}"
+            await asyncio.sleep(0.01)
+    finally:
+        await redis.aclose()
 
 
 def ready(url: str) -> bool:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from kubernaut.config import StandaloneRedis
+from kubernaut.config import AlertTimeSettings, StandaloneRedis
+from kubernaut.gateway.ingest_protocol import CountBatch
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.store import RequestStore
 from kubernaut.redis.keys import OWNER_KEY, SHARERS_KEY
@@ -47,9 +48,15 @@ async def test_a_batch_id_is_applied_once(stack: LocalStack) -> None:
     await store.start()
     try:
         batch = uuid.uuid4().hex
-        assert await store.add_counts({request_id: 5}, datetime.now(UTC), batch)
-        assert not await store.add_counts({request_id: 5}, datetime.now(UTC), batch)
-        assert await store.add_counts({request_id: 2}, datetime.now(UTC), uuid.uuid4().hex)
+
+        async def apply(counts: dict[int, int], batch_id: str) -> bool:
+            return await store.apply_batch(
+                CountBatch(counts, [], {}), datetime.now(UTC), batch_id, "unused:", AlertTimeSettings()
+            )
+
+        assert await apply({request_id: 5}, batch)
+        assert not await apply({request_id: 5}, batch)
+        assert await apply({request_id: 2}, uuid.uuid4().hex)
     finally:
         await store.close()
     assert await _count(stack, name) == 1 + 5 + 2

@@ -57,7 +57,7 @@ STORM_FP = storm_fingerprint("pattern", "Boom", "shop", START_MS)
 def outcomes_of(
     signals: Sequence[NormalizedSignal], planned: Plan, written: Sequence[Written]
 ) -> list[tuple[str, int | None]]:
-    outcomes, _ = settle(signals, planned, written)
+    outcomes, _, _ = settle(signals, planned, written)
     return [(o.outcome, o.request_id) for o in outcomes]
 
 
@@ -84,7 +84,7 @@ def test_a_repeat_in_the_same_webhook_is_one_request_and_one_bind() -> None:
     (phase,) = planned.phases
     assert phase.singles[a.fingerprint].occurrences == 2
     written = [Written({a.fingerprint: (5, True)}, {}, {})]
-    outcomes, binds = settle([a, a], planned, written)
+    outcomes, binds, _ = settle([a, a], planned, written)
     assert [(o.outcome, o.request_id) for o in outcomes] == [("created", 5), ("duplicate", 5)]
     assert [(b.fingerprint, b.marker, b.request_id) for b in binds] == [(a.fingerprint, "p:n0:0:0", 5)]
 
@@ -106,7 +106,7 @@ def test_a_firing_after_a_resolution_starts_a_phase_and_only_the_open_request_is
         Written({a.fingerprint: (5, True)}, {}, {a.fingerprint: 5}),
         Written({a.fingerprint: (6, True)}, {}, {}),
     ]
-    outcomes, binds = settle(signals, planned, written)
+    outcomes, binds, _ = settle(signals, planned, written)
     assert [(o.outcome, o.request_id) for o in outcomes] == [("created", 5), ("resolved", 5), ("created", 6)]
     assert [(b.marker, b.request_id) for b in binds] == [("p:n0:2:0", 6)]
 
@@ -114,7 +114,9 @@ def test_a_firing_after_a_resolution_starts_a_phase_and_only_the_open_request_is
 def test_a_request_resolved_in_its_own_webhook_is_never_bound() -> None:
     a, a_resolved = sig("a"), sig("a", firing=False)
     planned = plan([a, a_resolved], [own(0), resolved(None, 1)], SETTINGS, NOW)
-    _, binds = settle([a, a_resolved], planned, [Written({a.fingerprint: (5, True)}, {}, {a.fingerprint: 5})])
+    _, binds, _ = settle(
+        [a, a_resolved], planned, [Written({a.fingerprint: (5, True)}, {}, {a.fingerprint: 5})]
+    )
     assert binds == []
 
 
@@ -139,7 +141,7 @@ def test_the_first_new_member_opens_the_storm_the_others_join_it() -> None:
     assert list(storm.members) == [c.fingerprint, d.fingerprint]
     assert storm.occurrences == 3
     written = [Written({b.fingerprint: (1, True)}, {STORM_FP: (2, True, {c.fingerprint, d.fingerprint})}, {})]
-    outcomes, binds = settle(signals, planned, written)
+    outcomes, binds, _ = settle(signals, planned, written)
     assert [(o.outcome, o.request_id) for o in outcomes] == [
         ("created", 1),
         ("storm_opened", 2),
@@ -183,7 +185,7 @@ def test_every_signal_gets_one_outcome_and_binds_point_at_open_requests(
         singles = {fp: (100 + k, data.draw(st.booleans())) for fp in phase.singles}
         storms = {sfp: (200 + k, data.draw(st.booleans()), set(j.members)) for sfp, j in phase.storms.items()}
         written.append(Written(singles, storms, dict.fromkeys(phase.resolves, 300 + k)))
-    outcomes, binds = settle(signals, planned, written)
+    outcomes, binds, _ = settle(signals, planned, written)
     assert [o.fingerprint for o in outcomes] == [s.fingerprint for s in signals]
     assert all(o.outcome for o in outcomes)
     assert sum(o.outcome == "storm_opened" for o in outcomes) <= len(planned.phases)

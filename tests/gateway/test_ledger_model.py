@@ -90,6 +90,14 @@ class _Db:
     def rows(self, namespace: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.loop.run_until_complete(self.conn.fetch(_ROWS, namespace))]
 
+    def joined_in_redis(self, namespaces: list[str]) -> int:
+        """Storm members of these namespaces joined in Redis (scripts/ingest.lua, "Bound storms")."""
+        sql = (
+            "SELECT count(*) FROM storm_members m JOIN remediation_requests r ON r.id = m.request_id"
+            " WHERE r.namespace = ANY($1::text[]) AND m.joined_by IS NOT NULL"
+        )
+        return int(self.loop.run_until_complete(self.conn.fetchval(sql, namespaces)))
+
     def close(self) -> None:
         self.loop.run_until_complete(self.conn.close())
         self.loop.close()
@@ -99,6 +107,7 @@ class Tally:
     examples = 0
     steps = 0
     outcomes: ClassVar[Counter[str]] = Counter()
+    namespaces: ClassVar[list[str]] = []
 
 
 def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
@@ -111,6 +120,7 @@ def _machine(url: str, token: str, db: _Db) -> type[RuleBasedStateMachine]:
             self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
             self.last: list[Spec] | None = None
             Tally.examples += 1
+            Tally.namespaces.append(self.ns)
 
         def teardown(self) -> None:
             self.client.close()
@@ -257,7 +267,8 @@ def test_the_gateway_follows_the_model(stack: LocalStack, model_gateway: str) ->
                 break
         print(
             f"\nmodel test: {Tally.examples} examples, {Tally.steps} webhooks, "
-            f"{time.monotonic() - started:.0f} s, no counterexample; outcomes {dict(Tally.outcomes)}"
+            f"{time.monotonic() - started:.0f} s, no counterexample; outcomes {dict(Tally.outcomes)}; "
+            f"storm members joined in Redis {db.joined_in_redis(Tally.namespaces)}"
         )
     finally:
         db.close()

@@ -139,7 +139,7 @@ def test_the_storm_windows_follow_the_model(
             client.hset(f"{prefix}clock", mapping={"s": now // 1000, "us": now % 1000 * 1000})
             args: list[str | int] = [prefix, f"n{n}", "src", *SETTINGS, 1, len(signals)]  # 1: count here
             for name, resource, firing in signals:
-                args += ("f" if firing else "r", f"{name}|{resource}", name, "ns", resource)
+                args += ("f" if firing else "r", f"{name}|{resource}", name, "ns", resource, 0)
             got = client.evalsha(sha, 0, *args)
             decoded = [v.decode() if isinstance(v, bytes) else v for v in got]
             assert decoded == model.ingest(f"n{n}", signals, now), f"webhook {n} at +{now - START_MS} ms"

@@ -87,11 +87,11 @@ class Gateway:
         self.redis = RedisState(gw, self.metrics, instance_id)
         pg = settings.postgres.for_service("gateway")
         self.store = RequestStore(pg, self.metrics, gw.storm.max_affected_resources)
-        self.pipeline = Pipeline(gw, self.redis, self.store, self.metrics)
         self.flusher = CountFlusher(self.redis, self.store, self.metrics, gw.count_flush_interval_s)
         self._flush_worker = Worker(
             "gateway-count-flusher", self.flusher.step, interval=self.flusher.interval_s
         )
+        self.pipeline = Pipeline(gw, self.redis, self.store, self.metrics, flush_soon=self._flush_worker.wake)
         self._http_children: dict[tuple[str, int], Any] = {}
         self._tally_worker = Worker("gateway-metrics-tally", self._flush_tally, interval=TALLY_FLUSH_S)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -43,26 +44,36 @@ class CountFlusher:
     async def flush_once(self) -> int:
         """Flush one batch; return the number of occurrences it added in PostgreSQL. Nothing while the
         gateway doubts its master (``RedisState.counts_in_redis``): a master about to be deposed may hold
-        what the switch discards, e.g. a refused call it ran late, whose void comes after the take."""
+        what the switch discards, e.g. a refused call it ran late, whose void comes after the take.
+        A batch with storm members joined in Redis is acknowledged at once, for a resolution may be
+        waiting for it (scripts/ingest.lua, "Bound storms")."""
         if not self._redis.counts_in_redis:
             return 0
         try:
-            storms, batch, counts = await self._redis.take_counts(ack=self._flushed)
+            storms, batch_id, batch = await self._redis.take_counts(ack=self._flushed)
         except RedisUnavailable:
             return 0  # acknowledged or not, `_flushed` is named again by the next take
         self._flushed = None
         self._metrics.storm_windows_open.set(storms)
-        if batch is None or not self._redis.counts_in_redis:  # a call failed while the take was queued
+        if batch_id is None or not self._redis.counts_in_redis:  # a call failed while the take was queued
             return 0  # a batch stays this instance's, offered again by the next take
+        now = datetime.now(UTC)
         try:
-            applied = await self._store.add_counts(counts, datetime.now(UTC), batch)
+            applied = await self._store.apply_batch(
+                batch, now, batch_id, self._redis.prefix, self._redis.settings.alert_times
+            )
         except StoreUnavailable:
             return 0
-        self._flushed = batch
-        if not applied:  # offered again: its acknowledgement was lost, or its instance died after the flush
-            log.info("count batch already in PostgreSQL", batch=batch, occurrences=sum(counts.values()))
+        self._flushed = batch_id
+        occurrences = sum(batch.counts.values())
+        if not applied:  # offered again: its acknowledgement was lost, or its instance died after it
+            log.info("count batch already in PostgreSQL", batch=batch_id, occurrences=occurrences)
         self._metrics.count_batches.labels(result="applied" if applied else "already_applied").inc()
-        return sum(counts.values()) if applied else 0
+        if batch.members:  # a resolution may be waiting for it; else the next take acknowledges it
+            with contextlib.suppress(RedisUnavailable):
+                await self._redis.take_counts(ack=batch_id, ack_only=True)
+                self._flushed = None
+        return occurrences if applied else 0
 
     async def _prune(self) -> None:
         if time.monotonic() - self._pruned_at < _PRUNE_EVERY_S:

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kubernaut.config import GatewaySettings
-from kubernaut.gateway.ingest_protocol import DUPLICATE, RESOLVED, SINGLE, STORM, Code, Entry, storm_window
+from kubernaut.gateway.ingest_protocol import (
+    DUPLICATE,
+    JOINED,
+    RESOLVED,
+    SINGLE,
+    STORM,
+    Code,
+    Entry,
+    storm_window,
+)
 from kubernaut.gateway.signal import AlertTimes, NormalizedSignal, environment, identity_digest, priority
 from kubernaut.gateway.store import NewRequest, Phase, StormJoin, Written
 
@@ -93,6 +102,11 @@ def plan(
             decided[i] = Outcome(s.fingerprint, "duplicate", rid)
             counts[rid] = counts.get(rid, 0) + 1
             continue
+        if code is JOINED:  # only in a webhook the script decided whole: counted there
+            rid = entry.request_id
+            assert rid is not None
+            decided[i] = Outcome(s.fingerprint, "storm_aggregated", rid)
+            continue
         if code is not RESOLVED and phases[-1].resolves:
             phases.append(Phase())  # a firing after a resolution: PostgreSQL must see them in order
         k, phase = len(phases) - 1, phases[-1]
@@ -168,13 +182,24 @@ class Bind:
     request_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class StormBind:
+    """A storm request this webhook opened, to bind to its window in Redis (scripts/bind.lua)."""
+
+    name: str
+    namespace: str
+    start_ms: int
+    request_id: int
+
+
 def settle(
     signals: Sequence[NormalizedSignal], planned: Plan, written: Sequence[Written]
-) -> tuple[list[Outcome], list[Bind]]:
+) -> tuple[list[Outcome], list[Bind], list[StormBind]]:
     """Each signal's outcome, decided once, and the bindings to queue. A storm window's first new member
     of this webhook opens it if PostgreSQL inserted the window's request."""
     outcomes: dict[int, Outcome] = dict(planned.decided)
     binds: list[Bind] = []
+    storm_binds: list[StormBind] = []
     opened: set[tuple[int, str]] = set()
     for p in planned.pending:
         s, done = signals[p.index], written[p.phase]
@@ -184,6 +209,7 @@ def settle(
             continue
         if p.code is STORM:
             assert p.storm is not None
+            assert p.marker is not None
             rid, inserted, added = done.storms[p.storm]
             outcome = "duplicate"
             if p.first and s.fingerprint in added:
@@ -191,6 +217,8 @@ def settle(
                 if inserted and (p.phase, p.storm) not in opened:
                     opened.add((p.phase, p.storm))
                     outcome = "storm_opened"
+                    start_ms = storm_window(p.marker).start_ms
+                    storm_binds.append(StormBind(s.name, s.namespace, start_ms, rid))
         else:
             rid, inserted = done.singles[s.fingerprint]
             outcome = "created" if p.first and inserted else "duplicate"
@@ -198,4 +226,4 @@ def settle(
         if p.bind:
             assert p.marker is not None
             binds.append(Bind(s.fingerprint, p.marker, rid))
-    return [outcomes[i] for i in range(len(signals))], binds
+    return [outcomes[i] for i in range(len(signals))], binds, storm_binds

@@ -43,14 +43,16 @@ DO UPDATE SET occurrence_count = r.occurrence_count + EXCLUDED.occurrence_count,
 RETURNING r.id, (r.xmax = 0) AS inserted
 """
 
-# Members already taken in (a repeat that reached PostgreSQL) are skipped; resources beyond the cap are
-# only counted.
+# Members already taken in (a repeat that reached PostgreSQL) are skipped, one a Redis join wrote taken
+# over (see migration 090); resources beyond the cap are only counted.
 _ADD_MEMBERS = f"""
-WITH added AS (
-    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at)
+WITH written AS (
+    INSERT INTO {STORM_MEMBERS} AS sm (request_id, fingerprint, resource, first_seen, received_at)
     SELECT $1, m.f, m.res, m.fs, $4 FROM unnest($2::text[], $3::text[], $6::timestamptz[]) AS m(f, res, fs)
-    ON CONFLICT DO NOTHING
-    RETURNING fingerprint, resource
+    ON CONFLICT (request_id, fingerprint) DO UPDATE SET joined_by = NULL WHERE sm.joined_by IS NOT NULL
+    RETURNING fingerprint, resource, (xmax = 0) AS inserted
+), added AS (
+    SELECT fingerprint, resource FROM written WHERE inserted
 ), named AS (
     SELECT ARRAY(SELECT resource FROM added WHERE resource <> '') AS resources
 )

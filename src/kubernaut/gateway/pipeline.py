@@ -9,7 +9,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -41,15 +41,24 @@ _REVOID_FOR_S = 60.0
 # refusing instance that dies (killed, or stopped by a rolling update) leaves no call unvoided. They look
 # this often, well inside the minute in which a call's record ('ran:<nonce>') lets its void take it back.
 _ADOPT_EVERY_S = 5.0
+# How long a resolution waits for count batches to be flushed (its own process flushes at once, the others
+# every count_flush_interval_s) before it is refused (503: the sender retries).
+_AWAIT_BATCHES_S, _AWAIT_BATCHES_POLL_S = 10.0, 0.05
 
 
 class Pipeline:
     """Takes one webhook's signals to their outcomes: rate limit, dedup, storms, PostgreSQL."""
 
     def __init__(
-        self, settings: GatewaySettings, redis: RedisState, store: RequestStore, metrics: GatewayMetrics
+        self,
+        settings: GatewaySettings,
+        redis: RedisState,
+        store: RequestStore,
+        metrics: GatewayMetrics,
+        flush_soon: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._flush_soon = flush_soon  # this process's count flusher, now
         self._redis = redis
         self._store = store
         self._metrics = metrics
@@ -85,9 +94,14 @@ class Pipeline:
         reply = await self._call_script(signals, source, counted_in_redis)
         received = datetime.now(UTC)
         planned = plan(signals, reply.entries, self._settings, received)
-        if not planned.pending and counted_in_redis:  # every signal a duplicate: counted by the script
+        if not planned.pending and counted_in_redis:  # duplicates and joins only: counted by the script
             outcomes = [planned.decided[i] for i in range(len(signals))]
+            joined = sum(1 for e in reply.entries if e.code is protocol.JOINED)
+            if joined:
+                self._metrics.tally.inc(self._metrics.alerts_aggregated, joined)
             return self._count(outcomes, source_type), outcomes
+        if reply.wait_for_batches:
+            await self._await_batches(reply.wait_for_batches)
         try:
             written = await self._store.write_phases(
                 signal_type=source_type,
@@ -98,9 +112,12 @@ class Pipeline:
             )
         except StoreUnavailable:
             raise self._unavailable("PostgreSQL did not take the write") from None
-        outcomes, binds = settle(signals, planned, written)
+        outcomes, binds, storm_binds = settle(signals, planned, written)
         for b in binds:
             self._redis.bind_later(b.fingerprint, b.marker, b.request_id)
+        if self._settings.storm.join_in_redis:
+            for sb in storm_binds:
+                self._redis.bind_storm_later(sb.name, sb.namespace, sb.start_ms, sb.request_id)
         self._count_storms(planned, written)
         return self._count(outcomes, source_type), outcomes
 
@@ -135,6 +152,23 @@ class Pipeline:
         if reply.limit is protocol.Limit.SHADOW:
             self._metrics.tally.inc(self._metrics.rate_limited_children["shadow"])
         return reply
+
+    async def _await_batches(self, batches: frozenset[str]) -> None:
+        """Before a resolution that unbound a storm is written: wait until the count batches that may
+        hold members joined to it in Redis are in PostgreSQL (scripts/ingest.lua, "Bound storms"), so
+        that a storm closes only once every member it answered for is stored. 503 if they are not soon."""
+        deadline = time.monotonic() + _AWAIT_BATCHES_S
+        pending = sorted(batches)
+        while True:
+            self._flush_soon()  # what this process took is acknowledged by its next step
+            try:
+                if await self._redis.batches_alive(pending) == 0:
+                    return
+            except RedisUnavailable:
+                pass
+            if time.monotonic() >= deadline:
+                raise self._unavailable("storm members counted in Redis are not yet in PostgreSQL")
+            await asyncio.sleep(_AWAIT_BATCHES_POLL_S)
 
     def _void_later(self, nonce: str, for_s: float = _REVOID_FOR_S) -> None:
         self._forget_old_voids()

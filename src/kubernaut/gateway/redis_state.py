@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kubernaut.background import Worker
 from kubernaut.config import GatewaySettings, SentinelRedis
+from kubernaut.gateway import ingest_protocol as protocol
 from kubernaut.gateway.autopipeline import AutoPipeline, Unanswered
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.redis import claim_ownership, connect
@@ -103,6 +104,7 @@ class Script:
 INGEST = Script.load("ingest", replicate=True, repeatable=False, uses=("counts_hash",))  # counts duplicates
 BIND = Script.load("bind", replicate=False, repeatable=True)
 TAKE_COUNTS = Script.load("take_counts", replicate=True, repeatable=True)
+BATCHES_ALIVE = Script.load("batches_alive", replicate=False, repeatable=True)
 
 
 def _error_kind(err: BaseException) -> str | None:
@@ -141,6 +143,7 @@ class RedisState:
         self._available = False
         self._switched = asyncio.Event()
         self._binds: list[str] = []
+        self._storm_binds: list[str] = []
         self._binder = Worker("gateway-dedup-binder", self._bind_pending)
         self._watchers: list[Worker] = []
         self._closing = False
@@ -200,7 +203,7 @@ class RedisState:
                     raise
                 self._doubt("no master at start")  # a restart in the middle of a failover
                 await asyncio.sleep(0.2)
-        for script in (INGEST, BIND, TAKE_COUNTS):
+        for script in (INGEST, BIND, TAKE_COUNTS, BATCHES_ALIVE):
             await self.handle.client.script_load(script.source)
         self._pipeline.start()
         self._set_available(True)
@@ -301,22 +304,36 @@ class RedisState:
         self._binds.extend((fingerprint, marker, str(request_id)))
         self._binder.wake()
 
+    def bind_storm_later(self, name: str, namespace: str, start_ms: int, request_id: int) -> None:
+        """Queue binding a storm request to its window, so that its new members join it in Redis
+        (scripts/ingest.lua, "Bound storms"). Losing it costs speed only: they join in PostgreSQL."""
+        key = protocol.storm_group_key(self.prefix, name, namespace)
+        self._storm_binds.extend((key, str(start_ms), str(request_id)))
+        self._binder.wake()
+
     async def _bind_pending(self) -> None:
-        while self._binds:
+        while self._binds or self._storm_binds:
+            storms = self._storm_binds[: 3 * _MAX_BIND_TRIPLES]
+            del self._storm_binds[: len(storms)]
             batch = self._binds[: 3 * _MAX_BIND_TRIPLES]
             del self._binds[: len(batch)]
             with contextlib.suppress(RedisUnavailable):
-                await self.run(BIND, [self.prefix, *batch])
+                await self.run(BIND, [self.prefix, _FLUSHER_STALE_MS, len(storms) // 3, *storms, *batch])
+
+    async def batches_alive(self, batches: Sequence[str]) -> int:
+        """How many of these count batches are not yet written to PostgreSQL and acknowledged."""
+        return int(await self.run(BATCHES_ALIVE, [self.prefix, *batches]))
 
     # -- duplicate counts --------------------------------------------------------------------------
 
     async def take_counts(
-        self, ack: str | None, leave: bool = False
-    ) -> tuple[int, str | None, dict[int, int]]:
+        self, ack: str | None, leave: bool = False, ack_only: bool = False
+    ) -> tuple[int, str | None, protocol.CountBatch]:
         """Acknowledge batch ``ack`` (flushed), then return the open storm windows and this instance's
-        batch of duplicate counts to flush: its id (None: nothing to flush) and request id -> count. The
-        reply comes only once a replica holds the batch, so a failover cannot hand the same occurrences
-        out again under another id. ``leave``: acknowledge, give any unflushed batch to the others."""
+        batch to flush: its id (None: nothing to flush) and contents (duplicate counts, storm members
+        joined in Redis, voided calls). The reply comes only once a replica holds the batch, so a failover
+        cannot hand the same occurrences out again under another id. ``leave``: acknowledge, give any
+        unflushed batch to the others; ``ack_only``: acknowledge, take nothing."""
         storms, batch, flat = await self.run(
             TAKE_COUNTS,
             [
@@ -326,10 +343,11 @@ class RedisState:
                 uuid.uuid4().hex,
                 _FLUSHER_STALE_MS,
                 "1" if leave else "",
+                "1" if ack_only else "",
+                "1" if self.settings.storm.join_in_redis else "",
             ],
         )
-        counts = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return int(storms), (_text(batch) or None), counts
+        return int(storms), (_text(batch) or None), protocol.count_batch(flat)
 
     # -- failover ----------------------------------------------------------------------------------
 

@@ -43,17 +43,20 @@ RETURNING r.id, r.fingerprint, (r.xmax = 0) AS inserted
 """
 
 # Every storm row's new members in one statement; ``o`` is the one-by-one order of the members (webhook,
-# then fingerprint), which the affected resources keep. Members already taken in are skipped; resources
-# beyond the cap are only counted (capping the concatenation once equals capping it webhook by webhook).
+# then fingerprint), which the affected resources keep. Members already taken in are skipped (one a
+# Redis join wrote becomes this commit's: a void of that join no longer deletes it); resources beyond
+# the cap are only counted (capping the concatenation once equals capping it webhook by webhook).
 _ADD_MEMBERS = f"""
 WITH m AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
                          $6::int[]) AS m(id, f, res, fs, rcv, o)
-), added AS (
-    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at)
+), written AS (
+    INSERT INTO {STORM_MEMBERS} AS sm (request_id, fingerprint, resource, first_seen, received_at)
     SELECT m.id, m.f, m.res, m.fs, m.rcv FROM m
-    ON CONFLICT DO NOTHING
-    RETURNING request_id, fingerprint, resource
+    ON CONFLICT (request_id, fingerprint) DO UPDATE SET joined_by = NULL WHERE sm.joined_by IS NOT NULL
+    RETURNING request_id, fingerprint, resource, (xmax = 0) AS inserted
+), added AS (
+    SELECT request_id, fingerprint, resource FROM written WHERE inserted
 ), per_storm AS (
     SELECT a.request_id AS id, count(*) AS n,
            coalesce(array_agg(a.resource ORDER BY m.o) FILTER (WHERE a.resource <> ''), '{{}}') AS resources
@@ -78,7 +81,7 @@ WHERE m.request_id = d.id AND m.fingerprint = d.f AND m.resolved_at IS NOT NULL
 """
 
 # A storm closes when the webhook that resolved its last open member did (``rcv``, its receipt time).
-_CLOSE_STORMS = f"""
+CLOSE_STORMS = f"""
 UPDATE {REQUESTS} r
 SET resolved_at = greatest(r.first_seen, (SELECT max(m.resolved_at) FROM {STORM_MEMBERS} m
                                           WHERE m.request_id = r.id)),
@@ -303,7 +306,7 @@ async def _resolve(conn: Conn, stage: list[_Step]) -> None:
             closer[m["request_id"]] = step
     if closer:
         storms = sorted(closer)
-        await conn.execute(_CLOSE_STORMS, storms, [closer[i].hook.now for i in storms])
+        await conn.execute(CLOSE_STORMS, storms, [closer[i].hook.now for i in storms])
 
 
 async def _count_duplicates(conn: Conn, hooks: Sequence[Webhook]) -> None:

@@ -12,30 +12,89 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
-from kubernaut.config import PostgresSettings
+from kubernaut.config import AlertTimeSettings, PostgresSettings
 from kubernaut.gateway.commit_outcome import TOKEN_PREFIX, CommitMark, Verdict, resolve
+from kubernaut.gateway.ingest_protocol import CountBatch, MemberRecord
 from kubernaut.gateway.metrics import GatewayMetrics
 from kubernaut.gateway.onebyone import Conn, apply_webhook
-from kubernaut.gateway.setcommit import apply_group
+from kubernaut.gateway.setcommit import CLOSE_STORMS, apply_group
 from kubernaut.gateway.writes import NewRequest, Phase, StormJoin, Webhook, Written
-from kubernaut.store.schema import APPLIED_COUNT_BATCHES, REFUSED_CALLS, REQUESTS
+from kubernaut.store.schema import (
+    APPLIED_COUNT_BATCHES,
+    REFUSED_CALLS,
+    REQUESTS,
+    STORM_MEMBERS,
+    add_resources,
+)
 
 __all__ = ["NewRequest", "Phase", "RequestStore", "StoreUnavailable", "StormJoin", "Written"]
 
 log = structlog.get_logger("kubernaut.gateway.store")
 
-# One statement, so atomic: the batch id is recorded and its counts added, or neither; a known id adds
-# nothing. Returns whether this call applied the batch.
+# A count batch is applied in one transaction that records its id first: a known id adds nothing.
+_FRESH_BATCH = f"""
+INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1
+"""
 _ADD_COUNTS = f"""
-WITH fresh AS (
-    INSERT INTO {APPLIED_COUNT_BATCHES} (batch_id) VALUES ($4) ON CONFLICT DO NOTHING RETURNING batch_id
-), counted AS (
-    UPDATE {REQUESTS} r
-    SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
-    FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
-    WHERE r.id = d.id AND EXISTS (SELECT 1 FROM fresh)
+UPDATE {REQUESTS} r
+SET occurrence_count = r.occurrence_count + d.n, last_seen = greatest(r.last_seen, $3), updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS d(id, n)
+WHERE r.id = d.id
+"""
+# Storm members joined in Redis and voided calls (scripts/ingest.lua, "Bound storms"; migration 090)
+# are applied one batch at a time across gateway instances: a void's deletion must see every member
+# row its call wrote, and a member's insert every void recorded before it.
+_MEMBER_BATCHES_LOCK = "SELECT pg_advisory_xact_lock(90090)"
+_REFUSE = f"""
+INSERT INTO {REFUSED_CALLS} (nonce, key_prefix) SELECT n, $2 FROM unnest($1::text[]) AS n
+ON CONFLICT DO NOTHING
+"""
+_UNJOIN = f"""
+DELETE FROM {STORM_MEMBERS} m USING unnest($1::text[], $2::bigint[]) AS d(nonce, id)
+WHERE m.request_id = d.id AND m.joined_by = d.nonce
+RETURNING m.request_id, m.resource
+"""
+# A member taken back: out of the storm's count and affected resources (in the list, or in the overflow).
+_UNCOUNT_MEMBER = f"""
+UPDATE {REQUESTS} r
+SET storm_alert_count = r.storm_alert_count - 1,
+    affected_resources = array_remove(r.affected_resources, $2),
+    affected_overflow = r.affected_overflow - CASE WHEN $2 = '' OR $2 = ANY(r.affected_resources) THEN 0
+                                                   ELSE least(r.affected_overflow, 1) END,
+    updated_at = now()
+WHERE r.id = $1
+"""
+# Members joined in Redis, but not those of calls voided since (refused); ``o`` the order they joined in,
+# which the affected resources keep. Times in ms / us from the master's clock; a member's first seen is
+# its alert's own start when believable at its receipt (as signal.AlertTimes: at most $9 ms older, $10 ms
+# ahead). The storm's window reaches the last join's receipt.
+_ADD_JOINED = f"""
+WITH j AS (
+    SELECT DISTINCT ON (d.id, d.f) d.id, d.f, d.res, d.nonce, d.o, to_timestamp(d.rcv_us / 1e6) AS rcv,
+           CASE WHEN d.start_ms <> 0 AND d.start_ms BETWEEN d.rcv_us / 1000 - $9 AND d.rcv_us / 1000 + $10
+                THEN to_timestamp(d.start_ms / 1e3) ELSE to_timestamp(d.rcv_us / 1e6) END AS fs
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::int[])
+         AS d(id, f, res, start_ms, rcv_us, nonce, o)
+    WHERE NOT EXISTS (SELECT 1 FROM {REFUSED_CALLS} c WHERE c.nonce = d.nonce)
+    ORDER BY d.id, d.f, d.o
+), added AS (
+    INSERT INTO {STORM_MEMBERS} (request_id, fingerprint, resource, first_seen, received_at, joined_by)
+    SELECT j.id, j.f, j.res, j.fs, j.rcv, j.nonce FROM j
+    ON CONFLICT DO NOTHING
+    RETURNING request_id, fingerprint, resource
+), per_storm AS (
+    SELECT j.id, max(j.rcv) AS last, count(a.fingerprint) AS n,
+           coalesce(array_agg(a.resource ORDER BY j.o) FILTER (WHERE a.resource <> ''), '{{}}') AS resources
+    FROM j LEFT JOIN added a ON a.request_id = j.id AND a.fingerprint = j.f
+    GROUP BY j.id
 )
-SELECT EXISTS (SELECT 1 FROM fresh)
+UPDATE {REQUESTS} r
+SET storm_alert_count = r.storm_alert_count + p.n,
+    {add_resources("r", "p.resources", "$8")},
+    storm_window_end = greatest(r.storm_window_end, p.last),
+    updated_at = now()
+FROM per_storm p
+WHERE r.id = p.id
 """
 _PRUNE_BATCHES = f"DELETE FROM {APPLIED_COUNT_BATCHES} WHERE applied_at < now() - $1::interval"
 # Group commits' tokens (commit_outcome.py) matter only while an outcome is being resolved.
@@ -284,13 +343,64 @@ class RequestStore:
         log.warning("resolved a commit whose answer was lost", verdict=verdict.value, token=mark.token)
         return verdict is Verdict.COMMITTED
 
-    async def add_counts(self, counts: dict[int, int], now: datetime, batch_id: str) -> bool:
-        """Add one batch of duplicate counts, once: False if ``batch_id`` was applied before."""
-        ids = sorted(counts)
+    async def apply_batch(
+        self, batch: CountBatch, now: datetime, batch_id: str, key_prefix: str, times: AlertTimeSettings
+    ) -> bool:
+        """Apply one count batch once (False: ``batch_id`` was applied before): its calls voided since
+        (recorded as refused; the members they wrote deleted), its duplicate counts, and the storm members
+        joined in Redis (not those of refused calls), with first seen as ``times`` believe."""
         try:
-            return bool(await self.pool.fetchval(_ADD_COUNTS, ids, [counts[i] for i in ids], now, batch_id))
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(_FRESH_BATCH, batch_id) is None:
+                    return False
+                if batch.members or batch.voided:
+                    await conn.execute(_MEMBER_BATCHES_LOCK)
+                if batch.voided:
+                    await self._take_back(conn, batch.voided, now, key_prefix)
+                if batch.counts:
+                    ids = sorted(batch.counts)
+                    await conn.execute(_ADD_COUNTS, ids, [batch.counts[i] for i in ids], now)
+                if batch.members:
+                    await self._add_joined(conn, batch.members, times)
+                return True
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as err:
             raise await self._failed(err) from None
+
+    async def _add_joined(self, conn: Conn, members: list[MemberRecord], times: AlertTimeSettings) -> None:
+        members = sorted(members, key=lambda m: (m.request_id, m.fingerprint))  # rows in a steady order
+        joined = sorted(range(len(members)), key=lambda k: (members[k].received_us, members[k].fingerprint))
+        order = [0] * len(members)
+        for o, k in enumerate(joined, start=1):
+            order[k] = o
+        await conn.execute(
+            _ADD_JOINED,
+            [m.request_id for m in members],
+            [m.fingerprint for m in members],
+            [m.resource for m in members],
+            [m.started_ms for m in members],
+            [m.received_us for m in members],
+            [m.nonce for m in members],
+            order,
+            self._max_affected,
+            times.max_age_s * 1000,
+            times.max_future_skew_s * 1000,
+        )
+
+    @staticmethod
+    async def _take_back(conn: Conn, voided: dict[str, list[int]], now: datetime, key_prefix: str) -> None:
+        """Voided calls: refused for good (their members still in Redis batches are not written), and
+        the members they wrote deleted; a storm that waited only for those may close now."""
+        nonces = sorted(voided)
+        await conn.execute(_REFUSE, nonces, key_prefix)
+        pairs = [(nonce, rid) for nonce in nonces for rid in sorted(set(voided[nonce]))]
+        if not pairs:
+            return
+        deleted = await conn.fetch(_UNJOIN, [n for n, _ in pairs], [rid for _, rid in pairs])
+        for row in deleted:
+            await conn.execute(_UNCOUNT_MEMBER, row["request_id"], row["resource"])
+        if deleted:
+            storms = sorted({row["request_id"] for row in deleted})
+            await conn.execute(CLOSE_STORMS, storms, [now] * len(storms))
 
     async def record_refused(self, nonce: str, key_prefix: str) -> None:
         """Record a Redis call refused without knowing whether it ran, for every instance to void."""

@@ -57,7 +57,7 @@ local_sentinel() {
 # The ACL users' commands (tools/src/kubernaut_tools/localstack/redis_servers.py has the same lists; a test compares).
 GATEWAY_COMMANDS="-@all +ping +select +client|setname +evalsha +script|load +get +set +sadd +wait \
 +del +exists +getdel +getex +hdel +hget +hgetall +hincrby +hmget +hset +hsetnx +pexpire +rename +time \
-+lpop +rpush +zadd +zcard +zrangebyscore +zrem +zremrangebyscore"
++lpop +lrange +rpush +zadd +zcard +zrangebyscore +zrem +zremrangebyscore"
 REPLICATION_COMMANDS="-@all +psync +replconf +ping"
 # What Sentinel sends to a monitored node (Redis's Sentinel documentation).
 SENTINEL_NODE_COMMANDS="-@all +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role +publish \

@@ -8,7 +8,10 @@
 -- the next instance without a batch: PostgreSQL then skips them if they were applied already.
 -- Also trims the open-storm index and reports its size.
 -- ARGV: prefix, instance id, id of the batch acknowledged ('' none), id for a new batch (unique, from the
--- caller), stale after (ms), leave ('1' at shutdown).
+-- caller), stale after (ms), leave ('1' at shutdown), acknowledge only ('1': take nothing; a resolution
+-- may be waiting for the batch to be gone, ingest.lua), joins storm members in Redis ('1', else '').
+-- 'joiners' names the instances that join storm members in Redis and read what that writes (bind.lua
+-- binds no storm while a live flusher is not among them: an older release, during a rolling update).
 -- Reply: {open storm windows, batch id ('' none), {request id, count, ...}}.
 -- The accumulating hash carries its id in field '_batch' and its birth time in '_born' (set by ingest.lua
 -- when it starts the hash, which also sets aside a hash too old to be a live one).
@@ -20,10 +23,21 @@ local function batch(id) return prefix .. 'counts:' .. id end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local joiners = prefix .. 'joiners'
+if ARGV[8] == '1' and ARGV[6] ~= '1' then
+  redis.call('HSET', joiners, instance, '1')
+else
+  redis.call('HDEL', joiners, instance)
+end
+
 local current = redis.call('GET', owner(instance))
 if current and current == ack then
   redis.call('DEL', batch(current), owner(instance))
   current = false
+end
+if ARGV[7] == '1' then
+  redis.call('ZADD', flushers, now, instance)
+  return {0, '', {}}
 end
 if ARGV[6] == '1' then
   if current then
@@ -41,6 +55,7 @@ for _, other in ipairs(redis.call('ZRANGEBYSCORE', flushers, '-inf', now - tonum
       redis.call('DEL', owner(other))
     end
     redis.call('ZREM', flushers, other)
+    redis.call('HDEL', joiners, other)
   end
 end
 if not current then

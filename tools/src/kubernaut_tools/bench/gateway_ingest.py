@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from kubernaut import httpserver
 from kubernaut.gateway.ingest_protocol import encode, settings_args
@@ -171,6 +172,7 @@ class _BenchSignal:
     name: str = "BenchAlert"
     namespace: str = "bench"
     resource: str = "Pod/bench-__rand_int__"
+    starts_at: datetime | None = None
 
 
 def _gateway_script_args(stack: LocalStack, signals: int) -> list[str]:

@@ -23,7 +23,7 @@ _CONNECT = "+ping +select +client|setname"  # redis-py's CLIENT SETINFO may fail
 GATEWAY_COMMANDS = (
     f"-@all {_CONNECT} +evalsha +script|load +get +set +sadd +wait "
     "+del +exists +getdel +getex +hdel +hget +hgetall +hincrby +hmget +hset +hsetnx +pexpire +rename +time "
-    "+lpop +rpush +zadd +zcard +zrangebyscore +zrem +zremrangebyscore"
+    "+lpop +lrange +rpush +zadd +zcard +zrangebyscore +zrem +zremrangebyscore"
 )
 CONTEXT_API_COMMANDS = (
     f"-@all {_CONNECT} +evalsha +eval +script|load +get +mget +set +sadd +smembers +scan +expire "
