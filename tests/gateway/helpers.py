@@ -231,6 +231,13 @@ def _alive_or_raise(record: ProcessRecord, stack: LocalStack) -> bool:
     return True
 
 
+def master_node(stack: LocalStack) -> tuple[tuple[str, int], str]:
+    """The gateway group's master: its address and its node's name (to fault it by its PID)."""
+    master = stack.current_master()
+    assert master is not None, "no gateway Redis master"
+    return master, next(n.name for n in stack.nodes() if n.port == master[1])
+
+
 async def master_keys(stack: LocalStack, pattern: str) -> list[bytes]:
     """The keys matching ``pattern`` on the gateway group's current master."""
     master = stack.current_master()

@@ -23,6 +23,7 @@ from tests.gateway.helpers import (
     alert,
     connect_db,
     gateway_process,
+    master_node,
     pending_count_keys,
     ready,
     until_flushed,
@@ -60,13 +61,6 @@ async def _counted(stack: LocalStack, namespace: str) -> dict[str, int]:
         return {r["signal_name"]: int(r["n"]) for r in rows}
     finally:
         await db.close()
-
-
-def _master_node(stack: LocalStack) -> tuple[tuple[str, int], str]:
-    """The gateway group's master: its address and its node's name."""
-    master = stack.current_master()
-    assert master is not None
-    return master, next(n.name for n in stack.nodes() if n.port == master[1])
 
 
 class Ledger:
@@ -144,7 +138,7 @@ async def test_a_master_hang_loses_no_acknowledged_count(stack: LocalStack, pref
             assert await ledger.post(client, names, namespace) == 201
             for _ in range(10):
                 assert await ledger.post(client, names, namespace) == 202
-            master, node = _master_node(stack)
+            master, node = master_node(stack)
             await _next_take(stack, prefix)  # the flusher is running
             for _attempt in range(5):
                 now = await _next_take(stack, prefix)
@@ -235,7 +229,7 @@ async def test_no_count_is_acknowledged_before_a_replica_has_it(stack: LocalStac
     namespace = f"unrepl-{uuid.uuid4().hex[:8]}"
     names = [f"Unrepl{i}" for i in range(ALERTS)]
     ledger = Ledger()
-    master, old = _master_node(stack)
+    master, old = master_node(stack)
     replicas = [n.name for n in stack.nodes() if n.port != master[1]]
     with gateway_process(stack, "gateway-unrepl", free_port(), **_env(prefix)) as url:
         headers = {"Authorization": f"Bearer {stack.gateway_token}"}
@@ -281,7 +275,7 @@ async def test_after_a_failed_call_duplicates_are_counted_with_a_commit(
             await ledger.open_bound(client, stack, prefix, names, namespace)
             assert await ledger.post(client, names, namespace) == 202
             assert await _counted(stack, namespace) == dict.fromkeys(names, 1)  # counted in Redis
-            master, node = _master_node(stack)
+            master, node = master_node(stack)
             assert stack.signal_component(node, signal.SIGSTOP)
             try:
                 assert await ledger.post(client, names, namespace) == 503  # longer than the call timeout
@@ -322,7 +316,7 @@ async def test_no_count_is_taken_from_a_master_in_doubt(stack: LocalStack, prefi
             assert await ledger.post(client, names, namespace) == 202
             await until_flushed(stack, prefix, within_s=30)
             assert await _counted(stack, namespace) == dict.fromkeys(names, 2)
-            master, node = _master_node(stack)
+            master, node = master_node(stack)
             assert stack.signal_component(node, signal.SIGSTOP)
             try:
                 assert await ledger.post(client, names, namespace) == 503  # longer than the call timeout
@@ -365,7 +359,7 @@ async def test_a_call_refused_by_a_gateway_gone_since_is_voided_by_another(
             async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
                 ids = await ledger.open_bound(client, stack, prefix, names, namespace)
                 assert await ledger.post(client, names, namespace) == 202
-                master, node = _master_node(stack)
+                master, node = master_node(stack)
                 refusals = "SELECT count(*) FROM refused_calls WHERE key_prefix = $1"
                 assert await db.fetchval(refusals, prefix) == 0
                 assert stack.signal_component(node, signal.SIGSTOP)

@@ -14,7 +14,7 @@ import pytest
 
 from kubernaut_tools.localstack import LocalStack
 from kubernaut_tools.localstack.processes import wait_until
-from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, unique, webhook
+from tests.gateway.helpers import PROMETHEUS, alert, connect_db, gateway_process, master_node, unique, webhook
 
 pytestmark = pytest.mark.stack
 
@@ -71,9 +71,7 @@ async def _wait(condition: Callable[[], bool], within: float, what: str) -> None
 
 async def test_redis_master_killed_while_sending(stack: LocalStack, restore_group: None) -> None:
     name = unique("Failover")
-    master = stack.current_master()
-    assert master is not None
-    node = next(n.name for n in stack.nodes() if n.port == master[1])
+    master, node = master_node(stack)
     port = stack.topology.gateway_http + 100
     answers: list[Answer] = []
     # Storms off: this test is about invariant 2 for single requests (storm windows are Redis state too,

@@ -211,3 +211,17 @@ def test_new_requests_and_resolutions_carry_their_place_in_redis_order() -> None
 def test_a_signal_for_postgresql_without_its_seq_is_refused() -> None:
     with pytest.raises(ValueError, match="order"):
         plan([sig("a")], [Entry(Code.SINGLE, "p:n0:0:0")], SETTINGS, NOW)
+
+
+def test_members_joined_by_the_script_are_decided_and_counted_there() -> None:
+    a, b = sig("a"), sig("b")
+    entries = [Entry(Code.JOINED, "9"), Entry(Code.DUPLICATE, "9"), Entry(Code.JOINED, "9")]
+    planned = plan([a, a, b], entries, SETTINGS, NOW)
+    assert planned.pending == []
+    assert planned.joined == 2
+    assert [planned.decided[i].as_json()["outcome"] for i in range(3)] == [
+        "storm_aggregated",
+        "duplicate",
+        "storm_aggregated",
+    ]
+    assert planned.counts == {9: 1}  # for a commit: the duplicate only, never a join

@@ -22,6 +22,7 @@ from tests.gateway.helpers import (
     gateway_process,
     in_process,
     isolated,
+    master_node,
     unique,
     wait_bound,
     webhook,
@@ -266,9 +267,7 @@ async def test_a_webhook_refused_for_a_hung_master_counts_nothing(stack: LocalSt
             first = await client.post(PROMETHEUS, json=webhook(alert(name)))
             rid = _outcomes(first)[0][1]
             fp = first.json()["signals"][0]["fingerprint"]
-            master = stack.current_master()
-            assert master is not None
-            node = next(n.name for n in stack.nodes() if n.port == master[1])
+            master, node = master_node(stack)
             # Duplicates are counted by the script only once the dedup entry holds the request id.
             await wait_bound(stack, fp, prefix)
 

@@ -27,6 +27,7 @@ from tests.gateway.helpers import (
     alert,
     fetch_rows,
     gateway_process,
+    master_node,
     metric,
     until_flushed,
     until_storm_bound,
@@ -81,9 +82,7 @@ async def _storm(stack: LocalStack, storm_id: int) -> dict[str, Any]:
 
 
 async def _pause_master(stack: LocalStack, pause_s: float) -> None:
-    master = stack.current_master()
-    assert master is not None
-    node = next(n.name for n in stack.nodes() if n.port == master[1])
+    master, node = master_node(stack)
     assert stack.signal_component(node, signal.SIGSTOP)
     try:
         await asyncio.sleep(pause_s)  # the fault's own length

@@ -71,6 +71,7 @@ class Plan:
     counts: dict[int, int]
     decided: dict[int, Outcome]
     pending: list[Pending]
+    joined: int = 0  # storm members the script joined (counted in Redis)
 
 
 def plan(
@@ -89,6 +90,7 @@ def plan(
     phases: list[Phase] = [Phase()]
     counts: dict[int, int] = {}
     decided: dict[int, Outcome] = {}
+    joined = 0
     # (index, phase, code, storm fingerprint, marker, first, resolved id) until the binds are known
     drafts: list[tuple[int, int, Code, str | None, str | None, bool, int | None]] = []
     seen: set[tuple[int, str, bool]] = set()  # (phase, fingerprint, resolved)
@@ -106,6 +108,7 @@ def plan(
             rid = entry.request_id
             assert rid is not None
             decided[i] = Outcome(s.fingerprint, "storm_aggregated", rid)
+            joined += 1
             continue
         if code is not RESOLVED and phases[-1].resolves:
             phases.append(Phase())  # a firing after a resolution: PostgreSQL must see them in order
@@ -170,7 +173,7 @@ def plan(
         )
         for i, k, code, sfp, marker, first, rid in drafts
     ]
-    return Plan(phases, counts, decided, pending)
+    return Plan(phases, counts, decided, pending, joined)
 
 
 @dataclass(slots=True)  # not frozen: one per new signal

@@ -96,9 +96,8 @@ class Pipeline:
         planned = plan(signals, reply.entries, self._settings, received)
         if not planned.pending and counted_in_redis:  # duplicates and joins only: counted by the script
             outcomes = [planned.decided[i] for i in range(len(signals))]
-            joined = sum(1 for e in reply.entries if e.code is protocol.JOINED)
-            if joined:
-                self._metrics.tally.inc(self._metrics.alerts_aggregated, joined)
+            if planned.joined:
+                self._metrics.tally.inc(self._metrics.alerts_aggregated, planned.joined)
             return self._count(outcomes, source_type), outcomes
         if reply.wait_for_batches:
             await self._await_batches(reply.wait_for_batches)
